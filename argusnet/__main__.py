@@ -1,0 +1,5 @@
+import sys
+
+from argusnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""`argusnet bench NAME [options]`: run a benchmark from bench/ (JSON out, ratios against a baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from shared.errors import InputError
+
+BENCHMARKS = {
+    "detect": ("bench.detect_speed", "detector ms per 640x480 frame, fp32 baseline vs optimised variants"),
+    "search": ("bench.search", "gallery search: HNSW vs exact on a synthetic 1M x 128 gallery"),
+    "embed": ("bench.embed", "default embedder ms per face vs dlib's own"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS),
+                       description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark (try NAME --help)")
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module_name = BENCHMARKS[args.name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise InputError(f"benchmark {args.name} is not available: {exc}") from exc
+    return int(module.main(args.options) or 0)

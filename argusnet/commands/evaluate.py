@@ -1,0 +1,55 @@
+"""`argusnet eval verify|identify|detect`: accuracy on labelled real data, JSON out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from argusnet.commands.common import engine_from, print_json
+from gpu_worker.evaluation.common import write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="measure accuracy on labelled photos").add_subparsers(
+        dest="eval_command", metavar="KIND", required=True)
+    p = ev.add_parser("verify", help="1:1 verification on labelled pairs (CSV file_x,file_y,Decision)")
+    p.add_argument("--pairs", type=Path, required=True, metavar="CSV")
+    _common(p, handler=cmd_verify)
+    p = ev.add_parser("identify", help="rank-1 identification, leave-one-out (CSV identity,file or a folder "
+                      "of one sub-folder per person)")
+    p.add_argument("--identities", type=Path, required=True, metavar="CSV_OR_DIR")
+    _common(p, handler=cmd_identify)
+    p = ev.add_parser("detect", help="detector recall/precision/AP at IoU 0.5 against dlib imglab XML boxes")
+    p.add_argument("--boxes", type=Path, required=True, metavar="XML")
+    _common(p, handler=cmd_detect)
+
+
+def _common(p: argparse.ArgumentParser, handler) -> None:
+    p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="folder the file names are relative to (default: the labels file's folder)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result to this JSON file")
+    p.set_defaults(handler=handler)
+
+
+def _finish(result: dict, out: Path | None) -> int:
+    write_json(result, out)
+    print_json(result)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gpu_worker.evaluation.verify import run_verify
+
+    return _finish(run_verify(engine_from(args), args.pairs, args.images), args.json)
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from gpu_worker.evaluation.identify import run_identify
+
+    return _finish(run_identify(engine_from(args), args.identities, args.images), args.json)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from gpu_worker.evaluation.detect import run_detect
+
+    return _finish(run_detect(engine_from(args), args.boxes, args.images), args.json)

@@ -1,0 +1,178 @@
+"""`argusnet enroll`, `identify` and `gallery`: the photo-level recognition commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from argusnet.commands.common import add_gallery_arg, config_from, engine_from, gallery_dir, print_json, round_or_none
+from gpu_worker.align import align_faces
+from gpu_worker.engine import EnrolmentFace, Engine, Identification
+from gpu_worker.gallery import Gallery
+from shared.errors import GalleryError, InputError
+from shared.images import read_image
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("enroll", help="enrol a person from one or more photos (one face each)")
+    p.add_argument("name", help="the person's name")
+    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
+    add_gallery_arg(p)
+    p.add_argument("--skip-bad", action="store_true",
+                   help="enrol the photos that pass the quality gate and report the others (default: refuse all "
+                   "when any photo is refused)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_enroll)
+
+    p = sub.add_parser("identify", help="name every face in a photo against a gallery")
+    p.add_argument("photo", type=Path)
+    add_gallery_arg(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_identify)
+
+    g = sub.add_parser("gallery", help="inspect and manage a gallery").add_subparsers(
+        dest="gallery_command", metavar="ACTION", required=True)
+    p = g.add_parser("list", help="persons and face counts")
+    add_gallery_arg(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=cmd_gallery_list)
+    p = g.add_parser("remove", help="remove a person and all their faces")
+    p.add_argument("name")
+    add_gallery_arg(p)
+    p.set_defaults(handler=cmd_gallery_remove)
+    p = g.add_parser("export", help="write a JSON description of the gallery")
+    p.add_argument("out", type=Path, metavar="OUT")
+    add_gallery_arg(p)
+    p.set_defaults(handler=cmd_gallery_export)
+    p = g.add_parser("reembed", help="recompute every embedding from the stored crops with the configured model")
+    add_gallery_arg(p)
+    p.set_defaults(handler=cmd_gallery_reembed)
+
+
+def enrolment_faces(engine: Engine, photos: list[Path]) -> tuple[list[EnrolmentFace], dict[str, str]]:
+    """Faces that pass the gate, and the refusal reason of every other photo."""
+    accepted: list[EnrolmentFace] = []
+    refused: dict[str, str] = {}
+    for photo in tqdm(photos, desc="enrol", unit="photo", disable=None if len(photos) > 3 else True, leave=False):
+        try:
+            accepted.append(engine.enrolment_face(read_image(photo, engine.cfg.images), str(photo)))
+        except InputError as exc:
+            refused[str(photo)] = str(exc)
+    return accepted, refused
+
+
+def open_matching(directory: Path, engine: Engine) -> Gallery:
+    """Open a gallery and check that it holds embeddings of the configured model."""
+    gallery = Gallery.open(directory, engine.cfg.gallery)
+    if gallery.model != engine.embedder.name:
+        gallery.close()
+        raise GalleryError(f"gallery {directory} holds {gallery.model} embeddings but the configured embedder is "
+                           f"{engine.embedder.name}; run `argusnet gallery reembed` or use another gallery")
+    return gallery
+
+
+def gallery_exists(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def open_or_create(directory: Path, engine: Engine) -> Gallery:
+    if gallery_exists(directory):
+        return open_matching(directory, engine)
+    return Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    engine = engine_from(args)
+    directory = gallery_dir(args)
+    if gallery_exists(directory):
+        open_matching(directory, engine).close()  # fail fast on a bad gallery, before any photo work
+    faces, refused = enrolment_faces(engine, args.photos)
+    for photo, reason in refused.items():
+        print(f"refused {reason}", file=sys.stderr)
+    if refused and not args.skip_bad:
+        raise InputError(f"{len(refused)} of {len(args.photos)} photo(s) refused; nothing was enrolled "
+                         "(fix or drop them, or pass --skip-bad)")
+    if not faces:
+        raise InputError("no photo passed the quality gate; nothing was enrolled")
+    with open_or_create(directory, engine) as gallery:
+        gallery.add_person(args.name, np.stack([f.embedding for f in faces]), [f.crop for f in faces],
+                           np.stack([f.crop_landmarks for f in faces]), [f.source for f in faces])
+        persons, total = len(gallery.persons()), gallery.face_count
+    result = {"name": args.name, "enrolled": [f.source for f in faces], "refused": refused,
+              "gallery": str(directory), "persons": persons, "faces": total}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"enrolled {args.name}: {len(faces)} face(s); gallery {directory} holds {persons} person(s), "
+              f"{total} face(s)")
+    return 0
+
+
+def identification_json(item: Identification) -> dict:
+    face, who = item.face, item.identity
+    return {"box": [round(float(v), 1) for v in face.box], "score": round(face.score, 4), "name": who.label,
+            "similarity": round_or_none(who.similarity), "margin": round_or_none(who.margin),
+            "candidate": who.candidate}
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    engine = engine_from(args)
+    with open_matching(gallery_dir(args), engine) as gallery:
+        results = engine.identify(read_image(args.photo, engine.cfg.images), gallery)
+    faces = [identification_json(r) for r in results]
+    if args.json:
+        print_json({"photo": str(args.photo), "model": engine.embedder.name, "faces": faces})
+        return 0
+    if not faces:
+        print(f"{args.photo}: no face found")
+    for i, face in enumerate(faces, start=1):
+        sim = "-" if face["similarity"] is None else f"{face['similarity']:.3f}"
+        margin = "-" if face["margin"] is None else f"{face['margin']:.3f}"
+        print(f"face {i}: {face['name']}  similarity {sim}  margin {margin}  box {face['box']}")
+    return 0
+
+
+def cmd_gallery_list(args: argparse.Namespace) -> int:
+    with Gallery.open(gallery_dir(args), config_from(args).gallery) as gallery:
+        persons = gallery.persons()
+        model = gallery.model
+    if args.json:
+        print_json({"model": model, "persons": [{"name": p.name, "faces": p.faces, "created": p.created}
+                                                for p in persons]})
+    else:
+        print(f"model {model}: {len(persons)} person(s)")
+        for p in persons:
+            print(f"  {p.name}  ({p.faces} face(s))")
+    return 0
+
+
+def cmd_gallery_remove(args: argparse.Namespace) -> int:
+    with Gallery.open(gallery_dir(args), config_from(args).gallery) as gallery:
+        removed = gallery.remove_person(args.name)
+    print(f"removed {args.name}: {removed} face(s)")
+    return 0
+
+
+def cmd_gallery_export(args: argparse.Namespace) -> int:
+    with Gallery.open(gallery_dir(args), config_from(args).gallery) as gallery:
+        gallery.export(args.out)
+    print(f"exported to {args.out}")
+    return 0
+
+
+def cmd_gallery_reembed(args: argparse.Namespace) -> int:
+    engine = engine_from(args)
+    embedder = engine.embedder
+    with Gallery.open(gallery_dir(args), engine.cfg.gallery) as gallery:
+        new: dict[int, np.ndarray] = {}
+        for face in tqdm(list(gallery.faces_for_reembed()), desc="reembed", unit="face", disable=None, leave=False):
+            chip = align_faces(face.crop, face.landmarks[None], embedder.template)
+            new[face.face_id] = embedder.embed(chip)[0]
+        gallery.replace_embeddings(embedder.name, embedder.dim, new)
+        count = gallery.face_count
+    print(f"re-embedded {count} face(s) with {embedder.name}")
+    return 0

@@ -1,0 +1,21 @@
+"""Face embedders, chosen by the ``type`` field of the embedder config."""
+
+from __future__ import annotations
+
+from gpu_worker.embed.base import Embedder
+from shared.config import ArgusConfig
+
+
+def build_embedder(cfg: ArgusConfig) -> Embedder:
+    """The embedder backend named by ``cfg.embedder.type``."""
+    ecfg = cfg.embedder
+    if ecfg.type == "dlib":
+        from gpu_worker.embed.dlib_resnet import DlibEmbedder
+
+        return DlibEmbedder(jitter=ecfg.jitter)
+    if ecfg.type == "onnx":
+        from gpu_worker.embed.cards import load_card
+        from gpu_worker.embed.onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder(load_card(ecfg.card), ecfg.path, cfg.runtime, ecfg.batch_size)
+    raise ValueError(f"unknown embedder type {ecfg.type!r}")

@@ -1,0 +1,77 @@
+"""Frame processors: what a worker does with a batch of decoded frames (detect, recognise, emit events).
+
+``PerFrameProcessor`` recognises every face of every frame (what the prototype did): each face is its own
+one-frame track. The tracked processor (tracker/) replaces it as the default.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gpu_worker.decision import decide
+from gpu_worker.engine import Engine
+from shared.protocol import Frame, TrackEvent
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    frame: Frame
+    image: np.ndarray
+    received_ts: float
+
+
+class StageTimer(Protocol):
+    def observe(self, stage: str, seconds: float) -> None: ...
+
+
+class FrameProcessor(Protocol):
+    def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
+        """Events caused by these frames (several cameras may share one batch)."""
+        ...
+
+
+class PerFrameProcessor:
+    """Detect in one batch, then embed and search every face: ``track_started``, ``track_identified`` (when
+    named) and ``track_ended`` per face, with a fresh track id per face."""
+
+    def __init__(self, engine: Engine, gallery) -> None:
+        self.engine = engine
+        self.gallery = gallery
+        self._next_track: dict[str, int] = {}
+
+    def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
+        start = time.perf_counter()
+        found = self.engine.detector.detect([f.image for f in frames])
+        timer.observe("detect", time.perf_counter() - start)
+        events: list[TrackEvent] = []
+        for item, faces in zip(frames, found):
+            start = time.perf_counter()
+            observations = self.engine.observe(item.image, faces)
+            timer.observe("embed", time.perf_counter() - start)
+            if not observations:
+                continue
+            start = time.perf_counter()
+            hits = self.gallery.search(np.stack([o.embedding for o in observations]), self.engine.cfg.recognition.top_k)
+            timer.observe("search", time.perf_counter() - start)
+            for obs, person_hits in zip(observations, hits):
+                events += self._face_events(item.frame, obs.box, decide(person_hits, self.engine.rule))
+        return events
+
+    def _face_events(self, frame: Frame, box: np.ndarray, identity) -> list[TrackEvent]:
+        track = self._next_track.get(frame.camera_id, 0)
+        self._next_track[frame.camera_id] = track + 1
+        now = time.time()
+        common = dict(camera=frame.camera_id, track=track, capture_ts=frame.capture_ts, visitor=False,
+                      box=tuple(float(v) for v in box))
+        out = [TrackEvent(type="track_started", name=None, similarity=None, margin=None, ts=now,
+                          time_to_name_ms=None, duration_s=None, **common)]
+        if identity.name is not None:
+            out.append(TrackEvent(type="track_identified", name=identity.name, similarity=identity.similarity,
+                                  margin=identity.margin, ts=now, time_to_name_ms=0.0, duration_s=0.0, **common))
+        out.append(TrackEvent(type="track_ended", name=identity.name, similarity=identity.similarity,
+                              margin=identity.margin, ts=now, time_to_name_ms=None, duration_s=0.0, **common))
+        return out

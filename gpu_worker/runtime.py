@@ -1,0 +1,58 @@
+"""ONNX Runtime sessions with providers chosen by configuration; the provider actually used is logged
+once and exported as ``argusnet_model_provider_info{model, provider}``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import onnxruntime as ort
+from prometheus_client import Gauge
+
+from shared.config import RuntimeConfig
+from shared.errors import ModelError
+from shared.metrics import MODEL_PROVIDER
+
+log = logging.getLogger(__name__)
+
+ORT_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+SHORT_NAMES = {v: k for k, v in ORT_NAMES.items()}
+
+provider_info = Gauge(MODEL_PROVIDER, "ONNX Runtime provider each model runs on (1 = in use)", ["model", "provider"])
+
+
+def choose_providers(cfg: RuntimeConfig) -> list[str]:
+    available = set(ort.get_available_providers())
+    chosen = [ORT_NAMES[p] for p in cfg.providers if ORT_NAMES[p] in available]
+    if not chosen:
+        raise ModelError(f"none of the configured providers {cfg.providers} is available; "
+                         f"this onnxruntime offers {sorted(available)}")
+    return chosen
+
+
+def create_session(model: bytes | str | os.PathLike[str], cfg: RuntimeConfig, model_name: str) -> ort.InferenceSession:
+    """An inference session on the first available configured provider, logged and exported."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = cfg.threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    try:
+        session = ort.InferenceSession(source, opts, providers=choose_providers(cfg))
+    except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
+        raise ModelError(f"cannot load model {model_name}: {exc}") from exc
+    used = SHORT_NAMES.get(session.get_providers()[0], session.get_providers()[0])
+    if cfg.require_provider is not None and used != cfg.require_provider:
+        raise ModelError(f"model {model_name} runs on {used}, but runtime.require_provider is {cfg.require_provider}")
+    if used != cfg.providers[0]:
+        log.warning("model %s runs on %s (configured preference: %s)", model_name, used, cfg.providers)
+    else:
+        log.info("model %s runs on %s", model_name, used)
+    provider_info.labels(model=model_name, provider=used).set(1)
+    return session
+
+
+def session_provider(session: ort.InferenceSession) -> str:
+    first = session.get_providers()[0]
+    return SHORT_NAMES.get(first, first)

@@ -1,0 +1,235 @@
+"""The worker service: receive frames from the broker, batch them across cameras, run a frame processor,
+publish ``TrackEvent``s, and keep the broker informed with heartbeats and credit grants.
+
+One I/O thread owns the ZeroMQ sockets (they are not thread-safe); one processing thread runs the models, so a
+slow batch never delays a heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import simplejpeg
+import zmq
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gpu_worker.processing import DecodedFrame, FrameProcessor
+from shared import metrics as m
+from shared.config import BrokerConfig, ProtocolConfig, WorkerConfig
+from shared.errors import ProtocolError
+from shared.logs import RateLimitedLog
+from shared.protocol import Frame, Heartbeat, TrackEvent, decode, encode
+from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, HEARTBEAT_INTERVAL_S, configure
+
+log = logging.getLogger(__name__)
+POLL_MS = 20
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.frames_in = Counter(m.FRAMES_IN, "Frames received", ["camera"], registry=registry)
+        self.frames_out = Counter(m.FRAMES_OUT, "Frames processed", ["camera"], registry=registry)
+        self.dropped = Counter(m.FRAMES_DROPPED, "Frames dropped", ["camera", "reason"], registry=registry)
+        self.protocol_errors = Counter(m.PROTOCOL_ERRORS, "Bad messages dropped", ["reason"], registry=registry)
+        self.queue_depth = Gauge(m.QUEUE_DEPTH, "Frames waiting", ["queue"], registry=registry)
+        self.stage = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
+                               registry=registry)
+        self.end_to_end = Histogram(m.END_TO_END_LATENCY, "Capture to event published", buckets=m.LATENCY_BUCKETS,
+                                    registry=registry)
+        self.events = Counter(m.EVENTS, "Track events published", ["type"], registry=registry)
+
+    def observe(self, stage: str, seconds: float) -> None:
+        self.stage.labels(stage=stage).observe(seconds)
+
+
+@dataclass
+class _Outbox:
+    """What the processing thread hands to the I/O thread."""
+
+    events: "queue.Queue[TrackEvent]" = field(default_factory=queue.Queue)
+    finished: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_finished(self, n: int) -> None:
+        with self.lock:
+            self.finished += n
+
+    def take_finished(self) -> int:
+        with self.lock:
+            n, self.finished = self.finished, 0
+            return n
+
+
+class WorkerService:
+    """One worker: ``run(stop_event)`` blocks until the event is set."""
+
+    def __init__(self, worker_id: str, processor: FrameProcessor, cfg: WorkerConfig, broker: BrokerConfig,
+                 protocol: ProtocolConfig, registry: CollectorRegistry, context: zmq.Context | None = None) -> None:
+        self.worker_id = worker_id
+        self.processor = processor
+        self.cfg = cfg
+        self.broker_cfg = broker
+        self.max_bytes = protocol.max_message_bytes
+        self.metrics = WorkerMetrics(registry)
+        self.ctx = context or zmq.Context.instance()
+        self.inbox: "queue.Queue[DecodedFrame | None]" = queue.Queue(maxsize=cfg.capacity * 2)
+        self.outbox = _Outbox()
+        self.cameras: set[str] = set()
+        self.rate_log = RateLimitedLog(log)
+        self._broker_id: str | None = None
+        self._broker_seen = 0.0
+        self._hb_seq = 0
+
+    # ------------------------------------------------------------------------------------------ I/O thread
+    def run(self, stop: threading.Event) -> None:
+        dealer = configure(self.ctx.socket(zmq.DEALER))
+        dealer.setsockopt(zmq.ROUTING_ID, b"wrk:" + self.worker_id.encode())
+        dealer.connect(self.broker_cfg.backend)
+        pub = configure(self.ctx.socket(zmq.PUB), hwm=EVENT_HWM)
+        pub.connect(self.broker_cfg.events_in)
+        worker = threading.Thread(target=self._process_loop, args=(stop,), name=f"{self.worker_id}-process",
+                                  daemon=True)
+        worker.start()
+        try:
+            self._io_loop(stop, dealer, pub)
+        finally:
+            self.inbox.put(None)
+            worker.join(timeout=10)
+            dealer.close(0)
+            pub.close(0)
+
+    def _io_loop(self, stop: threading.Event, dealer: zmq.Socket, pub: zmq.Socket) -> None:
+        self._send_heartbeat(dealer, self.cfg.capacity)
+        next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+        while not stop.is_set():
+            if dealer.poll(POLL_MS, zmq.POLLIN):
+                while True:
+                    try:
+                        parts = dealer.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._on_message(parts, dealer)
+            self._publish_events(pub)
+            finished = self.outbox.take_finished()
+            now = time.monotonic()
+            if finished or now >= next_beat:
+                self._send_heartbeat(dealer, finished)
+                next_beat = now + HEARTBEAT_INTERVAL_S
+            if self._broker_id is not None and now - self._broker_seen > DEAD_AFTER_S:
+                log.warning("broker %s silent for %.1f s; waiting for it to come back", self._broker_id, DEAD_AFTER_S)
+                self._broker_id = None
+
+    def _on_message(self, parts: list[bytes], dealer: zmq.Socket) -> None:
+        if len(parts) != 1:
+            self._protocol_error("bad_frames", f"expected 1 ZeroMQ frame, got {len(parts)}")
+            return
+        try:
+            msg = decode(parts[0], self.max_bytes)
+        except ProtocolError as exc:
+            self._protocol_error(exc.reason, str(exc))
+            return
+        if isinstance(msg, Frame):
+            self._on_frame(msg)
+        elif isinstance(msg, Heartbeat) and msg.role == "broker":
+            self._on_broker_heartbeat(msg, dealer)
+        else:
+            self._protocol_error("unexpected_message", f"unexpected {type(msg).__name__} from the broker")
+
+    def _on_broker_heartbeat(self, hb: Heartbeat, dealer: zmq.Socket) -> None:
+        self._broker_seen = time.monotonic()
+        if hb.sender != self._broker_id:
+            restarted = self._broker_id is not None or self._hb_seq > 1
+            self._broker_id = hb.sender
+            if restarted:
+                log.info("broker %s (new incarnation): granting free capacity again", hb.sender)
+                self._send_heartbeat(dealer, max(0, self.cfg.capacity - self.inbox.qsize()))
+
+    def _on_frame(self, frame: Frame) -> None:
+        received = time.time()
+        self.metrics.frames_in.labels(camera=frame.camera_id).inc()
+        self.metrics.stage.labels(stage="broker").observe(max(0.0, received - frame.send_ts))
+        self.cameras.add(frame.camera_id)
+        try:
+            start = time.perf_counter()
+            image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
+            self.metrics.observe("decode", time.perf_counter() - start)
+        except ValueError as exc:
+            self.metrics.dropped.labels(camera=frame.camera_id, reason="bad_jpeg").inc()
+            self.rate_log.warning("bad_jpeg", "dropping undecodable JPEG from camera %s: %s", frame.camera_id, exc)
+            self.outbox.add_finished(1)
+            return
+        try:
+            self.inbox.put_nowait(DecodedFrame(frame, image, received))
+        except queue.Full:
+            self.metrics.dropped.labels(camera=frame.camera_id, reason="worker_full").inc()
+            self.outbox.add_finished(1)
+        self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())
+
+    def _publish_events(self, pub: zmq.Socket) -> None:
+        while True:
+            try:
+                event = self.outbox.events.get_nowait()
+            except queue.Empty:
+                return
+            start = time.perf_counter()
+            pub.send_multipart([event.camera.encode(), encode(event)])
+            self.metrics.observe("publish", time.perf_counter() - start)
+            self.metrics.events.labels(type=event.type).inc()
+            self.metrics.end_to_end.observe(max(0.0, time.time() - event.capture_ts))
+
+    def _send_heartbeat(self, dealer: zmq.Socket, credits: int) -> None:
+        self._hb_seq += 1
+        hb = Heartbeat(sender=self.worker_id, role="worker", seq=self._hb_seq, ts=time.time(), credits=credits,
+                       cameras=tuple(sorted(self.cameras))[:1024])
+        try:
+            dealer.send(encode(hb), zmq.NOBLOCK)
+        except zmq.Again:
+            self.outbox.add_finished(credits)  # not delivered: keep the grant for the next heartbeat
+
+    def _protocol_error(self, reason: str, message: str) -> None:
+        self.metrics.protocol_errors.labels(reason=reason).inc()
+        self.rate_log.warning(reason, "dropped a bad message from the broker (%s): %s", reason, message)
+
+    # ------------------------------------------------------------------------------------- processing thread
+    def _next_batch(self) -> list[DecodedFrame] | None:
+        """Up to max_batch frames, waiting at most max_wait_ms after the first; None means stop."""
+        first = self.inbox.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.cfg.max_wait_ms / 1000.0
+        while len(batch) < self.cfg.max_batch:
+            try:
+                item = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                self.inbox.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _process_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                events = self.processor.process(batch, self.metrics)
+                outcome = self.metrics.frames_out
+            except Exception:  # a model failure must not kill the worker: log it, count the frames, go on
+                log.exception("processing a batch of %d frames failed", len(batch))
+                events, outcome = [], None
+            for event in events:
+                self.outbox.events.put(event)
+            for item in batch:
+                if outcome is None:
+                    self.metrics.dropped.labels(camera=item.frame.camera_id, reason="processing_error").inc()
+                else:
+                    outcome.labels(camera=item.frame.camera_id).inc()
+            self.outbox.add_finished(len(batch))
+            self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())

@@ -1,0 +1,56 @@
+"""Error types shared by every ArgusNet component.
+
+Each error carries the process exit code the CLI uses for it: 2 for bad input (a photo, an argument, a
+config value, a gallery directory), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class ArgusError(Exception):
+    """Base class of every error ArgusNet raises on purpose."""
+
+    exit_code = EXIT_FAILURE
+
+
+class InputError(ArgusError):
+    """Input a user gave us is unusable: the message says which input and why."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(InputError):
+    """A configuration value is invalid; the message names the field and the bad value."""
+
+
+class ImageError(InputError):
+    """An image could not be read: not an image, truncated, too large, unsupported format."""
+
+
+class FaceQualityError(InputError):
+    """A photo was refused by the enrolment quality gate (no face, two faces, too small, blurred, turned)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class GalleryError(InputError):
+    """A gallery directory is missing, belongs to another model, or a person is unknown."""
+
+
+class ModelError(ArgusError):
+    """A model file is missing, has the wrong checksum, or does not match its model card."""
+
+
+class ProtocolError(ArgusError):
+    """A wire message failed strict decoding. ``reason`` is a short metric label, ``field`` the culprit."""
+
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field

@@ -1,0 +1,79 @@
+"""CurveZMQ key files: make a key pair (``argusnet keys gen NAME --dir DIR``) and read a folder of public keys
+(the broker's allow-list of camera nodes).
+
+Key files are ZeroMQ's own certificate format (``zmq.auth.create_certificates``): ``NAME.key`` holds the public
+key, ``NAME.key_secret`` the public and the secret key. Keys are Z85 text (40 characters).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from shared.errors import InputError
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+PUBLIC_SUFFIX = ".key"
+SECRET_SUFFIX = ".key_secret"
+
+
+def generate_keys(name: str, directory: str | Path) -> tuple[Path, Path]:
+    """Create the key pair ``NAME.key`` / ``NAME.key_secret`` in ``directory`` (made if missing).
+
+    Refuses to overwrite an existing pair (a camera would lose access) and makes the secret file readable by its
+    owner only. Returns (public_path, secret_path).
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InputError(f"key name must be 1..64 characters of [A-Za-z0-9_.-], got {name!r}")
+    if not zmq.has("curve"):
+        raise InputError("this ZeroMQ build has no CURVE support: cannot make keys")
+    folder = Path(directory)
+    public, secret = folder / (name + PUBLIC_SUFFIX), folder / (name + SECRET_SUFFIX)
+    for path in (public, secret):
+        if path.exists():
+            raise InputError(f"key file {path} already exists; remove it first or choose another name")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        made_public, made_secret = zmq.auth.create_certificates(str(folder), name)
+        os.chmod(made_secret, 0o600)
+    except OSError as exc:
+        raise InputError(f"cannot write key files in {folder}: {exc}") from exc
+    return Path(made_public), Path(made_secret)
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """The Z85 public key in a ``.key`` or ``.key_secret`` file."""
+    try:
+        public, _secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read a CurveZMQ key from {path}: {exc}") from exc
+    return public
+
+
+def load_secret_key(path: str | Path) -> tuple[bytes, bytes]:
+    """(public, secret) Z85 keys from a ``.key_secret`` file; an error if the file holds no secret key."""
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read a CurveZMQ key from {path}: {exc}") from exc
+    if not secret:
+        raise InputError(f"{path} holds no secret key (expected a {SECRET_SUFFIX} file from `argusnet keys gen`)")
+    return public, secret
+
+
+def load_public_keys(directory: str | Path) -> dict[bytes, str]:
+    """The allow-list: every public key in the ``*.key`` files of ``directory``, mapped to its file's name.
+
+    A missing folder is an error; an empty one gives an empty allow-list (every node is refused).
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise InputError(f"allowed keys folder {folder} does not exist or is not a folder")
+    keys: dict[bytes, str] = {}
+    for path in sorted(folder.glob("*" + PUBLIC_SUFFIX)):
+        keys[load_public_key(path)] = path.name[: -len(PUBLIC_SUFFIX)]
+    return keys

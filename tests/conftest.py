@@ -1,0 +1,66 @@
+"""Shared fixtures: the real face data in ../shared/data (skip when absent, fail under ARGUSNET_REQUIRE_DATA=1),
+one engine per session, and a runner for the real `argusnet` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def require_data(*parts: str) -> Path:
+    """The path under ../shared/data, or skip (fail when ARGUSNET_REQUIRE_DATA=1) when it is absent."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        message = f"test data not found: {path}"
+        if os.environ.get("ARGUSNET_REQUIRE_DATA") == "1":
+            pytest.fail(message + " (ARGUSNET_REQUIRE_DATA=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return require_data()
+
+
+@pytest.fixture(scope="session")
+def config():
+    from shared.config import load_config
+
+    return load_config(environ={})
+
+
+@pytest.fixture(scope="session")
+def engine(config):
+    from gpu_worker.engine import Engine
+
+    return Engine(config)
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+    """Run the real `argusnet` CLI in a subprocess (python -m argusnet) and capture its output."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUSNET__")}
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "argusnet", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=REPO)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_cli

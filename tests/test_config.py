@@ -1,0 +1,73 @@
+import pytest
+
+from shared.config import ArgusConfig, load_config
+from shared.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    cfg = load_config(environ={})
+    assert isinstance(cfg, ArgusConfig)
+    assert cfg.detector.type == "retinaface"
+    assert cfg.embedder.type == "dlib"
+
+
+def test_yaml_then_environment_override(tmp_path):
+    path = tmp_path / "argus.yaml"
+    path.write_text("detector:\n  max_side: 480\nrecognition:\n  threshold: 0.7\n")
+    cfg = load_config(path, environ={"ARGUSNET__RECOGNITION__THRESHOLD": "0.9"})
+    assert cfg.detector.max_side == 480
+    assert cfg.recognition.threshold == 0.9
+
+
+def test_error_names_field_and_value():
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={"ARGUSNET__DETECTOR__MAX_SIDE": "5"})
+    assert "detector.max_side = 5" in str(err.value)
+    assert "greater than or equal to 64" in str(err.value)
+
+
+def test_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "argus.yaml"
+    path.write_text("gallery:\n  hnsw_abov: 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert "gallery.hnsw_abov" in str(err.value)
+    assert "Extra inputs are not permitted" in str(err.value)
+
+
+def test_unknown_backend_type_is_refused():
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={"ARGUSNET__EMBEDDER__TYPE": "facenet"})
+    assert "'facenet'" in str(err.value)
+
+
+def test_onnx_embedder_needs_card_and_path():
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={"ARGUSNET__EMBEDDER__TYPE": "onnx"})
+    assert "embedder.card = (missing)" in str(err.value)
+    assert "embedder.path = (missing)" in str(err.value)
+
+
+@pytest.mark.parametrize("text, needle", [("[1, 2", "cannot read"), ("- a\n- b\n", "must hold a mapping")])
+def test_bad_yaml_file(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path, environ={})
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/argus.yaml", environ={})
+
+
+def test_every_field_is_described_and_models_forbid_extras():
+    def walk(model):
+        assert model.model_config.get("extra") == "forbid", model.__name__
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            for sub in getattr(ann, "__args__", ()) or (ann,):
+                if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                    walk(sub)
+    walk(ArgusConfig)
