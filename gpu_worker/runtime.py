@@ -45,8 +45,12 @@ def create_session(model: bytes | str | os.PathLike[str], cfg: RuntimeConfig, mo
     used = SHORT_NAMES.get(session.get_providers()[0], session.get_providers()[0])
     if cfg.require_provider is not None and used != cfg.require_provider:
         raise ModelError(f"model {model_name} runs on {used}, but runtime.require_provider is {cfg.require_provider}")
-    if used != cfg.providers[0]:
-        log.warning("model %s runs on %s (configured preference: %s)", model_name, used, cfg.providers)
+    if used != cfg.providers[0] and ORT_NAMES[cfg.providers[0]] in ort.get_available_providers():
+        log.warning("model %s fell back to %s: %s is installed but did not load (configured preference: %s)",
+                    model_name, used, cfg.providers[0], cfg.providers)
+    elif used != cfg.providers[0]:
+        log.info("model %s runs on %s (%s is not in this onnxruntime build; configured preference: %s)",
+                 model_name, used, cfg.providers[0], cfg.providers)
     else:
         log.info("model %s runs on %s", model_name, used)
     provider_info.labels(model=model_name, provider=used).set(1)

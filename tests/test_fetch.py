@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from gpu_worker.embed.cards import ModelCard
 from gpu_worker.embed.fetch import default_models_dir, fetch_model, sha256_file
@@ -116,3 +117,17 @@ def test_needs_a_checksum_and_a_url(server, tmp_path):
 def test_default_models_dir():
     d = default_models_dir()
     assert isinstance(d, Path) and d.name == "models" and "argusnet" in d.parent.name.lower()
+
+
+def test_cli_models_fetch_with_a_card_file(server, tmp_path, cli):
+    base, counts = server
+    card_file = tmp_path / "served.yaml"
+    fields = card(url=f"{base}/model.onnx").model_dump(mode="json")
+    card_file.write_text(yaml.safe_dump({k: v for k, v in fields.items() if v is not None}))
+    r = cli("models", "fetch", card_file, "--dest", tmp_path / "m")
+    assert r.code == 0, r.err
+    assert (tmp_path / "m" / "served.onnx").read_bytes() == PAYLOAD
+    r = cli("models", "fetch", card_file, "--dest", tmp_path / "m2", "--sha256", "0" * 64)
+    assert r.code == 1 and "expected 0000" in r.err and not (tmp_path / "m2" / "served.onnx").exists()
+    r = cli("models", "list", "--json")
+    assert r.code == 0 and "arcface_w600k_r50" in r.out

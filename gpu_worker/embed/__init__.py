@@ -17,5 +17,5 @@ def build_embedder(cfg: ArgusConfig) -> Embedder:
         from gpu_worker.embed.cards import load_card
         from gpu_worker.embed.onnx_embedder import OnnxEmbedder
 
-        return OnnxEmbedder(load_card(ecfg.card), ecfg.path, cfg.runtime, ecfg.batch_size)
+        return OnnxEmbedder(load_card(ecfg.card), ecfg.path, cfg.runtime, ecfg.batch_size, sha256=ecfg.sha256)
     raise ValueError(f"unknown embedder type {ecfg.type!r}")

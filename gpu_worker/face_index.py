@@ -1,0 +1,155 @@
+"""A FAISS index of L2-normalised face embeddings keyed by face id: exact inner product, or HNSW when large.
+
+Inner product on unit vectors is cosine similarity. Exact search (`IndexFlatIP`) is the default; once the index
+holds more than ``GalleryConfig.hnsw_above`` vectors it is rebuilt as HNSW (`IndexHNSWFlat`, inner product).
+Both sit inside `IndexIDMap2`, so ids are the gallery's face ids. HNSW cannot delete in place: removed ids are
+kept as tombstones, filtered out of results (searching a little deeper to make up for them), and the graph is
+rebuilt without them once they pass a quarter of the index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from shared.config import GalleryConfig
+from shared.types import check_array
+
+TOMBSTONE_REBUILD_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class FaceNeighbours:
+    """Search result for a batch of Q queries: ``ids`` (Q, k) int64 (-1 = none), ``similarities`` (Q, k)."""
+
+    ids: np.ndarray
+    similarities: np.ndarray
+
+
+def _exact(dim: int) -> faiss.Index:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _hnsw(dim: int, cfg: GalleryConfig) -> faiss.Index:
+    inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = cfg.hnsw_ef_construction
+    inner.hnsw.efSearch = cfg.hnsw_ef_search
+    return faiss.IndexIDMap2(inner)
+
+
+class FaceIndex:
+    """Vectors (N, dim) float32 by int64 id. Not thread-safe: the gallery serialises access."""
+
+    def __init__(self, dim: int, cfg: GalleryConfig) -> None:
+        if dim < 1:
+            raise ValueError(f"embedding dim must be >= 1, got {dim}")
+        self.dim = dim
+        self.cfg = cfg
+        self._index = _exact(dim)
+        self._tombstones: set[int] = set()
+
+    @property
+    def kind(self) -> str:
+        return "hnsw" if self.is_hnsw else "exact"
+
+    @property
+    def is_hnsw(self) -> bool:
+        return isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSWFlat)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal) - len(self._tombstones)
+
+    def _check(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        check_array("embeddings", vectors, (None, self.dim))
+        return vectors
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        vectors = self._check(vectors)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.shape != (len(vectors),):
+            raise ValueError(f"ids: expected shape ({len(vectors)},), got {ids.shape}")
+        if not self.is_hnsw and len(self) + len(ids) > self.cfg.hnsw_above:
+            self._index = self._rebuilt(_hnsw(self.dim, self.cfg), extra=(ids, vectors))
+            return
+        self._index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.is_hnsw:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            return
+        self._tombstones.update(int(i) for i in ids)
+        if len(self._tombstones) > TOMBSTONE_REBUILD_FRACTION * self._index.ntotal:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild without tombstones (HNSW again only when still above the threshold)."""
+        fresh = _hnsw(self.dim, self.cfg) if len(self) > self.cfg.hnsw_above else _exact(self.dim)
+        self._index = self._rebuilt(fresh)
+
+    def _live(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if len(ids) == 0:
+            return ids, np.empty((0, self.dim), np.float32)
+        vectors = self._index.index.reconstruct_n(0, len(ids))
+        if self._tombstones:
+            keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64))
+            ids, vectors = ids[keep], vectors[keep]
+        return ids, vectors
+
+    def _rebuilt(self, fresh: faiss.Index, extra: tuple[np.ndarray, np.ndarray] | None = None) -> faiss.Index:
+        ids, vectors = self._live()
+        if extra is not None:
+            ids, vectors = np.concatenate([ids, extra[0]]), np.concatenate([vectors, extra[1]])
+        if len(ids):
+            fresh.add_with_ids(vectors, ids)
+        self._tombstones = set()
+        return fresh
+
+    def search(self, queries: np.ndarray, k: int) -> FaceNeighbours:
+        queries = self._check(queries)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        deep = min(k + len(self._tombstones), int(self._index.ntotal))
+        if deep == 0:
+            empty = np.full((len(queries), k), -1, np.int64)
+            return FaceNeighbours(empty, np.full((len(queries), k), -np.inf, np.float32))
+        sims, ids = self._index.search(queries, deep)
+        if self._tombstones:
+            dead = np.isin(ids, np.fromiter(self._tombstones, np.int64))
+            ids, sims = np.where(dead, -1, ids), np.where(dead, -np.inf, sims)
+            order = np.argsort(-sims, axis=1, kind="stable")
+            ids, sims = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+        if deep < k:
+            pad = k - deep
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return FaceNeighbours(ids[:, :k], sims[:, :k])
+
+    def serialize(self) -> bytes:
+        """The index without tombstones, as FAISS bytes."""
+        if self._tombstones:
+            self.compact()
+        return faiss.serialize_index(self._index).tobytes()
+
+    @classmethod
+    def deserialize(cls, data: bytes, dim: int, cfg: GalleryConfig) -> "FaceIndex":
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.d != dim:
+            raise ValueError(f"index file: expected dim {dim}, got {index.d}")
+        out = cls(dim, cfg)
+        out._index = index
+        if out.is_hnsw:
+            faiss.downcast_index(index.index).hnsw.efSearch = cfg.hnsw_ef_search
+        return out
+
+    def set_ef_search(self, ef: int) -> None:
+        """Change HNSW's query-time candidate list (no effect on exact search)."""
+        if self.is_hnsw:
+            faiss.downcast_index(self._index.index).hnsw.efSearch = ef
+
+    def ids(self) -> np.ndarray:
+        return self._live()[0]

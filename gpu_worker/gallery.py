@@ -1,0 +1,407 @@
+"""The enrolled gallery: persons and their faces in SQLite (the source of truth) plus a FAISS index file.
+
+Layout of a gallery directory::
+
+    gallery.sqlite   persons, faces (embedding, model, aligned crop as JPEG, crop landmarks, source, created), meta
+    index.faiss      the FAISS index of every face embedding, written atomically after each change
+    index.json       {"generation": G, "faces": N}: the SQLite generation the index file was written for
+
+Every change runs in one SQLite transaction that also bumps ``meta.generation``; the index file is rewritten
+after the commit. A crash in between leaves an index whose generation is behind: it is rebuilt from SQLite on
+the next open, as is a missing or unreadable one. A gallery records the embedder model it was built with and
+refuses embeddings of another (`argusnet gallery reembed` converts it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import simplejpeg
+
+from gpu_worker.face_index import FaceIndex
+from shared.config import GalleryConfig
+from shared.errors import GalleryError
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DB_FILE = "gallery.sqlite"
+INDEX_FILE = "index.faiss"
+INDEX_META_FILE = "index.json"
+CROP_JPEG_QUALITY = 95
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE persons (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE faces (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    crop BLOB NOT NULL,
+    landmarks BLOB NOT NULL,
+    source TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX faces_person ON faces(person_id);
+"""
+
+
+@dataclass(frozen=True)
+class PersonHit:
+    """A person's best face for one query."""
+
+    name: str
+    similarity: float
+    face_id: int
+
+
+@dataclass(frozen=True)
+class PersonInfo:
+    name: str
+    faces: int
+    created: float
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """A face's aligned crop (H, W, 3) RGB uint8 with its 5 landmarks in crop pixels, for re-embedding."""
+
+    face_id: int
+    person: str
+    crop: np.ndarray
+    landmarks: np.ndarray
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _encode_crop(crop: np.ndarray) -> bytes:
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
+                                  colorspace="RGB")
+
+
+class Gallery:
+    """Open with `Gallery.create` or `Gallery.open`; use as a context manager. Thread-safe."""
+
+    def __init__(self, directory: Path, db: sqlite3.Connection, cfg: GalleryConfig) -> None:
+        self.directory = directory
+        self.cfg = cfg
+        self._db = db
+        self._lock = threading.RLock()
+        self.model = self._meta("model")
+        self.dim = int(self._meta("dim"))
+        self._owner: dict[int, str] = {}
+        self._index = FaceIndex(self.dim, cfg)
+        self._generation = -1
+        self._load()
+
+    # ----- opening -----------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: Path, model: str, dim: int, cfg: GalleryConfig) -> "Gallery":
+        directory = Path(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise GalleryError(f"cannot create a gallery in {directory}: it exists and is not an empty directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        db = cls._connect(directory / DB_FILE)
+        with db:
+            db.executescript(SCHEMA)
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("schema_version", str(SCHEMA_VERSION)), ("model", model), ("dim", str(dim)),
+                ("generation", "0"), ("created", repr(time.time()))])
+        return cls(directory, db, cfg)
+
+    @classmethod
+    def open(cls, directory: Path, cfg: GalleryConfig) -> "Gallery":
+        directory = Path(directory)
+        path = directory / DB_FILE
+        if not directory.is_dir():
+            raise GalleryError(f"no gallery at {directory}: the directory does not exist (enrol someone first: "
+                               "`argusnet enroll NAME PHOTO... --gallery DIR`)")
+        if not path.is_file():
+            raise GalleryError(f"{directory} is not an ArgusNet gallery (no {DB_FILE} in it)")
+        try:
+            db = cls._connect(path)
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            db.close()
+            raise GalleryError(f"{path}: gallery schema version {version and version[0]} is not supported "
+                               f"(this ArgusNet reads version {SCHEMA_VERSION})")
+        return cls(directory, db, cfg)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- state -------------------------------------------------------------------------------------------
+    def _meta(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise GalleryError(f"{self.directory / DB_FILE}: meta key {key!r} is missing")
+        return row[0]
+
+    def _db_generation(self) -> int:
+        return int(self._meta("generation"))
+
+    def _load(self) -> None:
+        """Owners from SQLite; the index from its file when it matches this generation, else rebuilt."""
+        generation = self._db_generation()
+        rows = self._db.execute("SELECT faces.id, persons.name FROM faces JOIN persons ON persons.id = "
+                                "faces.person_id").fetchall()
+        self._owner = {int(face_id): name for face_id, name in rows}
+        self._index = self._index_from_file(generation) or self._index_from_db()
+        self._generation = generation
+
+    def _index_from_file(self, generation: int) -> FaceIndex | None:
+        index_path, meta_path = self.directory / INDEX_FILE, self.directory / INDEX_META_FILE
+        if not index_path.is_file() or not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("generation") != generation or meta.get("faces") != len(self._owner):
+                log.info("gallery %s: index file is stale (generation %s, expected %s); rebuilding",
+                         self.directory, meta.get("generation"), generation)
+                return None
+            index = FaceIndex.deserialize(index_path.read_bytes(), self.dim, self.cfg)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("gallery %s: index file unreadable (%s); rebuilding from the database", self.directory, exc)
+            return None
+        if set(int(i) for i in index.ids()) != set(self._owner):
+            log.warning("gallery %s: index ids disagree with the database; rebuilding", self.directory)
+            return None
+        return index
+
+    def _index_from_db(self) -> FaceIndex:
+        index = FaceIndex(self.dim, self.cfg)
+        ids, vectors = [], []
+        for face_id, blob in self._db.execute("SELECT id, embedding FROM faces"):
+            ids.append(face_id)
+            vectors.append(np.frombuffer(blob, dtype=np.float32))
+        if ids:
+            index.add(np.asarray(ids, np.int64), np.stack(vectors))
+        if ids or (self.directory / INDEX_FILE).exists():
+            self._write_index(index, self._db_generation())
+        return index
+
+    def _write_index(self, index: FaceIndex, generation: int) -> None:
+        _atomic_write(self.directory / INDEX_FILE, index.serialize())
+        _atomic_write(self.directory / INDEX_META_FILE,
+                      json.dumps({"generation": generation, "faces": len(index)}).encode())
+
+    def refresh(self) -> bool:
+        """Reload when another process changed the gallery (an enrolment while a worker runs). True if it did."""
+        with self._lock:
+            if self._db_generation() == self._generation:
+                return False
+            self._load()
+            return True
+
+    @property
+    def face_count(self) -> int:
+        return len(self._owner)
+
+    @property
+    def index_kind(self) -> str:
+        return self._index.kind
+
+    # ----- changes -----------------------------------------------------------------------------------------
+    def _check_embeddings(self, model: str, embeddings: np.ndarray) -> np.ndarray:
+        if model != self.model:
+            raise GalleryError(f"gallery {self.directory} holds {self.model} embeddings, refusing {model} ones")
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings: expected shape (N, {self.dim}), got {embeddings.shape}")
+        if not np.all(np.isfinite(embeddings)):
+            raise ValueError("embeddings: contain NaN or infinity")
+        return embeddings
+
+    def add_person(self, name: str, embeddings: np.ndarray, crops: Sequence[np.ndarray], landmarks: np.ndarray,
+                   sources: Sequence[str], model: str | None = None) -> list[int]:
+        """Add faces to ``name`` (created if new), all or nothing. Returns the new face ids."""
+        name = name.strip()
+        if not name:
+            raise GalleryError("a person's name must not be empty")
+        embeddings = self._check_embeddings(self.model if model is None else model, embeddings)
+        n = len(embeddings)
+        landmarks = np.asarray(landmarks, dtype=np.float32)
+        if len(crops) != n or len(sources) != n or landmarks.shape != (n, 5, 2):
+            raise ValueError(f"add_person: expected {n} crops, {n} sources and landmarks of shape ({n}, 5, 2), got "
+                             f"{len(crops)}, {len(sources)} and {landmarks.shape}")
+        now = time.time()
+        with self._lock:
+            self._sync()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                person_id = self._person_id(name, create_at=now)
+                ids = [self._db.execute(
+                    "INSERT INTO faces (person_id, model, embedding, crop, landmarks, source, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (person_id, self.model, embeddings[i].tobytes(), _encode_crop(crops[i]), landmarks[i].tobytes(),
+                     str(sources[i]), now)).lastrowid for i in range(n)]
+                generation = self._bump()
+                self._index.add(np.asarray(ids, np.int64), embeddings)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback_and_reload()
+                raise
+            self._owner.update((int(i), name) for i in ids)
+            self._committed(generation)
+            return [int(i) for i in ids]
+
+    def remove_person(self, name: str) -> int:
+        """Remove a person and all their faces; returns how many faces went."""
+        with self._lock:
+            self._sync()
+            row = self._db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
+            ids = [face_id for face_id, owner in self._owner.items() if owner == name]
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM persons WHERE id = ?", (row[0],))
+                generation = self._bump()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback_and_reload()
+                raise
+            self._index.remove(np.asarray(ids, np.int64))
+            for face_id in ids:
+                del self._owner[face_id]
+            self._committed(generation)
+            return len(ids)
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        """Switch the gallery to ``model``: every face gets a new embedding, in one transaction."""
+        with self._lock:
+            self._sync()
+            if set(embeddings) != set(self._owner):
+                raise GalleryError(f"reembed must cover every face: got {len(embeddings)} of {len(self._owner)}")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for face_id, vector in embeddings.items():
+                    vector = np.ascontiguousarray(vector, dtype=np.float32)
+                    if vector.shape != (dim,):
+                        raise ValueError(f"embedding of face {face_id}: expected shape ({dim},), got {vector.shape}")
+                    self._db.execute("UPDATE faces SET embedding = ?, model = ? WHERE id = ?",
+                                     (vector.tobytes(), model, face_id))
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'model'", (model,))
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'dim'", (str(dim),))
+                generation = self._bump()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback_and_reload()
+                raise
+            self.model, self.dim = model, dim
+            self._index = self._index_from_db()
+            self._generation = generation
+
+    def _person_id(self, name: str, create_at: float) -> int:
+        row = self._db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        return int(self._db.execute("INSERT INTO persons (name, created) VALUES (?, ?)", (name, create_at)).lastrowid)
+
+    def _bump(self) -> int:
+        generation = self._db_generation() + 1
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+        return generation
+
+    def _sync(self) -> None:
+        """Before a change: pick up changes another process made, so generations stay in step."""
+        if self._db_generation() != self._generation:
+            self._load()
+
+    def _rollback_and_reload(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._load()
+
+    def _committed(self, generation: int) -> None:
+        self._generation = generation
+        self._write_index(self._index, generation)
+
+    # ----- queries -----------------------------------------------------------------------------------------
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        """For each query, persons ranked by their best face's cosine similarity (each person once)."""
+        embeddings = self._check_embeddings(self.model, embeddings)
+        with self._lock:
+            found = self._index.search(embeddings, k)
+            results: list[list[PersonHit]] = []
+            for ids, sims in zip(found.ids, found.similarities):
+                best: dict[str, PersonHit] = {}
+                for face_id, sim in zip(ids, sims):
+                    name = self._owner.get(int(face_id))
+                    if name is not None and name not in best:
+                        best[name] = PersonHit(name, float(sim), int(face_id))
+                results.append(list(best.values()))
+            return results
+
+    def persons(self) -> list[PersonInfo]:
+        with self._lock:
+            rows = self._db.execute("SELECT persons.name, COUNT(faces.id), persons.created FROM persons LEFT JOIN "
+                                    "faces ON faces.person_id = persons.id GROUP BY persons.id ORDER BY persons.name")
+            return [PersonInfo(name, int(count), float(created)) for name, count, created in rows]
+
+    def faces_for_reembed(self) -> Iterator[StoredFace]:
+        with self._lock:
+            rows = self._db.execute("SELECT faces.id, persons.name, faces.crop, faces.landmarks FROM faces JOIN "
+                                    "persons ON persons.id = faces.person_id ORDER BY faces.id").fetchall()
+        for face_id, name, crop, landmarks in rows:
+            yield StoredFace(int(face_id), name, simplejpeg.decode_jpeg(crop, colorspace="RGB"),
+                             np.frombuffer(landmarks, dtype=np.float32).reshape(5, 2).copy())
+
+    def embeddings_of(self, name: str) -> np.ndarray:
+        """All stored embeddings of one person, (N, dim)."""
+        with self._lock:
+            rows = self._db.execute("SELECT faces.embedding FROM faces JOIN persons ON persons.id = faces.person_id "
+                                    "WHERE persons.name = ? ORDER BY faces.id", (name,)).fetchall()
+        if not rows:
+            raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
+        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+
+    def export(self, path: Path) -> None:
+        """Write the gallery as JSON: model, dim and each person with their faces' sources and embeddings."""
+        with self._lock:
+            rows = self._db.execute("SELECT persons.name, persons.created, faces.id, faces.source, faces.created, "
+                                    "faces.embedding FROM persons LEFT JOIN faces ON faces.person_id = persons.id "
+                                    "ORDER BY persons.name, faces.id").fetchall()
+        persons: dict[str, dict] = {}
+        for name, created, face_id, source, face_created, blob in rows:
+            person = persons.setdefault(name, {"name": name, "created": created, "faces": []})
+            if face_id is not None:
+                vector = np.frombuffer(blob, dtype=np.float32)
+                person["faces"].append({"id": face_id, "source": source, "created": face_created,
+                                        "embedding": [round(float(v), 7) for v in vector]})
+        document = {"format": "argusnet-gallery", "version": SCHEMA_VERSION, "model": self.model, "dim": self.dim,
+                    "persons": list(persons.values())}
+        _atomic_write(Path(path), json.dumps(document, indent=1).encode())

@@ -1,0 +1,191 @@
+"""The gallery: persistence, add/remove without rebuild, exact vs HNSW, model guard, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from gpu_worker.face_index import FaceIndex
+from gpu_worker.gallery import DB_FILE, INDEX_FILE, INDEX_META_FILE, Gallery
+from shared.config import GalleryConfig
+from shared.errors import GalleryError
+
+DIM = 16
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def faces(n: int) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    crops = [np.full((32, 32, 3), 40 * i % 255, np.uint8) for i in range(n)]
+    return crops, np.tile(np.arange(10, dtype=np.float32).reshape(5, 2), (n, 1, 1)), [f"p{i}.jpg" for i in range(n)]
+
+
+def enrol(gallery: Gallery, name: str, vectors: np.ndarray) -> list[int]:
+    crops, landmarks, sources = faces(len(vectors))
+    return gallery.add_person(name, vectors, crops, landmarks, sources)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+def test_search_ranks_each_person_once_by_best_face(tmp_path, rng):
+    cfg = GalleryConfig()
+    alice, bob = unit(rng, 3), unit(rng, 2)
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        enrol(g, "alice", alice)
+        enrol(g, "bob", bob)
+        hits = g.search(alice[1:2], k=5)[0]
+    assert [h.name for h in hits] == ["alice", "bob"]
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert hits[1].similarity == pytest.approx(float(np.max(bob @ alice[1])), abs=1e-5)
+
+
+def test_persisted_and_reloaded_without_rebuild(tmp_path, rng, caplog):
+    cfg = GalleryConfig()
+    vectors = unit(rng, 4)
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        ids = enrol(g, "alice", vectors)
+    assert (tmp_path / "g" / INDEX_FILE).is_file()
+    caplog.set_level("INFO")
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert g.face_count == 4 and g.model == "m" and g.dim == DIM
+        assert g.search(vectors[2:3], 1)[0][0].face_id == ids[2]
+        stored = list(g.faces_for_reembed())
+    assert "rebuilding" not in caplog.text
+    assert [s.face_id for s in stored] == ids and stored[0].crop.shape == (32, 32, 3)
+
+
+def test_remove_person(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        enrol(g, "alice", unit(rng, 2))
+        bob = unit(rng, 1)
+        enrol(g, "bob", bob)
+        assert g.remove_person("alice") == 2
+        assert [h.name for h in g.search(bob, 5)[0]] == ["bob"]
+        with pytest.raises(GalleryError, match="no person named 'carol'"):
+            g.remove_person("carol")
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert [p.name for p in g.persons()] == ["bob"] and g.face_count == 1
+
+
+def test_refuses_other_model_and_bad_shapes(tmp_path, rng):
+    with Gallery.create(tmp_path / "g", "dlib", DIM, GalleryConfig()) as g:
+        crops, landmarks, sources = faces(1)
+        with pytest.raises(GalleryError, match="holds dlib embeddings, refusing arcface"):
+            g.add_person("x", unit(rng, 1), crops, landmarks, sources, model="arcface")
+        with pytest.raises(ValueError, match=r"expected shape \(N, 16\), got \(1, 8\)"):
+            g.add_person("x", unit(rng, 1, 8), crops, landmarks, sources)
+        assert g.face_count == 0 and g.persons() == []
+
+
+def test_open_refuses_missing_and_foreign_directories(tmp_path):
+    with pytest.raises(GalleryError, match="does not exist"):
+        Gallery.open(tmp_path / "nope", GalleryConfig())
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.txt").write_text("x")
+    with pytest.raises(GalleryError, match="not an ArgusNet gallery"):
+        Gallery.open(tmp_path / "photos", GalleryConfig())
+    with pytest.raises(GalleryError, match="not an empty directory"):
+        Gallery.create(tmp_path / "photos", "m", DIM, GalleryConfig())
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / DB_FILE).write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(GalleryError, match="not a readable gallery database"):
+        Gallery.open(tmp_path / "bad", GalleryConfig())
+
+
+def test_stale_or_corrupt_index_is_rebuilt_from_sqlite(tmp_path, rng):
+    cfg = GalleryConfig()
+    vectors = unit(rng, 3)
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        enrol(g, "alice", vectors[:2])
+    old_index = (tmp_path / "g" / INDEX_FILE).read_bytes()
+    old_meta = (tmp_path / "g" / INDEX_META_FILE).read_bytes()
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        new_id = enrol(g, "bob", vectors[2:])[0]
+    # Simulate a crash after the SQLite commit but before the index file was written.
+    (tmp_path / "g" / INDEX_FILE).write_bytes(old_index)
+    (tmp_path / "g" / INDEX_META_FILE).write_bytes(old_meta)
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert g.search(vectors[2:], 1)[0][0].face_id == new_id
+    assert json.loads((tmp_path / "g" / INDEX_META_FILE).read_text())["faces"] == 3
+    (tmp_path / "g" / INDEX_FILE).write_bytes(b"garbage")
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert g.search(vectors[2:], 1)[0][0].face_id == new_id
+
+
+def test_failed_add_writes_nothing(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        enrol(g, "alice", unit(rng, 1))
+        crops, landmarks, sources = faces(2)
+        crops[1] = np.zeros((0, 0, 3), np.uint8)  # JPEG encoding of the second crop fails mid-transaction
+        with pytest.raises(Exception):
+            g.add_person("bob", unit(rng, 2), crops, landmarks, sources)
+        assert [p.name for p in g.persons()] == ["alice"] and g.face_count == 1
+        assert len(g.search(unit(rng, 1), 5)[0]) == 1
+    db = sqlite3.connect(tmp_path / "g" / DB_FILE)
+    assert db.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 1
+
+
+def test_another_process_enrolment_is_picked_up_by_refresh(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as reader:
+        assert not reader.refresh()
+        with Gallery.open(tmp_path / "g", cfg) as writer:
+            bob = unit(rng, 1)
+            enrol(writer, "bob", bob)
+        assert reader.refresh()
+        assert reader.search(bob, 1)[0][0].name == "bob"
+
+
+def test_reembed_switches_model(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "old", DIM, cfg) as g:
+        ids = enrol(g, "alice", unit(rng, 2))
+        new = unit(rng, 2, 8)
+        with pytest.raises(GalleryError, match="must cover every face"):
+            g.replace_embeddings("new", 8, {ids[0]: new[0]})
+        g.replace_embeddings("new", 8, dict(zip(ids, new)))
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert (g.model, g.dim) == ("new", 8)
+        assert g.search(new[1:], 1)[0][0].face_id == ids[1]
+
+
+def test_switches_to_hnsw_above_threshold_and_keeps_results(tmp_path, rng):
+    cfg = GalleryConfig(hnsw_above=50)
+    vectors = unit(rng, 120)
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        enrol(g, "first", vectors[:40])
+        assert g.index_kind == "exact"
+        for i in range(40, 120, 20):
+            enrol(g, f"p{i}", vectors[i:i + 20])
+        assert g.index_kind == "hnsw"
+        assert g.search(vectors[100:101], 3)[0][0].name == "p100"
+        g.remove_person("p100")
+        assert all(h.name != "p100" for h in g.search(vectors[100:101], 10)[0])
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert g.index_kind == "hnsw" and g.face_count == 100
+        assert all(h.name != "p100" for h in g.search(vectors[100:101], 10)[0])
+
+
+def test_face_index_hnsw_tombstones_and_compaction(rng):
+    cfg = GalleryConfig(hnsw_above=10)
+    index = FaceIndex(DIM, cfg)
+    vectors = unit(rng, 40)
+    index.add(np.arange(40), vectors)
+    assert index.is_hnsw and len(index) == 40
+    index.remove(np.arange(5))
+    found = index.search(vectors[:5], 3)
+    assert not np.isin(found.ids, np.arange(5)).any()
+    index.remove(np.arange(5, 15))  # past a quarter: compacted
+    assert len(index) == 25 and sorted(index.ids().tolist()) == list(range(15, 40))
+    assert index.search(vectors[20:21], 1).ids[0, 0] == 20
