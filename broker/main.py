@@ -1,0 +1,75 @@
+"""``argusnet broker``: run the broker as its own process until SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from broker.server import Broker
+from shared.config import ArgusConfig, BrokerConfig, format_validation_error
+from shared.errors import ArgusError, ConfigError
+from shared.metrics import serve
+
+log = logging.getLogger(__name__)
+
+_OVERRIDES = ("frontend", "backend", "events_in", "events_out", "metrics_port")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``argusnet broker``; each overrides the same field of the ``broker`` config section."""
+    parser.add_argument("--frontend", metavar="ENDPOINT", help="ROUTER endpoint cameras connect to")
+    parser.add_argument("--backend", metavar="ENDPOINT", help="ROUTER endpoint workers connect to")
+    parser.add_argument("--events-in", metavar="ENDPOINT", help="XSUB endpoint workers publish events to")
+    parser.add_argument("--events-out", metavar="ENDPOINT", help="XPUB endpoint event subscribers connect to")
+    parser.add_argument("--metrics-port", metavar="PORT", type=int, help="Prometheus port (0 = any free port)")
+
+
+def broker_config(args: argparse.Namespace, cfg: ArgusConfig) -> BrokerConfig:
+    """``cfg.broker`` with the command-line overrides applied and validated."""
+    data = cfg.broker.model_dump()
+    data.update({k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None})
+    try:
+        return BrokerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "command line")) from exc
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def run_from_args(args: argparse.Namespace, cfg: ArgusConfig) -> int:
+    """Serve metrics, run the broker until SIGINT / SIGTERM, then close it. Returns the exit code (0)."""
+    registry = CollectorRegistry()
+    broker_cfg = broker_config(args, cfg)
+    broker = Broker(broker_cfg, cfg.security, cfg.protocol, registry)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    try:
+        try:
+            port = serve(registry, broker_cfg.metrics_port)
+        except OSError as exc:
+            raise ArgusError(f"broker: cannot serve metrics on port {broker_cfg.metrics_port}: {exc}") from exc
+        ep = broker.endpoints
+        print(f"broker {broker.incarnation}: cameras {ep['frontend']}, workers {ep['backend']}, events in "
+              f"{ep['events_in']}, events out {ep['events_out']}, metrics http://127.0.0.1:{port}/metrics",
+              file=sys.stderr, flush=True)
+        broker.run(stop)
+    finally:
+        broker.close()
+    return 0
