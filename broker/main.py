@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -16,6 +14,7 @@ from broker.server import Broker
 from shared.config import ArgusConfig, BrokerConfig, format_validation_error
 from shared.errors import ArgusError, ConfigError
 from shared.metrics import serve
+from shared.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +40,13 @@ def broker_config(args: argparse.Namespace, cfg: ArgusConfig) -> BrokerConfig:
         raise ConfigError(format_validation_error(exc, "command line")) from exc
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handle(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
-
-
 def run_from_args(args: argparse.Namespace, cfg: ArgusConfig) -> int:
     """Serve metrics, run the broker until SIGINT / SIGTERM, then close it. Returns the exit code (0)."""
     registry = CollectorRegistry()
     broker_cfg = broker_config(args, cfg)
     broker = Broker(broker_cfg, cfg.security, cfg.protocol, registry)
     stop = threading.Event()
-    _install_signal_handlers(stop)
+    stop_on_signals(stop)
     try:
         try:
             port = serve(registry, broker_cfg.metrics_port)

@@ -71,6 +71,13 @@ class Engine:
     def embedder(self) -> Embedder:
         return self._embedder if self._embedder is not None else build_embedder(self.cfg)
 
+    def warm_up(self) -> None:
+        """Load both models and run each once, so the first real frame does not pay for it."""
+        blank = np.zeros((64, 64, 3), np.uint8)
+        self.detector.detect([blank])
+        size = self.embedder.template.size
+        self.embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+
     @functools.cached_property
     def rule(self) -> DecisionRule:
         """The open-set rule: the configured threshold, or the embedder's calibrated one."""

@@ -14,6 +14,7 @@ refuses embeddings of another (`argusnet gallery reembed` converts it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ CROP_JPEG_QUALITY = 95
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE persons (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE persons (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, last_seen REAL NOT NULL);
 CREATE TABLE faces (
     id INTEGER PRIMARY KEY,
     person_id INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
@@ -52,6 +53,12 @@ CREATE TABLE faces (
     created REAL NOT NULL
 );
 CREATE INDEX faces_person ON faces(person_id);
+CREATE TABLE rejections (
+    person_id INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    not_name TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (person_id, not_name)
+);
 """
 
 
@@ -66,19 +73,24 @@ class PersonHit:
 
 @dataclass(frozen=True)
 class PersonInfo:
+    """created: when the person was added; last_seen: when their newest face was added (unix s)."""
+
     name: str
     faces: int
     created: float
+    last_seen: float
 
 
 @dataclass(frozen=True)
 class StoredFace:
-    """A face's aligned crop (H, W, 3) RGB uint8 with its 5 landmarks in crop pixels, for re-embedding."""
+    """A face's aligned crop (H, W, 3) RGB uint8 with its 5 landmarks in crop pixels, its embedding and source."""
 
     face_id: int
     person: str
     crop: np.ndarray
     landmarks: np.ndarray
+    embedding: np.ndarray
+    source: str
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -108,6 +120,7 @@ class Gallery:
         self._owner: dict[int, str] = {}
         self._index = FaceIndex(self.dim, cfg)
         self._generation = -1
+        self._pending_generation = -1
         self._load()
 
     # ----- opening -----------------------------------------------------------------------------------------
@@ -260,22 +273,17 @@ class Gallery:
         now = time.time()
         with self._lock:
             self._sync()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 person_id = self._person_id(name, create_at=now)
+                self._db.execute("UPDATE persons SET last_seen = ? WHERE id = ?", (now, person_id))
                 ids = [self._db.execute(
                     "INSERT INTO faces (person_id, model, embedding, crop, landmarks, source, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (person_id, self.model, embeddings[i].tobytes(), _encode_crop(crops[i]), landmarks[i].tobytes(),
                      str(sources[i]), now)).lastrowid for i in range(n)]
-                generation = self._bump()
                 self._index.add(np.asarray(ids, np.int64), embeddings)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback_and_reload()
-                raise
             self._owner.update((int(i), name) for i in ids)
-            self._committed(generation)
+            self._committed()
             return [int(i) for i in ids]
 
     def remove_person(self, name: str) -> int:
@@ -286,18 +294,12 @@ class Gallery:
             if row is None:
                 raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
             ids = [face_id for face_id, owner in self._owner.items() if owner == name]
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 self._db.execute("DELETE FROM persons WHERE id = ?", (row[0],))
-                generation = self._bump()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback_and_reload()
-                raise
             self._index.remove(np.asarray(ids, np.int64))
             for face_id in ids:
                 del self._owner[face_id]
-            self._committed(generation)
+            self._committed()
             return len(ids)
 
     def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
@@ -306,8 +308,7 @@ class Gallery:
             self._sync()
             if set(embeddings) != set(self._owner):
                 raise GalleryError(f"reembed must cover every face: got {len(embeddings)} of {len(self._owner)}")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 for face_id, vector in embeddings.items():
                     vector = np.ascontiguousarray(vector, dtype=np.float32)
                     if vector.shape != (dim,):
@@ -316,20 +317,29 @@ class Gallery:
                                      (vector.tobytes(), model, face_id))
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'model'", (model,))
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'dim'", (str(dim),))
-                generation = self._bump()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback_and_reload()
-                raise
             self.model, self.dim = model, dim
             self._index = self._index_from_db()
-            self._generation = generation
+            self._generation = self._pending_generation
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction that bumps the generation; on any error it is rolled back and state reloaded.
+        Callers hold the lock and call ``_committed`` (or reload) afterwards."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._pending_generation = self._bump()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback_and_reload()
+            raise
 
     def _person_id(self, name: str, create_at: float) -> int:
         row = self._db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
         if row is not None:
             return int(row[0])
-        return int(self._db.execute("INSERT INTO persons (name, created) VALUES (?, ?)", (name, create_at)).lastrowid)
+        return int(self._db.execute("INSERT INTO persons (name, created, last_seen) VALUES (?, ?, ?)",
+                                    (name, create_at, create_at)).lastrowid)
 
     def _bump(self) -> int:
         generation = self._db_generation() + 1
@@ -346,9 +356,57 @@ class Gallery:
             self._db.execute("ROLLBACK")
         self._load()
 
-    def _committed(self, generation: int) -> None:
-        self._generation = generation
-        self._write_index(self._index, generation)
+    def _committed(self) -> None:
+        self._generation = self._pending_generation
+        self._write_index(self._index, self._generation)
+
+    def allocate_name(self, prefix: str) -> str:
+        """A fresh ``prefix-N`` name, never handed out before by this gallery (a counter kept in SQLite)."""
+        key = f"counter:{prefix}"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                number = 1 if row is None else int(row[0]) + 1
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(number)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return f"{prefix}-{number}"
+
+    def reject(self, name: str, not_name: str) -> None:
+        """Record that ``name`` is not ``not_name`` (an operator's negative evidence)."""
+        with self._lock:
+            self._sync()
+            row = self._db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
+            with self._transaction():
+                self._db.execute("INSERT OR REPLACE INTO rejections VALUES (?, ?, ?)", (row[0], not_name, time.time()))
+            self._committed()
+
+    def touch(self, name: str, when: float) -> None:
+        """Record that ``name`` was seen at ``when`` (unix s) without adding a face (no index change)."""
+        with self._lock:
+            self._db.execute("UPDATE persons SET last_seen = MAX(last_seen, ?) WHERE name = ?", (when, name))
+
+    def rejections(self) -> dict[str, frozenset[str]]:
+        """person -> the names an operator said they are not."""
+        with self._lock:
+            rows = self._db.execute("SELECT persons.name, rejections.not_name FROM rejections JOIN persons ON "
+                                    "persons.id = rejections.person_id").fetchall()
+        out: dict[str, set[str]] = {}
+        for name, not_name in rows:
+            out.setdefault(name, set()).add(not_name)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def expire(self, older_than: float) -> list[str]:
+        """Remove every person whose newest face was added before ``older_than`` (unix s); their names."""
+        gone = [p.name for p in self.persons() if p.last_seen < older_than]
+        for name in gone:
+            self.remove_person(name)
+        return gone
 
     # ----- queries -----------------------------------------------------------------------------------------
     def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
@@ -368,26 +426,34 @@ class Gallery:
 
     def persons(self) -> list[PersonInfo]:
         with self._lock:
-            rows = self._db.execute("SELECT persons.name, COUNT(faces.id), persons.created FROM persons LEFT JOIN "
-                                    "faces ON faces.person_id = persons.id GROUP BY persons.id ORDER BY persons.name")
-            return [PersonInfo(name, int(count), float(created)) for name, count, created in rows]
+            rows = self._db.execute("SELECT persons.name, COUNT(faces.id), persons.created, persons.last_seen FROM "
+                                    "persons LEFT JOIN faces ON faces.person_id = persons.id GROUP BY persons.id "
+                                    "ORDER BY persons.name")
+            return [PersonInfo(name, int(count), float(created), float(last)) for name, count, created, last in rows]
 
-    def faces_for_reembed(self) -> Iterator[StoredFace]:
+    def _stored_faces(self, where: str = "", args: tuple = ()) -> list[StoredFace]:
         with self._lock:
-            rows = self._db.execute("SELECT faces.id, persons.name, faces.crop, faces.landmarks FROM faces JOIN "
-                                    "persons ON persons.id = faces.person_id ORDER BY faces.id").fetchall()
-        for face_id, name, crop, landmarks in rows:
-            yield StoredFace(int(face_id), name, simplejpeg.decode_jpeg(crop, colorspace="RGB"),
-                             np.frombuffer(landmarks, dtype=np.float32).reshape(5, 2).copy())
+            rows = self._db.execute("SELECT faces.id, persons.name, faces.crop, faces.landmarks, faces.embedding, "
+                                    "faces.source FROM faces JOIN persons ON persons.id = faces.person_id "
+                                    f"{where} ORDER BY faces.id", args).fetchall()
+        return [StoredFace(int(face_id), name, simplejpeg.decode_jpeg(crop, colorspace="RGB"),
+                           np.frombuffer(landmarks, dtype=np.float32).reshape(5, 2).copy(),
+                           np.frombuffer(embedding, dtype=np.float32).copy(), source)
+                for face_id, name, crop, landmarks, embedding, source in rows]
+
+    def faces_for_reembed(self) -> list[StoredFace]:
+        return self._stored_faces()
+
+    def faces_of(self, name: str) -> list[StoredFace]:
+        """Every stored face of one person (GalleryError when unknown)."""
+        faces = self._stored_faces("WHERE persons.name = ?", (name,))
+        if not faces:
+            raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
+        return faces
 
     def embeddings_of(self, name: str) -> np.ndarray:
         """All stored embeddings of one person, (N, dim)."""
-        with self._lock:
-            rows = self._db.execute("SELECT faces.embedding FROM faces JOIN persons ON persons.id = faces.person_id "
-                                    "WHERE persons.name = ? ORDER BY faces.id", (name,)).fetchall()
-        if not rows:
-            raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
-        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+        return np.stack([f.embedding for f in self.faces_of(name)])
 
     def export(self, path: Path) -> None:
         """Write the gallery as JSON: model, dim and each person with their faces' sources and embeddings."""

@@ -19,9 +19,17 @@ from shared.protocol import Frame, TrackEvent
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    frame: Frame
+    """A frame ready for the models: where and when it was captured and its (H, W, 3) uint8 RGB image."""
+
+    camera: str
+    seq: int
+    capture_ts: float
     image: np.ndarray
     received_ts: float
+
+    @classmethod
+    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float) -> "DecodedFrame":
+        return cls(frame.camera_id, frame.seq, frame.capture_ts, image, received_ts)
 
 
 class StageTimer(Protocol):
@@ -58,14 +66,14 @@ class PerFrameProcessor:
             hits = self.gallery.search(np.stack([o.embedding for o in observations]), self.engine.cfg.recognition.top_k)
             timer.observe("search", time.perf_counter() - start)
             for obs, person_hits in zip(observations, hits):
-                events += self._face_events(item.frame, obs.box, decide(person_hits, self.engine.rule))
+                events += self._face_events(item, obs.box, decide(person_hits, self.engine.rule))
         return events
 
-    def _face_events(self, frame: Frame, box: np.ndarray, identity) -> list[TrackEvent]:
-        track = self._next_track.get(frame.camera_id, 0)
-        self._next_track[frame.camera_id] = track + 1
+    def _face_events(self, frame: DecodedFrame, box: np.ndarray, identity) -> list[TrackEvent]:
+        track = self._next_track.get(frame.camera, 0)
+        self._next_track[frame.camera] = track + 1
         now = time.time()
-        common = dict(camera=frame.camera_id, track=track, capture_ts=frame.capture_ts, visitor=False,
+        common = dict(camera=frame.camera, track=track, capture_ts=frame.capture_ts, visitor=False,
                       box=tuple(float(v) for v in box))
         out = [TrackEvent(type="track_started", name=None, similarity=None, margin=None, ts=now,
                           time_to_name_ms=None, duration_s=None, **common)]

@@ -163,7 +163,7 @@ class WorkerService:
             self.outbox.add_finished(1)
             return
         try:
-            self.inbox.put_nowait(DecodedFrame(frame, image, received))
+            self.inbox.put_nowait(DecodedFrame.from_frame(frame, image, received))
         except queue.Full:
             self.metrics.dropped.labels(camera=frame.camera_id, reason="worker_full").inc()
             self.outbox.add_finished(1)
@@ -228,8 +228,8 @@ class WorkerService:
                 self.outbox.events.put(event)
             for item in batch:
                 if outcome is None:
-                    self.metrics.dropped.labels(camera=item.frame.camera_id, reason="processing_error").inc()
+                    self.metrics.dropped.labels(camera=item.camera, reason="processing_error").inc()
                 else:
-                    outcome.labels(camera=item.frame.camera_id).inc()
+                    outcome.labels(camera=item.camera).inc()
             self.outbox.add_finished(len(batch))
             self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())

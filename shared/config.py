@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import Field, Tag, ValidationError
 
 from shared.errors import ConfigError
+from shared.schema import Section, type_discriminator
+from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig, VotingConfig
 from shared.zmq_defaults import DEFAULT_BACKEND, DEFAULT_EVENTS_IN, DEFAULT_EVENTS_OUT, DEFAULT_FRONTEND
 
 ENV_PREFIX = "ARGUSNET__"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 Provider = Literal["cuda", "cpu"]
@@ -46,18 +44,7 @@ class RetinaFaceConfig(Section):
     min_size: int = Field(default=8, ge=0, le=1024, description="Drop faces whose box is smaller than this (pixels).")
 
 
-def _type_of(default: str):
-    """Discriminator that reads the ``type`` key and falls back to ``default`` when it is left out."""
-
-    def pick(value: Any) -> str:
-        if isinstance(value, Mapping):
-            return str(value.get("type", default))
-        return str(getattr(value, "type", default))
-
-    return Discriminator(pick)
-
-
-DetectorConfig = Annotated[Annotated[RetinaFaceConfig, Tag("retinaface")], _type_of("retinaface")]
+DetectorConfig = Annotated[Annotated[RetinaFaceConfig, Tag("retinaface")], type_discriminator("retinaface")]
 
 
 class DlibEmbedderConfig(Section):
@@ -77,7 +64,7 @@ class OnnxEmbedderConfig(Section):
 
 
 EmbedderConfig = Annotated[
-    Annotated[DlibEmbedderConfig, Tag("dlib")] | Annotated[OnnxEmbedderConfig, Tag("onnx")], _type_of("dlib")]
+    Annotated[DlibEmbedderConfig, Tag("dlib")] | Annotated[OnnxEmbedderConfig, Tag("onnx")], type_discriminator("dlib")]
 
 
 class GalleryConfig(Section):
@@ -99,6 +86,18 @@ class RecognitionConfig(Section):
     margin: float = Field(default=0.01, ge=0.0, le=2.0,
                           description="A name also needs this lead in similarity over the best other person.")
     top_k: int = Field(default=20, ge=2, le=1000, description="Gallery neighbours looked at per face.")
+
+
+class VisitorConfig(Section):
+    enabled: bool = Field(default=True, description="Give tracks that match nobody a provisional `visitor-N` "
+                          "identity, shared across tracks and cameras of a worker.")
+    retention_h: float = Field(default=24.0, gt=0.0, le=8760.0,
+                               description="A visitor not seen for this many hours is forgotten.")
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                    description="Similarity needed to match a visitor; empty = the embedder's "
+                                    "calibrated threshold (as for enrolled people).")
+    max_faces: int = Field(default=5, ge=1, le=100,
+                           description="Best faces kept per visitor (more = better re-identification, slower search).")
 
 
 class QualityConfig(Section):
@@ -180,6 +179,20 @@ class WorkerConfig(Section):
     metrics_port: int = Field(default=9200, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
 
 
+class TrackingConfig(Section):
+    processor: Literal["tracked", "per_frame"] = Field(
+        default="tracked", description="tracked: recognise once per track (default); per_frame: embed every face of "
+        "every frame, as the prototype did (for comparison).")
+    tracker: TrackerConfig = Field(default_factory=ByteTrackConfig, description="Tracker backend (type: bytetrack "
+                                   "or sort).")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="When tracks are embedded.")
+    voting: VotingConfig = Field(default_factory=VotingConfig, description="How a track's name is decided.")
+    visitor_after: int = Field(default=3, ge=1, le=100,
+                               description="A track still unknown after this many embeddings becomes a visitor.")
+    camera_idle_s: float = Field(default=5.0, gt=0.0, le=3600.0,
+                                 description="A camera silent this long on this worker has its tracks ended.")
+
+
 class UpConfig(Section):
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes `argusnet up` starts.")
     cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig(id="demo", source="demo")],
@@ -194,11 +207,15 @@ class ArgusConfig(Section):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery index settings.")
     recognition: RecognitionConfig = Field(default_factory=RecognitionConfig, description="Open-set decision rule.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Enrolment quality gate.")
+    visitors: VisitorConfig = Field(default_factory=VisitorConfig, description="Provisional identities for "
+                                    "people nobody enrolled.")
     images: ImageLimits = Field(default_factory=ImageLimits, description="Limits on images read from files.")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="Wire protocol limits.")
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="CurveZMQ settings.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Broker endpoints and flow control.")
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Worker batching and capacity.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Tracking and recognition "
+                                     "scheduling on the workers.")
     up: UpConfig = Field(default_factory=UpConfig, description="What `argusnet up` starts.")
 
 

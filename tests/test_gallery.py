@@ -189,3 +189,20 @@ def test_face_index_hnsw_tombstones_and_compaction(rng):
     index.remove(np.arange(5, 15))  # past a quarter: compacted
     assert len(index) == 25 and sorted(index.ids().tolist()) == list(range(15, 40))
     assert index.search(vectors[20:21], 1).ids[0, 0] == 20
+
+
+def test_visitor_support_names_rejections_and_expiry(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
+        assert [g.allocate_name("visitor") for _ in range(2)] == ["visitor-1", "visitor-2"]
+        enrol(g, "visitor-1", unit(rng, 1))
+        g.reject("visitor-1", "alice")
+        assert g.rejections() == {"visitor-1": frozenset({"alice"})}
+        with pytest.raises(GalleryError, match="no person named 'nobody'"):
+            g.reject("nobody", "alice")
+        old = g.persons()[0].last_seen
+        assert g.expire(older_than=old - 1) == []
+        assert g.expire(older_than=old + 1) == ["visitor-1"] and g.face_count == 0
+        assert g.rejections() == {}
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert g.allocate_name("visitor") == "visitor-3"  # numbers are never handed out twice

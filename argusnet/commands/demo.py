@@ -4,6 +4,7 @@ shifted, rescaled copy, with no camera and no data set needed."""
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 
 from argusnet.commands.common import engine_from
+from gpu_worker.engine import Engine
 from gpu_worker.gallery import Gallery
 
 DEMO_NAME = "Eileen Collins"
@@ -40,13 +42,27 @@ def moved_copy(image: np.ndarray, scale: float = 0.7, shift: tuple[int, int] = (
     return canvas
 
 
+def enrol_demo_person(engine: Engine, directory: Path) -> Gallery:
+    """Create a gallery in ``directory`` holding the portrait as DEMO_NAME (open with the caller)."""
+    face = engine.enrolment_face(astronaut(), "skimage.data.astronaut()")
+    gallery = Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
+    gallery.add_person(DEMO_NAME, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
+    return gallery
+
+
+def ensure_demo_gallery(engine: Engine, directory: Path) -> None:
+    """The demo gallery: created with the portrait enrolled on first use, left alone afterwards."""
+    if (directory / "gallery.sqlite").is_file():
+        return
+    enrol_demo_person(engine, directory).close()
+    print(f"enrolled {DEMO_NAME} (skimage.data.astronaut()) in the demo gallery {directory}", file=sys.stderr)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     engine = engine_from(args)
     with tempfile.TemporaryDirectory(prefix="argusnet-demo-") as tmp:
         directory = args.gallery or Path(tmp) / "gallery"
-        face = engine.enrolment_face(astronaut(), "skimage.data.astronaut()")
-        with Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery) as gallery:
-            gallery.add_person(DEMO_NAME, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
+        with enrol_demo_person(engine, directory) as gallery:
             print(f"enrolled {DEMO_NAME} from skimage.data.astronaut() with {engine.embedder.name} "
                   f"(detector on {engine.detector.provider}, embedder on {engine.embedder.provider})")
             probe = moved_copy(astronaut())

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from argusnet.commands.common import engine_from, print_json
 from gpu_worker.evaluation.common import write_json
+from shared.errors import InputError
+
+DEFAULT_DATA = Path("..") / "shared" / "data"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "of one sub-folder per person)")
     p.add_argument("--identities", type=Path, required=True, metavar="CSV_OR_DIR")
     _common(p, handler=cmd_identify)
+    p = ev.add_parser("track", help="the tracked pipeline on synthetic sequences of real faces: IDF1, MOTA, HOTA, "
+                      "ID switches, wrong names, embeddings per track, time to name")
+    p.add_argument("--sequences", type=int, default=10, metavar="N", help="how many sequences (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="sequence generator seed")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
+                   help=f"the shared data folder with deepface/identities.csv (default: {DEFAULT_DATA})")
+    p.add_argument("--gt-dir", type=Path, default=None, metavar="DIR",
+                   help="also write each sequence's MOT ground truth (seqN-gt.txt) here")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result to this JSON file")
+    p.set_defaults(handler=cmd_track)
     p = ev.add_parser("detect", help="detector recall/precision/AP at IoU 0.5 against dlib imglab XML boxes")
     p.add_argument("--boxes", type=Path, required=True, metavar="XML")
     _common(p, handler=cmd_detect)
@@ -47,6 +60,16 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from gpu_worker.evaluation.identify import run_identify
 
     return _finish(run_identify(engine_from(args), args.identities, args.images), args.json)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from gpu_worker.evaluation.track import evaluate_tracking
+
+    if args.sequences < 1:
+        raise InputError(f"--sequences must be >= 1, got {args.sequences}")
+    if not (args.data / "deepface" / "identities.csv").is_file():
+        raise InputError(f"{args.data} has no deepface/identities.csv (pass --data DIR)")
+    return _finish(evaluate_tracking(engine_from(args), args.data, args.sequences, args.seed, args.gt_dir), args.json)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

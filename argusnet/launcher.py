@@ -1,0 +1,121 @@
+"""`argusnet up`'s process supervisor: start each component as its own `argusnet` process, restart one that
+crashes (with back-off), and stop them all in order (cameras, workers, broker, event printer last so it sees the
+final events) on Ctrl-C, SIGTERM or after a duration."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0  # a child gets this long to exit after SIGINT before it is killed
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
+POLL_S = 0.2
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (for a child's metrics endpoint)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One component: its name, the `argusnet` arguments that run it, its stop order (lower stops first) and
+    where its metrics are served (None when it serves none)."""
+
+    name: str
+    args: tuple[str, ...]
+    stop_order: int
+    metrics_port: int | None = None
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    restart_at: float | None = None
+    log_file: object | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Runs the children; ``run(stop, duration)`` returns when stopped, after stopping every child."""
+
+    def __init__(self, specs: list[ChildSpec], config: Path | None, log_dir: Path | None, log_level: str) -> None:
+        self.children = [_Child(s) for s in specs]
+        self.config = config
+        self.log_dir = log_dir
+        self.log_level = log_level
+
+    def _command(self, spec: ChildSpec) -> list[str]:
+        head = [sys.executable, "-m", "argusnet", "--log-level", self.log_level]
+        if self.config is not None:
+            head += ["--config", str(self.config)]
+        return head + list(spec.args)
+
+    def _start(self, child: _Child) -> None:
+        stderr = None
+        if self.log_dir is not None:
+            child.log_file = open(self.log_dir / f"{child.spec.name}.log", "ab")
+            stderr = child.log_file
+        child.proc = subprocess.Popen(self._command(child.spec), stderr=stderr)
+        child.restart_at = None
+        log.info("started %s (pid %d)", child.spec.name, child.proc.pid)
+
+    def run(self, stop: threading.Event, duration: float | None) -> int:
+        """Start everything, supervise until ``stop`` or ``duration``, stop everything. Exit code 0, or 1 when a
+        child could not be kept running."""
+        for child in self.children:
+            self._start(child)
+        deadline = None if duration is None else time.monotonic() + duration
+        failed = False
+        try:
+            while not stop.wait(POLL_S):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                failed = self._supervise() or failed
+        finally:
+            self.stop_all()
+        return 1 if failed else 0
+
+    def _supervise(self) -> bool:
+        """Restart crashed children after their back-off; True when one had to be restarted."""
+        now = time.monotonic()
+        crashed = False
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None and child.restart_at is None:
+                delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
+                print(f"argusnet up: {child.spec.name} exited with code {child.proc.returncode}; restarting in "
+                      f"{delay:.0f} s", file=sys.stderr, flush=True)
+                child.restart_at = now + delay
+                crashed = True
+            if child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+        return crashed
+
+    def stop_all(self) -> None:
+        for order in sorted({c.spec.stop_order for c in self.children}):
+            group = [c for c in self.children if c.spec.stop_order == order and c.proc is not None]
+            for child in group:
+                if child.proc.poll() is None:
+                    child.proc.send_signal(signal.SIGINT)
+            for child in group:
+                try:
+                    child.proc.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop within %.0f s: killing it", child.spec.name, STOP_GRACE_S)
+                    child.proc.kill()
+                    child.proc.wait()
+                if child.log_file is not None:
+                    child.log_file.close()

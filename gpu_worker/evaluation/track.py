@@ -1,0 +1,167 @@
+"""`argusnet eval track`: the tracked pipeline on synthetic sequences (gpu_worker.evaluation.synthetic), scored
+with TrackEval's HOTA, CLEAR (MOTA, ID switches) and Identity (IDF1) metrics, plus naming correctness.
+
+The enrolled identities are enrolled from photos no sequence shows; strangers are never enrolled. A predicted
+track is matched to the ground-truth appearance it overlaps (IoU >= 0.5) in most frames; ``wrong_names`` counts
+predicted tracks ever named (track_identified, not a visitor) as an enrolled person other than their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gpu_worker.engine import Engine
+from gpu_worker.evaluation.synthetic import (FPS, GroundTruthBox, SpriteCache, backgrounds, make_sequence, people,
+                                             render, write_mot)
+from gpu_worker.gallery import Gallery
+from gpu_worker.identity_store import LocalIdentityStore, open_visitors
+from gpu_worker.processing import DecodedFrame
+from gpu_worker.tracked import TrackBox, TrackedProcessor
+from shared.errors import FaceQualityError
+from shared.images import read_image
+from shared.protocol import TrackEvent
+from shared.types import iou_matrix
+
+log = logging.getLogger(__name__)
+MATCH_IOU = 0.5
+
+
+class _NullTimer:
+    def observe(self, stage: str, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class SequenceRun:
+    """What one sequence produced: predicted boxes per frame, events, and the ground truth."""
+
+    truth: list[list[GroundTruthBox]] = field(default_factory=list)
+    predicted: list[list[TrackBox]] = field(default_factory=list)
+    events: list[TrackEvent] = field(default_factory=list)
+
+
+def enrol(engine: Engine, directory: Path, persons) -> Gallery:
+    gallery = Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
+    for person in persons:
+        if not person.enrolled:
+            continue
+        try:
+            face = engine.enrolment_face(read_image(person.enrol_photo, engine.cfg.images), str(person.enrol_photo))
+        except FaceQualityError as exc:
+            raise ValueError(f"enrolment photo of {person.name} refused: {exc}") from exc
+        gallery.add_person(person.name, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
+    return gallery
+
+
+def run_sequence(processor: TrackedProcessor, seq, sprites: SpriteCache, camera: str) -> SequenceRun:
+    run = SequenceRun()
+    processor.on_tracks = lambda item, boxes: run.predicted.append(boxes)
+    start = time.time()
+    for index, (image, truth) in enumerate(render(seq, sprites)):
+        run.truth.append(truth)
+        before = len(run.predicted)
+        item = DecodedFrame(camera, index, start + index / FPS, image, time.time())
+        run.events += processor.process([item], _NullTimer())
+        if len(run.predicted) == before:
+            run.predicted.append([])
+    return run
+
+
+def trackeval_data(run: SequenceRun) -> dict:
+    """The per-sequence dict TrackEval's metrics take: contiguous 0-based ids and IoU similarity per frame."""
+    gt_index = {g: i for i, g in enumerate(sorted({t.gt_id for frame in run.truth for t in frame}))}
+    tr_index = {p: i for i, p in enumerate(sorted({b.track for frame in run.predicted for b in frame}))}
+    gt_ids, tr_ids, sims = [], [], []
+    for truth, pred in zip(run.truth, run.predicted):
+        g = np.array([gt_index[t.gt_id] for t in truth], int)
+        p = np.array([tr_index[b.track] for b in pred], int)
+        gboxes = np.array([t.box for t in truth], np.float32).reshape(-1, 4)
+        pboxes = np.array([b.box for b in pred], np.float32).reshape(-1, 4)
+        gt_ids.append(g)
+        tr_ids.append(p)
+        sims.append(iou_matrix(gboxes, pboxes) if len(g) and len(p) else np.zeros((len(g), len(p))))
+    return {"num_timesteps": len(run.truth), "num_gt_ids": len(gt_index), "num_tracker_ids": len(tr_index),
+            "num_gt_dets": int(sum(len(g) for g in gt_ids)), "num_tracker_dets": int(sum(len(p) for p in tr_ids)),
+            "gt_ids": gt_ids, "tracker_ids": tr_ids, "similarity_scores": sims}
+
+
+def track_owner(run: SequenceRun) -> dict[int, int]:
+    """predicted track -> the ground-truth appearance it overlaps most often."""
+    votes: dict[int, Counter] = defaultdict(Counter)
+    for truth, pred in zip(run.truth, run.predicted):
+        if not truth or not pred:
+            continue
+        iou = iou_matrix(np.array([t.box for t in truth], np.float32), np.array([b.box for b in pred], np.float32))
+        for j, b in enumerate(pred):
+            i = int(np.argmax(iou[:, j]))
+            if iou[i, j] >= MATCH_IOU:
+                votes[b.track][truth[i].gt_id] += 1
+    return {track: c.most_common(1)[0][0] for track, c in votes.items()}
+
+
+def wrong_names(run: SequenceRun, seq, enrolled: set[str]) -> int:
+    owner = track_owner(run)
+    identity = {a.gt_id: a.person.name for a in seq.appearances}
+    named: dict[int, set[str]] = defaultdict(set)
+    for e in run.events:
+        if e.type == "track_identified" and not e.visitor and e.name in enrolled:
+            named[e.track].add(e.name)
+    return sum(1 for track, names in named.items() if any(n != identity.get(owner.get(track)) for n in names))
+
+
+def score(runs: list[SequenceRun]) -> dict:
+    from trackeval.metrics import CLEAR, HOTA, Identity
+
+    results = {}
+    quiet = {"PRINT_CONFIG": False}
+    for metric in (HOTA(quiet), CLEAR({**quiet, "THRESHOLD": MATCH_IOU}), Identity({**quiet, "THRESHOLD": MATCH_IOU})):
+        per_seq = {str(i): metric.eval_sequence(trackeval_data(r)) for i, r in enumerate(runs)}
+        results[metric.get_name()] = metric.combine_sequences(per_seq)
+    return {"hota": float(np.mean(results["HOTA"]["HOTA"])), "mota": float(results["CLEAR"]["MOTA"]),
+            "idf1": float(results["Identity"]["IDF1"]), "id_switches": int(results["CLEAR"]["IDSW"])}
+
+
+def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int = 0,
+                      out_dir: Path | None = None) -> dict:
+    persons = people(data_dir)
+    bgs = backgrounds(data_dir)
+    sprites = SpriteCache(engine.detector)
+    enrolled = {p.name for p in persons if p.enrolled}
+    runs, seqs = [], []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="argusnet-evaltrack-") as tmp:
+        gallery = enrol(engine, Path(tmp) / "gallery", persons)
+        visitors = open_visitors(Path(tmp) / "gallery", gallery.model, gallery.dim, engine.cfg.gallery)
+        store = LocalIdentityStore(gallery, visitors, engine.cfg.visitors)
+        processor = TrackedProcessor(engine, store, engine.cfg)
+        for i in tqdm(range(sequences), desc="eval track", unit="seq", disable=None, leave=False):
+            seq = make_sequence(i, persons, bgs, seed=seed)
+            runs.append(run_sequence(processor, seq, sprites, camera=f"seq{i}"))
+            seqs.append(seq)
+            if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_mot(out_dir / f"seq{i}-gt.txt", [t for frame in runs[-1].truth for t in frame])
+        embeddings, faces_seen = processor.embeddings, processor.faces_seen
+        visitors.close()
+        gallery.close()
+    tracks = {(i, b.track) for i, r in enumerate(runs) for frame in r.predicted for b in frame}
+    named_ms = [e.time_to_name_ms for r in runs for e in r.events
+                if e.type == "track_identified" and e.time_to_name_ms is not None]
+    metrics = score(runs)
+    return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
+            "sequences": sequences, "frames": sum(len(r.truth) for r in runs),
+            "gt_tracks": sum(len(s.appearances) for s in seqs), "tracks": len(tracks),
+            "wrong_names": sum(wrong_names(r, s, enrolled) for r, s in zip(runs, seqs)),
+            "faces_seen": faces_seen, "embeddings": embeddings,
+            "embeddings_per_track": round(embeddings / max(1, len(tracks)), 2),
+            "time_to_name_ms_p50": None if not named_ms else round(float(np.median(named_ms)), 1),
+            "enrolled": sorted(enrolled), "strangers": sorted(p.name for p in persons if not p.enrolled),
+            "seconds": round(time.perf_counter() - started, 1), "model": engine.embedder.name}

@@ -1,0 +1,66 @@
+"""What the tracked processor remembers per camera and per track, and the events it builds from it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpu_worker.identity_store import FaceSample
+from shared.protocol import TrackEvent
+from tracker.base import Track, Tracker
+from tracker.scheduler import RecognitionScheduler
+from tracker.voting import TrackIdentity
+
+TRACK_ID_STRIDE = 1000  # track ids are (camera state start in ms) * STRIDE + the tracker's own id
+
+
+@dataclass
+class TrackRecord:
+    """One live track: its identity vote, the visitor it was linked to, its best faces and what was announced."""
+
+    track: int
+    started_ts: float
+    identity: TrackIdentity
+    last_box: tuple[float, float, float, float]
+    last_capture_ts: float
+    visitor: str | None = None
+    announced: str | None = None
+    embeddings: int = 0
+    best: list[tuple[float, FaceSample]] = field(default_factory=list)
+
+    def keep_face(self, quality: float, sample: FaceSample, limit: int) -> None:
+        """Keep the ``limit`` best faces by quality."""
+        self.best.append((quality, sample))
+        self.best.sort(key=lambda item: -item[0])
+        del self.best[limit:]
+
+    def best_samples(self) -> list[FaceSample]:
+        return [sample for _, sample in self.best]
+
+    def embeddings_array(self) -> np.ndarray:
+        return np.stack([s.embedding for _, s in self.best])
+
+
+@dataclass
+class CameraState:
+    """A camera's tracker, scheduler and live tracks on this worker."""
+
+    camera: str
+    tracker: Tracker
+    scheduler: RecognitionScheduler
+    tracks: dict[int, TrackRecord] = field(default_factory=dict)
+    last_frame_at: float = field(default_factory=time.monotonic)
+    id_base: int = field(default_factory=lambda: int(time.time() * 1000) * TRACK_ID_STRIDE)
+
+    def public_id(self, track: Track) -> int:
+        return self.id_base + track.track_id
+
+
+def make_event(kind: str, camera: str, record: TrackRecord, capture_ts: float, name: str | None = None,
+               similarity: float | None = None, margin: float | None = None, visitor: bool = False,
+               time_to_name_ms: float | None = None) -> TrackEvent:
+    return TrackEvent(type=kind, camera=camera, track=record.track, name=name, similarity=similarity, margin=margin,
+                      ts=time.time(), capture_ts=capture_ts, box=record.last_box, time_to_name_ms=time_to_name_ms,
+                      duration_s=max(0.0, record.last_capture_ts - record.started_ts), visitor=visitor)

@@ -1,0 +1,100 @@
+"""Tracker, recognition-scheduling and identity-voting settings (one ``type`` field picks the tracker backend).
+
+Tuning advice sits in each field's description; `shared.config.TrackingConfig` gathers these sections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field, Tag, model_validator
+
+from shared.schema import Section, type_discriminator
+
+if TYPE_CHECKING:
+    from tracker.base import Tracker
+
+
+class ByteTrackConfig(Section):
+    type: Literal["bytetrack"] = Field(default="bytetrack", description="ByteTrack: two-stage IoU association.")
+    high_threshold: float = Field(default=0.9, gt=0.0, le=1.0,
+                                  description="Detections at or above this score take part in the first stage. "
+                                  "Raise it if false detections start tracks; lower it for blurry cameras.")
+    low_threshold: float = Field(default=0.5, gt=0.0, le=1.0,
+                                 description="Detections between this and high_threshold only extend existing tracks "
+                                 "(occluded or blurred faces). Only scores above detector.score_threshold reach "
+                                 "the tracker: lower that too to use this stage fully.")
+    new_track_threshold: float = Field(default=0.92, gt=0.0, le=1.0,
+                                       description="A new track needs a detection at least this confident.")
+    match_iou: float = Field(default=0.2, gt=0.0, le=1.0,
+                             description="Minimum IoU with a track's predicted box for a first-stage match. Lower "
+                                         "for fast motion at low frame rates, raise for crowds.")
+    second_match_iou: float = Field(default=0.5, gt=0.0, le=1.0,
+                                    description="Minimum IoU for the low-score stage (stricter: weak detections).")
+    lost_buffer_s: float = Field(default=1.5, ge=0.0, le=60.0,
+                                 description="How long a lost track waits to be found again before it ends. Longer "
+                                 "bridges occlusions, shorter ends tracks of people who left sooner.")
+    min_hits: int = Field(default=2, ge=1, le=30,
+                          description="Matched frames before a track is confirmed and reported (1 = at once).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ByteTrackConfig":
+        if self.low_threshold > self.high_threshold:
+            raise ValueError(f"low_threshold ({self.low_threshold}) must not exceed high_threshold "
+                             f"({self.high_threshold})")
+        return self
+
+
+class SortConfig(Section):
+    type: Literal["sort"] = Field(default="sort", description="SORT: one-stage IoU association (simpler baseline).")
+    min_score: float = Field(default=0.8, gt=0.0, le=1.0, description="Detections below this score are ignored.")
+    match_iou: float = Field(default=0.3, gt=0.0, le=1.0, description="Minimum IoU for a match.")
+    lost_buffer_s: float = Field(default=1.0, ge=0.0, le=60.0, description="How long a lost track may stay lost.")
+    min_hits: int = Field(default=2, ge=1, le=30, description="Matched frames before a track is reported.")
+
+
+TrackerConfig = Annotated[Annotated[ByteTrackConfig, Tag("bytetrack")] | Annotated[SortConfig, Tag("sort")],
+                          type_discriminator("bytetrack")]
+
+
+class SchedulerConfig(Section):
+    budget: int = Field(default=4, ge=1, le=256,
+                        description="Embeddings per frame and camera at most: new tracks first, then unnamed ones, "
+                        "then better-quality faces, then refreshes. Raise on a GPU; lower on a small CPU.")
+    refresh_s: float = Field(default=3.0, gt=0.0, le=3600.0,
+                             description="A named track is re-embedded at most this often (to catch a swap).")
+    unnamed_refresh_s: float = Field(default=0.3, gt=0.0, le=3600.0,
+                                     description="An unnamed track is re-embedded at most this often.")
+    quality_margin: float = Field(default=0.25, ge=0.0, le=10.0,
+                                  description="Re-embed early when a face's quality beats the track's best embedded "
+                                  "one by this fraction (0.25 = 25% better).")
+    min_interval_s: float = Field(default=0.3, ge=0.0, le=60.0,
+                                  description="Never embed one track more often than this, whatever the reason.")
+    min_quality: float = Field(default=0.05, ge=0.0, le=1.0,
+                               description="Faces below this quality score (tiny, blurred, turned) are not embedded.")
+    max_per_track: int = Field(default=0, ge=0, le=100_000, description="Cap on embeddings per track (0 = none).")
+
+
+class VotingConfig(Section):
+    confirm_votes: int = Field(default=2, ge=1, le=100,
+                               description="Agreeing observations needed to name a track. Higher = fewer wrong names, "
+                               "later names.")
+    instant_lead: float = Field(default=0.04, ge=0.0, le=2.0,
+                                description="One observation this far above the decision threshold names a track at "
+                                "once.")
+    rename_ratio: float = Field(default=2.0, ge=1.0, le=100.0,
+                                description="A named track is renamed only when another person's quality-weighted "
+                                "support is this many times its current name's.")
+
+
+def build_tracker(cfg: ByteTrackConfig | SortConfig) -> "Tracker":
+    """The tracker backend named by ``cfg.type``."""
+    if isinstance(cfg, ByteTrackConfig):
+        from tracker.bytetrack import ByteTracker
+
+        return ByteTracker(cfg)
+    if isinstance(cfg, SortConfig):
+        from tracker.sort import SortTracker
+
+        return SortTracker(cfg)
+    raise ValueError(f"unknown tracker config {type(cfg).__name__}")

@@ -1,0 +1,82 @@
+"""Recognition scheduling: which tracks get an embedding this frame.
+
+A track is embedded when it is new, when its face is clearly better than the best one embedded so far, and
+otherwise only every ``refresh_s`` (named) or ``unnamed_refresh_s`` (not yet named) seconds; never more often
+than ``min_interval_s``. At most ``budget`` embeddings a frame: new tracks first, then unnamed ones, then better
+faces, then refreshes (longest waiting first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from tracker.config import SchedulerConfig
+
+NEW, UNNAMED, BETTER, REFRESH = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class TrackCandidate:
+    """A tracked face in this frame: its quality score (bigger, sharper, more frontal is higher), whether the
+    track has a settled identity, and whether its observations disagree or are few."""
+
+    track_id: int
+    quality: float
+    named: bool
+    uncertain: bool
+
+
+@dataclass
+class _History:
+    best_quality: float
+    last_ts: float
+    count: int
+
+
+class RecognitionScheduler:
+    def __init__(self, cfg: SchedulerConfig) -> None:
+        self.cfg = cfg
+        self._history: dict[int, _History] = {}
+
+    def _reason(self, c: TrackCandidate, now: float) -> int | None:
+        h = self._history.get(c.track_id)
+        if c.quality < self.cfg.min_quality:
+            return None
+        if h is None:
+            return NEW
+        waited = now - h.last_ts
+        if waited < self.cfg.min_interval_s or (self.cfg.max_per_track and h.count >= self.cfg.max_per_track):
+            return None
+        if (not c.named or c.uncertain) and waited >= self.cfg.unnamed_refresh_s:
+            return UNNAMED
+        if c.quality > h.best_quality * (1.0 + self.cfg.quality_margin):
+            return BETTER
+        if waited >= self.cfg.refresh_s:
+            return REFRESH
+        return None
+
+    def choose(self, candidates: Sequence[TrackCandidate], now: float) -> list[int]:
+        """Track ids to embed now, most urgent first, at most ``budget``."""
+        ranked = []
+        for c in candidates:
+            reason = self._reason(c, now)
+            if reason is not None:
+                last = self._history[c.track_id].last_ts if c.track_id in self._history else float("-inf")
+                ranked.append((reason, last, -c.quality, c.track_id))
+        ranked.sort()
+        return [track_id for *_, track_id in ranked[: self.cfg.budget]]
+
+    def record(self, track_id: int, quality: float, ts: float) -> None:
+        """An embedding of ``track_id`` with this face quality was made at ``ts``."""
+        h = self._history.get(track_id)
+        if h is None:
+            self._history[track_id] = _History(quality, ts, 1)
+            return
+        h.best_quality, h.last_ts, h.count = max(h.best_quality, quality), ts, h.count + 1
+
+    def forget(self, track_id: int) -> None:
+        self._history.pop(track_id, None)
+
+    def embeddings_of(self, track_id: int) -> int:
+        h = self._history.get(track_id)
+        return 0 if h is None else h.count

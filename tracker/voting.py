@@ -1,0 +1,79 @@
+"""Identity per track: a quality-weighted vote over its observations, with hysteresis.
+
+A track is named after ``confirm_votes`` observations for one person whose weighted support beats the "nobody"
+votes, or at once by one observation ``instant_lead`` above the decision threshold. Once named it is renamed only
+when another person's support reaches ``rename_ratio`` times the current name's (with ``confirm_votes``
+observations); "unknown" observations never take a name away (a name flickering to unknown and back is what users
+complain about)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from tracker.config import VotingConfig
+
+
+@dataclass(frozen=True)
+class IdentityChange:
+    name: str
+    previous: str | None
+    similarity: float
+    margin: float | None
+    votes: int
+    ts: float
+
+
+class TrackIdentity:
+    def __init__(self, cfg: VotingConfig, threshold: float) -> None:
+        self.cfg = cfg
+        self.threshold = threshold
+        self.name: str | None = None
+        self._support: dict[str | None, float] = defaultdict(float)
+        self._votes: dict[str | None, int] = defaultdict(int)
+        self._best: dict[str, tuple[float, float | None]] = {}
+        self._instant = False
+
+    @property
+    def observations(self) -> int:
+        return sum(self._votes.values())
+
+    @property
+    def settled(self) -> bool:
+        return self.name is not None and (self._instant or self._votes[self.name] >= self.cfg.confirm_votes)
+
+    @property
+    def uncertain(self) -> bool:
+        names = [n for n, v in self._votes.items() if n is not None and v > 0]
+        return self.observations < self.cfg.confirm_votes or len(names) > 1
+
+    def observe(self, candidate: str | None, similarity: float, margin: float | None, weight: float,
+                ts: float) -> IdentityChange | None:
+        """One embedding's decision (an accepted name, or None for unknown) with its face quality as weight.
+        Returns the change of name it causes, if any."""
+        if weight <= 0:
+            raise ValueError(f"weight must be > 0, got {weight}")
+        self._support[candidate] += weight
+        self._votes[candidate] += 1
+        if candidate is not None and similarity > self._best.get(candidate, (-2.0, None))[0]:
+            self._best[candidate] = (similarity, margin)
+        leader = max((n for n in self._support if n is not None), key=lambda n: self._support[n], default=None)
+        if leader is None or leader == self.name:
+            return None
+        if self.name is None and self._may_name(leader, candidate, similarity):
+            return self._change(leader, ts)
+        if self.name is not None and self._votes[leader] >= self.cfg.confirm_votes \
+                and self._support[leader] >= self.cfg.rename_ratio * self._support[self.name]:
+            return self._change(leader, ts)
+        return None
+
+    def _may_name(self, leader: str, candidate: str | None, similarity: float) -> bool:
+        if candidate == leader and similarity >= self.threshold + self.cfg.instant_lead:
+            self._instant = True
+            return True
+        return self._votes[leader] >= self.cfg.confirm_votes and self._support[leader] > self._support[None]
+
+    def _change(self, name: str, ts: float) -> IdentityChange:
+        previous, self.name = self.name, name
+        similarity, margin = self._best[name]
+        return IdentityChange(name, previous, similarity, margin, self._votes[name], ts)
