@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The demo: broker, a worker and the built-in demo camera; the portrait is enrolled as "Eileen Collins" on first
+# run. Stops after DEMO_SECONDS (or Ctrl-C).
+DEMO_SECONDS ?= 30
 demo: install
-	$(BIN)/argusnet demo
+	$(BIN)/argusnet up --duration $(DEMO_SECONDS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

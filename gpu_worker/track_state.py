@@ -13,7 +13,7 @@ from tracker.base import Track, Tracker
 from tracker.scheduler import RecognitionScheduler
 from tracker.voting import TrackIdentity
 
-TRACK_ID_STRIDE = 1000  # track ids are (camera state start in ms) * STRIDE + the tracker's own id
+TRACK_ID_STRIDE = 100_000  # track ids: (when the camera state started, unix s) * STRIDE + the tracker's own id
 
 
 @dataclass
@@ -52,7 +52,7 @@ class CameraState:
     scheduler: RecognitionScheduler
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
     last_frame_at: float = field(default_factory=time.monotonic)
-    id_base: int = field(default_factory=lambda: int(time.time() * 1000) * TRACK_ID_STRIDE)
+    id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
 
     def public_id(self, track: Track) -> int:
         return self.id_base + track.track_id

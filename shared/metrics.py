@@ -38,3 +38,7 @@ def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> in
     bound = int(server.server_address[1])
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return bound
+CAMERA_FRAMES = f"{PREFIX}_camera_frames_total"  # counter, labels: camera, outcome (captured, sent, unchanged, ...)
+CAMERA_FPS = f"{PREFIX}_camera_fps"  # gauge, labels: camera: the rate flow control currently allows
+CAMERA_JPEG_QUALITY = f"{PREFIX}_camera_jpeg_quality"  # gauge, labels: camera
+CAMERA_CREDITS = f"{PREFIX}_camera_credits"  # gauge, labels: camera: broker credits held

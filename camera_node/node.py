@@ -1,0 +1,183 @@
+"""The camera node agent: a capture thread filling a small queue, and a sender loop (this thread) that owns the
+ZeroMQ DEALER socket, sends frames only while it holds broker credits, heartbeats, and follows broker restarts.
+
+The broker grants credits in its heartbeats (``Heartbeat(role="broker", credits=n)``: n more frames). A changed
+broker ``sender`` is a new broker process: credits start from zero until it grants its window. A broker silent
+for ``DEAD_AFTER_S`` is lost: credits drop to zero, ZeroMQ keeps reconnecting, capture goes on (frames beyond
+the queue are dropped and counted), and frames flow again as soon as a broker grants credits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import simplejpeg
+import zmq
+from prometheus_client import Counter, Gauge, Histogram
+
+from camera_node.capture import CaptureLoop, FrameQueue
+from camera_node.flow import FlowController
+from camera_node.sources import open_source
+from shared import metrics as m
+from shared.config import CameraConfig, ProtocolConfig, SecurityConfig
+from shared.errors import ConfigError, ProtocolError
+from shared.keys import load_public_key, load_secret_key
+from shared.logs import RateLimitedLog
+from shared.protocol import Frame, Heartbeat, decode_as, encode
+from shared.zmq_defaults import DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, configure
+
+log = logging.getLogger(__name__)
+POLL_MS = 10
+
+
+class CameraMetrics:
+    def __init__(self, registry: Any) -> None:
+        self.frames = Counter(m.CAMERA_FRAMES, "Camera frames by outcome: captured, sent, unchanged (motion gate), "
+                              "queue_full (dropped), reopened (source)", ["camera", "outcome"], registry=registry)
+        self.dropped = Counter(m.FRAMES_DROPPED, "Frames dropped", ["camera", "reason"], registry=registry)
+        self.queue_depth = Gauge(m.QUEUE_DEPTH, "Frames waiting", ["queue"], registry=registry)
+        self.fps = Gauge(m.CAMERA_FPS, "Frame rate the node currently sends at", ["camera"], registry=registry)
+        self.quality = Gauge(m.CAMERA_JPEG_QUALITY, "JPEG quality the node currently uses", ["camera"],
+                             registry=registry)
+        self.credits = Gauge(m.CAMERA_CREDITS, "Broker credits held", ["camera"], registry=registry)
+        self.stage = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
+                               registry=registry)
+        self.protocol_errors = Counter(m.PROTOCOL_ERRORS, "Bad messages dropped", ["reason"], registry=registry)
+
+
+class CameraNode:
+    """``run(stop)`` captures and sends until ``stop`` is set (or a non-looping file ends and its queue drains)."""
+
+    def __init__(self, cfg: CameraConfig, broker_endpoint: str, security: SecurityConfig, protocol: ProtocolConfig,
+                 registry: Any, context: zmq.Context | None = None) -> None:
+        self.cfg = cfg
+        self.endpoint = broker_endpoint
+        self.max_bytes = protocol.max_message_bytes
+        self.metrics = CameraMetrics(registry)
+        self.flow = FlowController(cfg)
+        self.queue = FrameQueue(cfg.queue)
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self._socket(security)
+        self.rate_log = RateLimitedLog(log)
+        self.credits = 0
+        self.sent = 0
+        self._broker: str | None = None
+        self._broker_seen = 0.0
+        self._hb_seq = 0
+        self._stop_capture = threading.Event()
+        self.capture = CaptureLoop(cfg, lambda: open_source(cfg, self._stop_capture), self.queue,
+                                   lambda: self.flow.fps, self._count)
+
+    def _socket(self, security: SecurityConfig) -> zmq.Socket:
+        sock = configure(self.ctx.socket(zmq.DEALER))
+        sock.setsockopt(zmq.ROUTING_ID, b"cam:" + self.cfg.id.encode("ascii"))
+        if security.curve:
+            if security.camera_secret_key is None or security.broker_public_key is None:
+                raise ConfigError("security.curve is on: security.camera_secret_key and security.broker_public_key "
+                                  "must name key files (`argusnet keys gen`)")
+            public, secret = load_secret_key(security.camera_secret_key)
+            sock.curve_publickey, sock.curve_secretkey = public, secret
+            sock.curve_serverkey = load_public_key(security.broker_public_key)
+        sock.connect(self.endpoint)
+        return sock
+
+    def _count(self, outcome: str) -> None:
+        self.metrics.frames.labels(camera=self.cfg.id, outcome=outcome).inc()
+        if outcome == "queue_full":
+            self.metrics.dropped.labels(camera=self.cfg.id, reason="camera_queue_full").inc()
+
+    def run(self, stop: threading.Event) -> None:
+        thread = threading.Thread(target=self.capture.run, args=(self._stop_capture,), name=f"capture-{self.cfg.id}",
+                                  daemon=True)
+        thread.start()
+        next_beat = 0.0
+        try:
+            while not stop.is_set() and (thread.is_alive() or len(self.queue)):
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + HEARTBEAT_INTERVAL_S
+                self._receive(POLL_MS)
+                self._send_ready(now)
+                self._gauges()
+        finally:
+            self._stop_capture.set()
+            thread.join(timeout=5)
+            self.sock.close(0)
+
+    def _receive(self, timeout_ms: int) -> None:
+        if not self.sock.poll(timeout_ms, zmq.POLLIN):
+            if self._broker is not None and time.monotonic() - self._broker_seen > DEAD_AFTER_S:
+                log.warning("camera %s: broker %s silent for %.1f s; capture goes on, sending resumes when a broker "
+                            "grants credits", self.cfg.id, self._broker, DEAD_AFTER_S)
+                self._broker, self.credits = None, 0
+            return
+        while True:
+            try:
+                data = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_message(data)
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            hb = decode_as(Heartbeat, data, self.max_bytes)
+        except ProtocolError as exc:
+            self.metrics.protocol_errors.labels(reason=exc.reason).inc()
+            self.rate_log.warning(exc.reason, "camera %s: dropped a bad message (%s): %s", self.cfg.id, exc.reason,
+                                  exc)
+            return
+        if hb.role != "broker":
+            self.metrics.protocol_errors.labels(reason="unexpected_message").inc()
+            return
+        if hb.sender != self._broker:
+            if self._broker is not None:
+                log.info("camera %s: broker restarted (%s -> %s)", self.cfg.id, self._broker, hb.sender)
+            self._broker, self.credits = hb.sender, 0
+        self._broker_seen = time.monotonic()
+        self.credits += hb.credits
+
+    def _send_ready(self, now: float) -> None:
+        if len(self.queue) and self.credits <= 0:
+            self.flow.starved(now)
+            return
+        while self.credits > 0:
+            item = self.queue.get()
+            if item is None:
+                self.flow.plenty(now)
+                return
+            self._send(item)
+
+    def _send(self, item) -> None:
+        h, w = item.image.shape[:2]
+        jpeg = simplejpeg.encode_jpeg(item.image, quality=int(self.flow.quality), colorspace="RGB")
+        sent_at = time.time()
+        frame = Frame(camera_id=self.cfg.id, seq=item.seq, capture_ts=item.capture_ts, send_ts=sent_at, width=w,
+                      height=h, jpeg=jpeg)
+        try:
+            self.sock.send(encode(frame), zmq.NOBLOCK)
+        except zmq.Again:  # not connected: the frame is lost here, counted like a queue drop
+            self.metrics.dropped.labels(camera=self.cfg.id, reason="camera_not_connected").inc()
+            self.metrics.frames.labels(camera=self.cfg.id, outcome="not_connected").inc()
+            return
+        self.credits -= 1
+        self.sent += 1
+        self.metrics.frames.labels(camera=self.cfg.id, outcome="sent").inc()
+        self.metrics.stage.labels(stage="capture_to_send").observe(max(0.0, sent_at - item.capture_ts))
+
+    def _heartbeat(self) -> None:
+        self._hb_seq += 1
+        hb = Heartbeat(sender=self.cfg.id, role="camera", seq=self._hb_seq, ts=time.time(), credits=0, cameras=())
+        try:
+            self.sock.send(encode(hb), zmq.NOBLOCK)
+        except zmq.Again:
+            self.rate_log.warning("hb_full", "camera %s: broker not reachable, heartbeat not sent", self.cfg.id)
+
+    def _gauges(self) -> None:
+        self.metrics.fps.labels(camera=self.cfg.id).set(self.flow.fps)
+        self.metrics.quality.labels(camera=self.cfg.id).set(self.flow.quality)
+        self.metrics.credits.labels(camera=self.cfg.id).set(self.credits)
+        self.metrics.queue_depth.labels(queue=f"camera:{self.cfg.id}").set(len(self.queue))

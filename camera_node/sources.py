@@ -1,0 +1,99 @@
+"""OpenCV frame sources: a video file (optionally looping, optionally paced at its own fps), an RTSP/HTTP stream
+or a USB device index; plus the built-in ``demo``. ``open_source`` picks one from ``CameraConfig.source``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+
+from camera_node.base import Captured, Source, SourceError, Timeline, _retrieve, to_rgb
+from camera_node.demo import DemoSource
+from shared.config import CameraConfig
+
+DEFAULT_FILE_FPS = 25.0
+
+
+class FileSource:
+    """A video file: paced (a real-time Timeline at the file's fps; a slow reader skips frames) or as fast as
+    read; looping restarts at the end, otherwise ``ended`` becomes True."""
+
+    live = False
+
+    def __init__(self, path: Path, loop: bool, pace: bool, interrupt: threading.Event | None = None) -> None:
+        if not path.is_file():
+            raise SourceError(f"video file {path} does not exist")
+        self.path, self.loop, self.pace = path, loop, pace
+        self.ended = False
+        self._cap = self._open()
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 1.0 <= fps <= 240.0 else DEFAULT_FILE_FPS
+        self._timeline = Timeline(self.fps, interrupt) if pace else None
+        self._position = -1
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise SourceError(f"cannot open video file {self.path}")
+        return cap
+
+    def read(self) -> Captured | None:
+        target = self._position + 1
+        if self._timeline is not None:
+            due = self._timeline.next_index(self._position)
+            if due is None:
+                return None
+            target = due
+        while self._position < target - 1 and self._cap.grab():  # skip frames that are already overdue
+            self._position += 1
+        frame = _retrieve(self._cap, self._cap.grab())
+        if frame is None:
+            return self._at_end()
+        self._position = target
+        return Captured(to_rgb(frame), time.time())
+
+    def _at_end(self) -> Captured | None:
+        if not self.loop:
+            self.ended = True
+            return None
+        self._cap.release()
+        self._cap = self._open()
+        self._position = -1
+        if self._timeline is not None:
+            self._timeline.restart()
+        return self.read()
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class StreamSource:
+    """A live source (RTSP/HTTP URL or USB device index): frames at the device's own rate."""
+
+    live = True
+
+    def __init__(self, source: str) -> None:
+        self.ended = False
+        target: str | int = int(source) if source.isdigit() else source
+        self._cap = cv2.VideoCapture(target)
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot open stream or device {source!r}")
+        self.source = source
+
+    def read(self) -> Captured | None:
+        frame = _retrieve(self._cap, self._cap.grab())
+        return None if frame is None else Captured(to_rgb(frame), time.time())
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+def open_source(cfg: CameraConfig, interrupt: threading.Event | None = None) -> Source:
+    """The source named by ``cfg.source``: ``demo``, a digit string (USB index), a URL, or a file path."""
+    if cfg.source == "demo":
+        return DemoSource(cfg.fps, interrupt)
+    if cfg.source.isdigit() or "://" in cfg.source:
+        return StreamSource(cfg.source)
+    return FileSource(Path(cfg.source), cfg.loop, cfg.pace, interrupt)
