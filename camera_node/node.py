@@ -106,6 +106,9 @@ class CameraNode:
         finally:
             self._stop_capture.set()
             thread.join(timeout=5)
+            left = len(self.queue)
+            if left:  # frames captured but never sent: counted, so captured = sent + every drop
+                self.metrics.frames.labels(camera=self.cfg.id, outcome="shutdown").inc(left)
             self.sock.close(0)
 
     def _receive(self, timeout_ms: int) -> None:
@@ -175,6 +178,15 @@ class CameraNode:
             self.sock.send(encode(hb), zmq.NOBLOCK)
         except zmq.Again:
             self.rate_log.warning("hb_full", "camera %s: broker not reachable, heartbeat not sent", self.cfg.id)
+
+    def summary(self) -> dict[str, int]:
+        """Frames by outcome so far: captured = sent + unchanged + queue_full + not_connected + shutdown."""
+        counts = {}
+        for metric in self.metrics.frames.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.labels.get("camera") == self.cfg.id:
+                    counts[sample.labels["outcome"]] = int(sample.value)
+        return counts
 
     def _gauges(self) -> None:
         self.metrics.fps.labels(camera=self.cfg.id).set(self.flow.fps)

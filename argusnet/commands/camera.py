@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 from pathlib import Path
@@ -73,6 +74,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     node.run(stop)
+    print(f"camera {camera.id} stopped: {json.dumps(node.summary())}", file=sys.stderr, flush=True)
     return 0
 
 

@@ -1,0 +1,230 @@
+"""The streaming pipeline as real processes on 127.0.0.1: camera nodes -> broker -> workers, with frame
+accounting, worker failover, broker restart, and 10,000 bad messages into a worker."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from shared.protocol import Frame, Heartbeat, decode, encode
+from tests.processes import Cluster, total, wait_until
+
+pytestmark = pytest.mark.slow
+
+FRAMES_IN, FRAMES_OUT, DROPPED = "argusnet_frames_in_total", "argusnet_frames_out_total", "argusnet_frames_dropped_total"
+PROTOCOL_ERRORS = "argusnet_protocol_errors_total"
+
+
+@pytest.fixture(scope="module")
+def demo_gallery(tmp_path_factory, engine):
+    from argusnet.commands.demo import enrol_demo_person
+
+    directory = tmp_path_factory.mktemp("streaming") / "gallery"
+    enrol_demo_person(engine, directory).close()
+    return directory
+
+
+@pytest.fixture
+def cluster(tmp_path, demo_gallery):
+    c = Cluster(tmp_path, demo_gallery, extra={"worker": {"capacity": 2}})
+    yield c
+    c.close()
+
+
+def camera_summary(cluster: Cluster, name: str) -> dict[str, int]:
+    found = re.search(rf"camera {name} stopped: (\{{.*\}})", cluster.log(name))
+    assert found, f"no summary line in the log of {name}:\n{cluster.log(name)[-2000:]}"
+    return json.loads(found.group(1))
+
+
+def worker_totals(cluster: Cluster, workers: list[str], camera: str) -> tuple[float, float]:
+    """(frames in, frames out + dropped) of one camera over all workers."""
+    m = [cluster.metrics(w) for w in workers]
+    return (sum(total(x, FRAMES_IN, camera=camera) for x in m),
+            sum(total(x, FRAMES_OUT, camera=camera) + total(x, DROPPED, camera=camera) for x in m))
+
+
+def test_three_cameras_two_workers_every_frame_is_processed_or_counted(cluster, data_dir):
+    arcade = str(data_dir / "facenet-pytorch" / "arcade.mp4")
+    cluster.broker()
+    workers = ["w1", "w2"]
+    for w in workers:
+        cluster.worker(w)
+    assert all(cluster.ready(w) for w in workers), cluster.log("w1")[-2000:]
+    cameras = {"file1": (arcade, "--no-loop", "--fps", "8"), "file2": (arcade, "--no-loop", "--fps", "8"),
+               "demo1": ("demo", "--fps", "5")}
+    for name, (source, *args) in cameras.items():
+        cluster.camera(name, source, *args)
+    assert wait_until(lambda: all(cluster.procs[c].poll() is not None for c in ("file1", "file2")), 60)
+    assert cluster.stop("demo1") == 0
+    broker = {}
+
+    def settled() -> bool:
+        broker.update(cluster.metrics("broker"))
+        for cam in cameras:
+            b_in = total(broker, FRAMES_IN, camera=cam)
+            b_left = total(broker, FRAMES_OUT, camera=cam) + total(broker, DROPPED, camera=cam)
+            w_in, w_done = worker_totals(cluster, workers, cam)
+            if b_in != b_left or w_in != total(broker, FRAMES_OUT, camera=cam) or w_in != w_done:
+                return False
+        return True
+
+    assert wait_until(settled, 60, 0.5), "frames still in flight after 60 s"
+    serving = set()
+    for cam in cameras:
+        s = camera_summary(cluster, cam)
+        assert s["captured"] > 0
+        assert s["captured"] == sum(s.get(k, 0) for k in ("sent", "unchanged", "queue_full", "not_connected",
+                                                           "shutdown")), s
+        assert total(broker, FRAMES_IN, camera=cam) == s["sent"], (cam, s)
+        per_worker = [total(cluster.metrics(w), FRAMES_IN, camera=cam) for w in workers]
+        assert sum(1 for n in per_worker if n > 0) == 1, f"camera {cam} was split across workers: {per_worker}"
+        serving.add(workers[int(np.argmax(per_worker))])
+    assert serving == set(workers), "the two workers did not share the three cameras"
+    for w in workers:
+        assert cluster.stop(w) == 0
+    assert cluster.stop("broker") == 0
+
+
+def cameras_of(cluster: Cluster, worker: str, cameras: list[str]) -> list[str]:
+    m = cluster.metrics(worker)
+    return [c for c in cameras if total(m, FRAMES_IN, camera=c) > 0]
+
+
+def test_sigkilled_worker_cameras_continue_on_the_other_within_3_s(cluster):
+    cluster.broker()
+    cluster.worker("w1")
+    cluster.worker("w2")
+    assert cluster.ready("w1") and cluster.ready("w2")
+    cams = ["a", "b", "c"]
+    for cam in cams:
+        cluster.camera(cam, "demo", "--fps", "5")
+    assert wait_until(lambda: len(cameras_of(cluster, "w1", cams) + cameras_of(cluster, "w2", cams)) == 3, 60)
+    victim = "w1" if cameras_of(cluster, "w1", cams) else "w2"
+    survivor = "w2" if victim == "w1" else "w1"
+    moved = cameras_of(cluster, victim, cams)
+    before = {c: total(cluster.metrics(survivor), FRAMES_IN, camera=c) for c in moved}
+    cluster.procs[victim].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def all_moved() -> bool:
+        m = cluster.metrics(survivor)
+        return all(total(m, FRAMES_IN, camera=c) > before[c] for c in moved)
+
+    assert wait_until(all_moved, 10, 0.05)
+    assert time.monotonic() - killed_at <= 3.0, f"cameras {moved} took {time.monotonic() - killed_at:.2f} s to move"
+
+
+def test_restarted_broker_is_rejoined_by_cameras_and_workers(cluster):
+    cluster.broker()
+    cluster.worker("w1")
+    assert cluster.ready("w1")
+    cluster.camera("cam", "demo", "--fps", "5")
+    assert wait_until(lambda: total(cluster.metrics("w1"), FRAMES_IN, camera="cam") > 3, 60)
+    camera_pid = cluster.procs["cam"].pid
+    cluster.stop("broker", signal.SIGKILL)
+    time.sleep(2.0)  # longer than DEAD_AFTER_S: both sides notice the broker is gone
+    seen = total(cluster.metrics("w1"), FRAMES_IN, camera="cam")
+    cluster.broker()
+    assert wait_until(lambda: total(cluster.metrics("w1"), FRAMES_IN, camera="cam") > seen + 3, 20), \
+        cluster.log("cam")[-2000:]
+    assert cluster.procs["cam"].poll() is None and cluster.procs["cam"].pid == camera_pid
+    assert total(cluster.metrics("broker"), FRAMES_IN, camera="cam") > 0
+
+
+def bad_messages(n: int, seed: int = 1) -> list[list[bytes]]:
+    """Random bytes, msgpack of the wrong shape, truncated and bit-flipped valid frames, extra frames."""
+    rng = random.Random(seed)
+    good = encode(Frame(camera_id="fuzz", seq=1, capture_ts=time.time(), send_ts=time.time(), width=8, height=8,
+                        jpeg=b"\xff\xd8\xff" + bytes(64)))
+    out = []
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:
+            out.append([rng.randbytes(rng.randint(0, 200))])
+        elif kind == 1:
+            out.append([msgpack.packb({"v": rng.choice([0, 1, 2, 99]), "t": rng.choice(["frame", "x", 3])})])
+        elif kind == 2:
+            out.append([good[: rng.randint(0, len(good) - 1)]])
+        elif kind == 3:
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            out.append([bytes(data)])
+        else:
+            out.append([good, rng.randbytes(8)])
+    return out
+
+
+def test_10000_bad_messages_into_a_worker_are_all_counted_and_it_keeps_serving(cluster):
+    """The test plays the broker: a ROUTER on the backend endpoint the worker connects to."""
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(cluster.endpoint("backend"))
+    try:
+        cluster.worker("w1")
+        assert router.poll(60_000), cluster.log("w1")[-2000:]
+        identity, first = router.recv_multipart()
+        assert isinstance(decode(first, 1 << 20), Heartbeat)
+        messages = bad_messages(10_000)
+        for i, parts in enumerate(messages):
+            router.send_multipart([identity, *parts])
+            if i % 500 == 0:
+                time.sleep(0.02)  # stay under the worker's receive high-water mark
+
+        def counted() -> float:
+            m = cluster.metrics("w1")
+            return total(m, PROTOCOL_ERRORS) + total(m, FRAMES_IN)
+
+        assert wait_until(lambda: counted() == 10_000, 60, 0.5), counted()
+        assert cluster.procs["w1"].poll() is None
+        while router.poll(100):
+            router.recv_multipart()
+        assert router.poll(3000), "the worker stopped heartbeating"
+        assert isinstance(decode(router.recv_multipart()[1], 1 << 20), Heartbeat)
+    finally:
+        router.close(0)
+
+
+def test_curve_only_allow_listed_camera_processes_are_served(tmp_path, demo_gallery):
+    from shared.keys import generate_keys
+
+    allowed = tmp_path / "allowed"
+    broker_public, broker_secret = generate_keys("broker", tmp_path / "broker")
+    good_public, good_secret = generate_keys("good", allowed)
+    _, rogue_secret = generate_keys("rogue", tmp_path / "elsewhere")
+    security = {"curve": True, "broker_secret_key": str(broker_secret), "broker_public_key": str(broker_public),
+                "allowed_keys_dir": str(allowed), "camera_secret_key": str(good_secret)}
+    cluster = Cluster(tmp_path, demo_gallery, extra={"security": security})
+    try:
+        cluster.broker()
+        cluster.worker("w1")
+        assert cluster.ready("w1")
+        cluster.camera("good", "demo", "--fps", "5")
+        rogue_cfg = tmp_path / "rogue.yaml"
+        rogue_cfg.write_text(cluster.config.read_text().replace(str(good_secret), str(rogue_secret)))
+        plain_cfg = tmp_path / "plain.yaml"
+        plain_cfg.write_text(cluster.config.read_text().replace("curve: true", "curve: false"))
+        for name, cfg in (("rogue", rogue_cfg), ("plain", plain_cfg)):
+            cluster.config, saved = cfg, cluster.config
+            cluster.camera(name, "demo", "--fps", "5")
+            cluster.config = saved
+        assert wait_until(lambda: total(cluster.metrics("w1"), FRAMES_IN, camera="good") > 3, 60)
+        refused = "argusnet_auth_refused_total"
+        assert wait_until(lambda: total(cluster.metrics("broker"), refused, reason="unknown_key") > 0, 10)
+        assert wait_until(lambda: total(cluster.metrics("broker"), refused) >= 2, 10), cluster.metrics("broker").get(refused)
+        time.sleep(1.0)
+        m = cluster.metrics("w1")
+        assert total(m, FRAMES_IN, camera="rogue") == 0 and total(m, FRAMES_IN, camera="plain") == 0
+        assert total(cluster.metrics("broker"), FRAMES_IN, camera="rogue") == 0
+    finally:
+        cluster.close()
