@@ -7,12 +7,12 @@ import logging
 import sys
 from typing import Sequence
 
-from argusnet.commands import bench, camera, demo, evaluate, models, recognise, streaming, visitors
+from argusnet.commands import bench, camera, demo, evaluate, models, recognise, streaming, track, visitors
 from shared.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ArgusError
 from shared.logs import setup_logging
 
 log = logging.getLogger("argusnet")
-COMMAND_MODULES = (recognise, evaluate, models, visitors, streaming, camera, bench, demo)
+COMMAND_MODULES = (recognise, evaluate, models, visitors, track, streaming, camera, bench, demo)
 
 
 class Parser(argparse.ArgumentParser):

@@ -93,6 +93,8 @@ class Supervisor:
         now = time.monotonic()
         crashed = False
         for child in self.children:
+            if child.proc is not None and child.proc.poll() == 0 and child.restart_at is None:
+                continue  # finished on its own (a camera at the end of a non-looping file)
             if child.proc is not None and child.proc.poll() is not None and child.restart_at is None:
                 delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
                 print(f"argusnet up: {child.spec.name} exited with code {child.proc.returncode}; restarting in "

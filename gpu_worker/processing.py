@@ -50,6 +50,8 @@ class PerFrameProcessor:
         self.engine = engine
         self.gallery = gallery
         self._next_track: dict[str, int] = {}
+        self.faces_seen = 0
+        self.embeddings = 0
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
         start = time.perf_counter()
@@ -60,6 +62,8 @@ class PerFrameProcessor:
             start = time.perf_counter()
             observations = self.engine.observe(item.image, faces)
             timer.observe("embed", time.perf_counter() - start)
+            self.faces_seen += len(faces)
+            self.embeddings += len(observations)
             if not observations:
                 continue
             start = time.perf_counter()

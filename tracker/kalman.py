@@ -11,6 +11,14 @@ VELOCITY_NOISE = 1.0 / 160
 ASPECT_NOISE = 1e-2
 
 
+def _diag(values: np.ndarray) -> np.ndarray:
+    """(N, K) -> (N, K, K) diagonal matrices."""
+    n, k = values.shape
+    out = np.zeros((n, k, k))
+    out[:, np.arange(k), np.arange(k)] = values
+    return out
+
+
 def boxes_to_measurements(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) x1y1x2y2 -> (N, 4) cx, cy, aspect (w/h), h."""
     w = boxes[:, 2] - boxes[:, 0]
@@ -41,7 +49,7 @@ class KalmanBoxFilter:
                         2 * POSITION_NOISE * h, 10 * VELOCITY_NOISE * h, 10 * VELOCITY_NOISE * h,
                         np.full_like(h, 1e-4), 10 * VELOCITY_NOISE * h], axis=1) * 5
         self.mean = np.concatenate([self.mean, np.concatenate([z, np.zeros_like(z)], axis=1)])
-        self.cov = np.concatenate([self.cov, np.apply_along_axis(np.diag, 1, std ** 2)])
+        self.cov = np.concatenate([self.cov, _diag(std ** 2)])
 
     def remove(self, keep: np.ndarray) -> None:
         self.mean, self.cov = self.mean[keep], self.cov[keep]
@@ -58,7 +66,7 @@ class KalmanBoxFilter:
         q = np.stack([POSITION_NOISE * h, POSITION_NOISE * h, np.full_like(h, ASPECT_NOISE), POSITION_NOISE * h,
                       VELOCITY_NOISE * h, VELOCITY_NOISE * h, np.full_like(h, 1e-5), VELOCITY_NOISE * h], axis=1)
         self.mean = np.einsum("nij,nj->ni", f, self.mean)
-        self.cov = f @ self.cov @ f.transpose(0, 2, 1) + np.apply_along_axis(np.diag, 1, q ** 2) * step[:, None, None]
+        self.cov = f @ self.cov @ f.transpose(0, 2, 1) + _diag(q ** 2 * step[:, None])
 
     def update(self, index: np.ndarray, boxes: np.ndarray) -> None:
         """Correct tracks ``index`` with measured ``boxes`` (same order)."""
@@ -69,7 +77,7 @@ class KalmanBoxFilter:
         h = mean[:, 3]
         r = np.stack([POSITION_NOISE * h, POSITION_NOISE * h, np.full_like(h, 10 * ASPECT_NOISE),
                       POSITION_NOISE * h], axis=1) ** 2
-        s = cov[:, :4, :4] + np.apply_along_axis(np.diag, 1, r)
+        s = cov[:, :4, :4] + _diag(r)
         gain = cov[:, :, :4] @ np.linalg.inv(s)
         innovation = z - mean[:, :4]
         self.mean[index] = mean + np.einsum("nij,nj->ni", gain, innovation)

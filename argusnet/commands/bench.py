@@ -11,6 +11,10 @@ BENCHMARKS = {
     "detect": ("bench.detect_speed", "detector ms per 640x480 frame, fp32 baseline vs optimised variants"),
     "search": ("bench.search", "gallery search: HNSW vs exact on a synthetic 1M x 128 gallery"),
     "embed": ("bench.embed", "default embedder ms per face vs dlib's own"),
+    "pipeline": ("bench.pipeline", "a video through the tracked pipeline vs per-frame recognition"),
+    "tracker": ("bench.tracker", "tracker update ms per frame with 20 live tracks, per backend"),
+    "broker": ("bench.broker", "broker forwarding of 100 KB frames: messages/s and added latency"),
+    "camera": ("bench.camera", "camera node CPU per 720p frame"),
 }
 
 

@@ -1,0 +1,67 @@
+"""Pipeline benchmark: one video through the tracked pipeline and through per-frame recognition (every face of
+every frame embedded, as the prototype did), same models, same run.
+
+The video is decoded into memory first, so both sides are timed on detection, tracking, alignment, embedding and
+search only (the camera node decodes and downscales in production). The gallery holds the demo portrait only:
+the people in the clip are not enrolled, so the tracked side also exercises visitors.
+
+Run: argusnet bench pipeline --video ../shared/data/facenet-pytorch/arcade.mp4 --compare per-frame --json OUT
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from argusnet.commands.demo import enrol_demo_person
+from bench.common import emit, parser
+from gpu_worker.engine import Engine
+from gpu_worker.identity_store import LocalIdentityStore, open_visitors
+from gpu_worker.processing import PerFrameProcessor
+from gpu_worker.tracked import TrackedProcessor
+from gpu_worker.video import StageTimes, run_frames, video_frames
+from shared.config import load_config
+
+
+def measure(processor, frames, fps: float) -> dict:
+    timer = StageTimes()
+    events = []
+    count, seconds = run_frames(processor, frames, "bench", fps, events.append, timer)
+    return {"frames": count, "seconds": round(seconds, 3), "fps": round(count / seconds, 2),
+            "faces_seen": processor.faces_seen, "embeddings": processor.embeddings, "events": len(events),
+            "stage_seconds": {k: round(v, 3) for k, v in sorted(timer.seconds.items())}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--video", type=Path, required=True)
+    p.add_argument("--compare", choices=["per-frame"], default="per-frame")
+    p.add_argument("--frames", type=int, default=None, help="use only the first N frames")
+    args = p.parse_args(argv)
+    cfg = load_config()
+    frames = [image for _, _, image in video_frames(args.video, args.frames)]
+    engine = Engine(cfg)
+    engine.warm_up()
+    with tempfile.TemporaryDirectory(prefix="argusnet-bench-") as tmp:
+        gallery = enrol_demo_person(engine, Path(tmp) / "gallery")
+        visitors = open_visitors(Path(tmp) / "gallery", gallery.model, gallery.dim, cfg.gallery)
+        tracked = measure(TrackedProcessor(engine, LocalIdentityStore(gallery, visitors, cfg.visitors), cfg),
+                          frames, 25.0)
+        per_frame = measure(PerFrameProcessor(engine, gallery), frames, 25.0)
+        visitors.close()
+        gallery.close()
+    result = {"benchmark": "pipeline", "video": str(args.video), "frames": len(frames),
+              "frame_shape": list(frames[0].shape) if frames else None, "model": engine.embedder.name,
+              "provider": engine.embedder.provider, "tracked_fps": tracked["fps"], "per_frame_fps": per_frame["fps"],
+              "speedup": round(tracked["fps"] / per_frame["fps"], 2), "faces_seen": tracked["faces_seen"],
+              "embeddings_tracked": tracked["embeddings"], "embeddings_per_frame": per_frame["embeddings"],
+              "embedded_fraction": round(tracked["embeddings"] / max(1, tracked["faces_seen"]), 4),
+              "tracked": tracked, "per_frame": per_frame,
+              "targets": {"tracked_fps_min": 20, "speedup_min": 3, "embedded_fraction_max": 0.10}}
+    emit(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""The tracker contract over every backend, ByteTrack specifics, the recognition scheduler and identity voting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.types import Detections
+from tracker.base import FrameMeta, Tracker, TrackState
+from tracker.config import ByteTrackConfig, SchedulerConfig, SortConfig, VotingConfig, build_tracker
+from tracker.scheduler import RecognitionScheduler, TrackCandidate
+from tracker.voting import TrackIdentity
+
+BACKENDS = [ByteTrackConfig(), SortConfig()]
+
+
+def dets(boxes, scores=None) -> Detections:
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.full(len(boxes), 0.99, np.float32) if scores is None else np.asarray(scores, np.float32)
+    return Detections(boxes, scores, np.zeros((len(boxes), 5, 2), np.float32))
+
+
+def meta(i: int, fps: float = 10.0) -> FrameMeta:
+    return FrameMeta("cam", i, i / fps, 640, 480)
+
+
+def box_at(x: float, y: float, side: float = 60.0) -> list[float]:
+    return [x, y, x + side, y + side]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda c: c.type)
+def tracker(request) -> Tracker:
+    return build_tracker(request.param)
+
+
+def run(tracker: Tracker, frames: list[Detections], start: int = 0) -> list[list]:
+    return [tracker.update(d, meta(start + i)) for i, d in enumerate(frames)]
+
+
+def test_contract_is_a_tracker(tracker):
+    assert isinstance(tracker, Tracker)
+
+
+def test_contract_stable_ids_for_separate_moving_faces(tracker):
+    frames = [dets([box_at(20 + 6 * i, 50), box_at(500 - 5 * i, 300)]) for i in range(40)]
+    out = run(tracker, frames)
+    ids = [{t.det_index: t.track_id for t in tracks} for tracks in out]
+    assert ids[0] == {0: 1, 1: 2}
+    assert all(i == ids[0] for i in ids), ids
+    assert all(t.state is TrackState.TRACKED for tracks in out for t in tracks)
+
+
+def test_contract_ended_exactly_once_after_the_buffer(tracker):
+    run(tracker, [dets([box_at(100, 100)]) for _ in range(5)])
+    ended = []
+    for i in range(5, 60):
+        ended += [t for t in tracker.update(dets([]), meta(i)) if t.state is TrackState.ENDED]
+    assert [t.track_id for t in ended] == [1]
+    assert ended[0].det_index is None and ended[0].hits == 5
+
+
+def test_contract_reset_and_empty_and_bad_input(tracker):
+    assert tracker.update(Detections.empty(), meta(0)) == []
+    run(tracker, [dets([box_at(10, 10)]) for _ in range(3)])
+    tracker.reset()
+    assert [t.track_id for t in tracker.update(dets([box_at(300, 300)]), meta(0))] == [1]
+    with pytest.raises(ValueError, match="Detections"):
+        tracker.update(np.zeros((1, 4), np.float32), meta(1))
+    with pytest.raises(ValueError, match=r"boxes must have shape \(N, 4\), got \(1, 3\)"):
+        Detections(np.zeros((1, 3), np.float32), np.ones(1, np.float32), np.zeros((1, 5, 2), np.float32))
+
+
+def test_contract_new_face_needs_min_hits_before_it_is_reported(tracker):
+    run(tracker, [dets([box_at(10, 10)])])  # first frame: confirmed at once
+    out = run(tracker, [dets([box_at(10, 10), box_at(300, 300)]), dets([box_at(10, 10), box_at(300, 300)])], 1)
+    assert [t.track_id for t in out[0]] == [1]  # the new face is tentative for one frame
+    assert sorted(t.track_id for t in out[1]) == [1, 2]
+
+
+def test_bytetrack_low_score_detection_keeps_an_occluded_track():
+    tracker = build_tracker(ByteTrackConfig())
+    run(tracker, [dets([box_at(100 + 5 * i, 100)]) for i in range(5)])
+    out = run(tracker, [dets([box_at(125 + 5 * i, 100)], [0.6]) for i in range(5)], 5)
+    assert all([t.track_id for t in tracks] == [1] for tracks in out)
+    sort = build_tracker(SortConfig())
+    run(sort, [dets([box_at(100 + 5 * i, 100)]) for i in range(5)])
+    assert run(sort, [dets([box_at(125, 100)], [0.6])], 5) == [[]]  # SORT drops weak detections
+
+
+def test_bytetrack_recovers_a_track_after_a_short_gap_and_dropped_frames():
+    tracker = build_tracker(ByteTrackConfig(lost_buffer_s=1.5))
+    run(tracker, [dets([box_at(100 + 10 * i, 100)]) for i in range(6)])
+    for i in range(6, 14):  # 0.8 s without the face
+        assert tracker.update(dets([]), meta(i)) == []
+    out = tracker.update(dets([box_at(240, 100)]), meta(14))  # where constant velocity puts it
+    assert [t.track_id for t in out] == [1]
+    out = tracker.update(dets([box_at(270, 100)]), FrameMeta("cam", 17, 1.7, 640, 480))  # two frames dropped
+    assert [t.track_id for t in out] == [1]
+
+
+def test_bytetrack_crossing_faces_keep_their_ids():
+    tracker = build_tracker(ByteTrackConfig())
+    frames = [dets([box_at(100 + 12 * i, 200), box_at(460 - 12 * i, 215)]) for i in range(31)]
+    out = run(tracker, frames)
+    first = {t.det_index: t.track_id for t in out[0]}
+    last = {t.det_index: t.track_id for t in out[-1]}
+    assert first == last == {0: 1, 1: 2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.floats(0, 600), st.floats(0, 440), st.floats(4, 120), st.floats(0.01, 1)),
+                         max_size=8), min_size=1, max_size=25),
+       st.sampled_from(BACKENDS))
+def test_random_detections_never_crash_and_ids_are_unique(frames, cfg):
+    tracker = build_tracker(cfg)
+    for i, faces in enumerate(frames):
+        boxes = [[x, y, x + s, y + s] for x, y, s, _ in faces]
+        out = tracker.update(dets(boxes, [p for *_, p in faces]), meta(i))
+        ids = [t.track_id for t in out]
+        assert len(ids) == len(set(ids))
+        assert all(t.det_index is None or 0 <= t.det_index < len(faces) for t in out)
+
+
+# ---------------------------------------------------------------------------------------------- scheduler
+def cand(track: int, quality: float = 0.5, named: bool = False, uncertain: bool = False) -> TrackCandidate:
+    return TrackCandidate(track, quality, named, uncertain)
+
+
+def test_scheduler_new_tracks_first_then_unnamed_then_better_then_refresh():
+    s = RecognitionScheduler(SchedulerConfig(budget=3, refresh_s=2.0, unnamed_refresh_s=0.5, quality_margin=0.25,
+                                             min_interval_s=0.1))
+    for track in (1, 2, 3):
+        s.record(track, 0.5, ts=0.0)
+    picked = s.choose([cand(1, 0.5, named=True), cand(2, 0.9, named=True), cand(3, 0.5), cand(4), cand(5)], now=1.0)
+    assert picked == [4, 5, 3]  # two new tracks, then the unnamed one; the better face waits (budget)
+    assert s.choose([cand(2, 0.9, named=True)], now=1.0) == [2]  # 0.9 > 0.5 * 1.25
+    assert s.choose([cand(1, 0.5, named=True)], now=1.0) == []
+    assert s.choose([cand(1, 0.5, named=True)], now=2.5) == [1]  # refresh after 2 s
+
+
+def test_scheduler_limits():
+    s = RecognitionScheduler(SchedulerConfig(min_interval_s=0.3, unnamed_refresh_s=0.1, min_quality=0.1,
+                                             max_per_track=2))
+    assert s.choose([cand(1, quality=0.05)], now=0.0) == []  # too poor to embed
+    s.record(1, 0.5, ts=0.0)
+    assert s.choose([cand(1)], now=0.2) == []  # min interval
+    assert s.choose([cand(1)], now=0.4) == [1]
+    s.record(1, 0.5, ts=0.4)
+    assert s.choose([cand(1, quality=0.99)], now=5.0) == []  # cap reached
+    s.forget(1)
+    assert s.choose([cand(1)], now=5.0) == [1]
+
+
+# ---------------------------------------------------------------------------------------------- voting
+def test_voting_needs_agreeing_votes_or_one_very_confident_one():
+    v = TrackIdentity(VotingConfig(confirm_votes=2, instant_lead=0.04), threshold=0.9)
+    assert v.observe("ann", 0.92, 0.05, 1.0, 0.0) is None and v.name is None and v.uncertain
+    change = v.observe("ann", 0.93, 0.05, 1.0, 0.1)
+    assert change.name == "ann" and change.previous is None and change.similarity == 0.93 and v.settled
+    quick = TrackIdentity(VotingConfig(confirm_votes=3, instant_lead=0.04), threshold=0.9)
+    assert quick.observe("bob", 0.95, 0.1, 1.0, 0.0).name == "bob"
+
+
+def test_voting_renames_only_on_strong_evidence_and_unknown_never_unnames():
+    v = TrackIdentity(VotingConfig(confirm_votes=2, rename_ratio=2.0), threshold=0.9)
+    v.observe("ann", 0.92, None, 1.0, 0.0)
+    v.observe("ann", 0.92, None, 1.0, 0.1)
+    for i in range(5):
+        assert v.observe(None, 0.5, None, 1.0, 0.2 + i) is None
+    assert v.name == "ann"
+    assert v.observe("bob", 0.92, None, 1.0, 1.0) is None
+    assert v.observe("bob", 0.92, None, 1.0, 1.1) is None and v.uncertain  # 2 vs 2: not enough
+    change = v.observe("bob", 0.92, None, 2.0, 1.2)  # support 4 vs 2: twice ann's, renamed
+    assert (change.name, change.previous, change.votes) == ("bob", "ann", 3) and v.name == "bob"
+
+
+def test_voting_mostly_unknown_stays_unknown():
+    v = TrackIdentity(VotingConfig(confirm_votes=2), threshold=0.9)
+    for i in range(3):
+        v.observe(None, 0.5, None, 1.0, i)
+    assert v.observe("ann", 0.91, None, 1.0, 3) is None
+    assert v.observe("ann", 0.91, None, 1.0, 4) is None  # 2 votes but unknown weighs 3
+    assert v.name is None
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        v.observe("ann", 0.9, None, 0.0, 5)
