@@ -1,0 +1,120 @@
+"""The camera node's parts: the demo source (a real detector finds the face where the source says it is), the
+file source, the motion gate, the drop-oldest queue and flow control; and `argusnet camera` stopping on SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from camera_node.capture import FrameQueue, CapturedFrame, MotionGate, downscale
+from camera_node.demo import PERIOD_S, render
+from camera_node.flow import FlowController
+from camera_node.sources import FileSource, open_source
+from shared.config import CameraConfig
+from shared.protocol import Frame, Heartbeat, decode, encode
+from shared.types import iou_matrix
+from tests.processes import REPO
+
+
+def test_demo_face_is_found_where_the_source_draws_it_and_leaves_and_returns(engine):
+    visible_found, absent = 0, 0
+    for t in np.arange(0, 2 * PERIOD_S, 0.5):
+        image, pose = render(float(t))
+        faces = engine.detector.detect([image])[0]
+        if pose.face_visible:
+            best = iou_matrix(np.array([pose.face_box], np.float32), faces.boxes).max() if len(faces) else 0.0
+            visible_found += int(best >= 0.5)
+        elif pose.face_box == (0.0, 0.0, 0.0, 0.0):
+            absent += 1
+            assert len(faces) == 0
+    assert visible_found >= 25 and absent >= 6
+
+
+def test_file_source_loops_and_ends(data_dir):
+    arcade = data_dir / "facenet-pytorch" / "arcade.mp4"
+    once = FileSource(arcade, loop=False, pace=False)
+    frames = 0
+    while once.read() is not None:
+        frames += 1
+    assert frames == 105 and once.ended
+    looping = open_source(CameraConfig(id="x", source=str(arcade), loop=True, pace=False))
+    assert all(looping.read() is not None for _ in range(130)) and not looping.ended
+    looping.close()
+
+
+def test_paced_file_source_follows_real_time(data_dir):
+    source = FileSource(data_dir / "facenet-pytorch" / "arcade.mp4", loop=False, pace=True)
+    start = time.monotonic()
+    for _ in range(10):
+        assert source.read() is not None
+    assert time.monotonic() - start >= 9 / 25 * 0.9
+
+
+def test_queue_drops_oldest_and_motion_gate_keeps_alive():
+    q = FrameQueue(2)
+    items = [CapturedFrame(i, 0.0, np.zeros((2, 2, 3), np.uint8)) for i in range(3)]
+    assert q.put(items[0]) is None and q.put(items[1]) is None
+    assert q.put(items[2]).seq == 0 and [q.get().seq, q.get().seq] == [1, 2] and q.get() is None
+    gate = MotionGate(threshold=2.0, keepalive_s=5.0)
+    still = np.full((480, 640, 3), 100, np.uint8)
+    assert gate.passes(still, 0.0) and not gate.passes(still, 1.0) and gate.passes(still, 5.5)
+    moved = still.copy()
+    moved[100:300, 100:300] = 200
+    assert gate.passes(moved, 6.0)
+    assert downscale(still, 320).shape == (240, 320, 3) and downscale(still, 1280) is still
+
+
+def test_flow_control_lowers_fps_then_quality_and_recovers():
+    cfg = CameraConfig(id="c", source="demo", fps=10, min_fps=2, jpeg_quality=85, min_jpeg_quality=50)
+    flow = FlowController(cfg)
+    now = 0.0
+    for _ in range(40):
+        now += 1.0
+        flow.starved(now)
+    assert flow.fps == 2 and flow.quality == 50
+    flow.starved(now + 0.1)  # at most one step per STEP_S
+    for _ in range(60):
+        now += 1.0
+        flow.plenty(now)
+    assert flow.quality == 85 and flow.fps == pytest.approx(10)
+
+
+def test_camera_command_sends_credited_frames_and_stops_on_sigint(tmp_path):
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "argusnet", "camera", "--source", "demo", "--id", "t1",
+                             "--broker", f"tcp://127.0.0.1:{port}", "--fps", "10", "--metrics-port", "0"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        frames, identity = [], None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(frames) < 3:
+            if not router.poll(200):
+                continue
+            identity, data = router.recv_multipart()
+            msg = decode(data, 1 << 24)
+            if isinstance(msg, Heartbeat) and not frames and msg.seq == 1:
+                grant = Heartbeat(sender="test-broker", role="broker", seq=1, ts=time.time(), credits=3, cameras=())
+                router.send_multipart([identity, encode(grant)])
+            elif isinstance(msg, Frame):
+                frames.append(msg)
+        assert identity == b"cam:t1" and len(frames) == 3
+        assert [f.seq for f in frames] == sorted(f.seq for f in frames) and frames[0].jpeg[:2] == b"\xff\xd8"
+        time.sleep(1.0)  # no more credits: no more frames
+        while router.poll(50):
+            assert not isinstance(decode(router.recv_multipart()[1], 1 << 24), Frame)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        assert '"sent": 3' in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        router.close(0)
