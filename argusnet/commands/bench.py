@@ -15,6 +15,7 @@ BENCHMARKS = {
     "tracker": ("bench.tracker", "tracker update ms per frame with 20 live tracks, per backend"),
     "broker": ("bench.broker", "broker forwarding of 100 KB frames: messages/s and added latency"),
     "camera": ("bench.camera", "camera node CPU per 720p frame"),
+    "overload": ("bench.overload", "32 cameras at 5 fps into one worker that cannot keep up: memory, fairness"),
 }
 
 
