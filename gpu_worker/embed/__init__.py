@@ -9,6 +9,10 @@ from shared.config import ArgusConfig
 def build_embedder(cfg: ArgusConfig) -> Embedder:
     """The embedder backend named by ``cfg.embedder.type``."""
     ecfg = cfg.embedder
+    if ecfg.type == "dlib" and ecfg.backend == "onnx":
+        from gpu_worker.embed.dlib_onnx import DlibOnnxEmbedder
+
+        return DlibOnnxEmbedder(cfg.runtime, ecfg.batch_size)
     if ecfg.type == "dlib":
         from gpu_worker.embed.dlib_resnet import DlibEmbedder
 
