@@ -9,12 +9,14 @@ can implement the same interface to serve workers on several machines.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+import simplejpeg
 
 from gpu_worker.gallery import Gallery, PersonHit
 from shared.config import GalleryConfig, VisitorConfig
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 VISITOR_PREFIX = "visitor"
 VISITORS_DIR = "visitors"
+CROPS_DIR = "crops"  # best face of every ended track: crops/<camera>/<track>.jpg, kept as long as visitors
 REFRESH_S = 2.0  # how often other processes' changes (enrolments, operator actions, expiry) are picked up
 
 
@@ -54,6 +57,8 @@ class IdentityStore(Protocol):
     def add_to_visitor(self, visitor: str, faces: Sequence[FaceSample]) -> None: ...
 
     def rejections(self) -> dict[str, frozenset[str]]: ...
+
+    def save_crop(self, camera: str, track: int, crop: np.ndarray) -> Path: ...
 
     def refresh(self, now: float) -> None: ...
 
@@ -115,16 +120,37 @@ class LocalIdentityStore:
     def rejections(self) -> dict[str, frozenset[str]]:
         return self._rejections
 
+    def save_crop(self, camera: str, track: int, crop: np.ndarray) -> Path:
+        """Store a track's best face as ``crops/<camera>/<track>.jpg`` beside the gallery (written atomically)."""
+        folder = self.persons.directory / CROPS_DIR / camera
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{track}.jpg"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(simplejpeg.encode_jpeg(np.ascontiguousarray(crop), quality=90, colorspace="RGB"))
+        os.replace(tmp, path)
+        return path
+
+    def _expire_crops(self, older_than: float) -> int:
+        removed = 0
+        for path in (self.persons.directory / CROPS_DIR).glob("*/*.jpg"):
+            if path.stat().st_mtime < older_than:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def refresh(self, now: float) -> None:
-        """At most every REFRESH_S: reload galleries changed by other processes and forget expired visitors."""
+        """At most every REFRESH_S: reload galleries changed by other processes, forget expired visitors and
+        delete track crops older than the same retention."""
         if now < self._next_refresh:
             return
         self._next_refresh = now + REFRESH_S
         self.persons.refresh()
         self.visitors.refresh()
-        gone = self.visitors.expire(older_than=time.time() - self.cfg.retention_h * 3600.0)
+        cutoff = time.time() - self.cfg.retention_h * 3600.0
+        gone = self.visitors.expire(older_than=cutoff)
         if gone:
             log.info("forgot %d visitor(s) not seen for %.1f h", len(gone), self.cfg.retention_h)
+        self._expire_crops(cutoff)
         self._rejections = self.visitors.rejections()
 
 

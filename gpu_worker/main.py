@@ -37,8 +37,9 @@ def open_gallery(directory: Path, engine: Engine) -> Gallery:
     gallery = Gallery.open(directory, engine.cfg.gallery)
     if gallery.model != engine.embedder.name:
         gallery.close()
-        raise GalleryError(f"gallery {directory} holds {gallery.model} embeddings but the worker's embedder is "
-                           f"{engine.embedder.name}; run `argusnet gallery reembed --gallery {directory}`")
+        raise GalleryError(f"gallery {directory} holds {gallery.model} embeddings but the configured embedder is "
+                           f"{engine.embedder.name}; run `argusnet gallery reembed --gallery {directory}` or use "
+                           "another gallery")
     return gallery
 
 

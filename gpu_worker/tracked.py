@@ -21,7 +21,7 @@ from gpu_worker.align import align_faces
 from gpu_worker.decision import Identity, decide
 from gpu_worker.engine import STORED_CROP, Engine
 from gpu_worker.identity_store import FaceSample, IdentityStore
-from gpu_worker.processing import DecodedFrame, StageTimer
+from gpu_worker.processing import DecodedFrame, StageTimer, detect_batch
 from gpu_worker.quality import face_quality
 from gpu_worker.track_state import CameraState, TrackRecord, make_event
 from shared.config import ArgusConfig
@@ -72,11 +72,8 @@ class TrackedProcessor:
 
     # ------------------------------------------------------------------------------------------ per batch
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
-        start = time.perf_counter()
-        found = self.engine.detector.detect([f.image for f in frames])
-        timer.observe("detect", time.perf_counter() - start)
         events: list[TrackEvent] = []
-        for item, faces in zip(frames, found):
+        for item, faces in zip(frames, detect_batch(self.engine, frames, timer)):
             events += self._frame(item, faces, timer)
         events += self._end_idle_cameras(time.monotonic())
         self.store.refresh(time.monotonic())
@@ -219,6 +216,8 @@ class TrackedProcessor:
             return []
         if record.visitor is not None and record.identity.name is None and record.best:
             self.store.add_to_visitor(record.visitor, record.best_samples())
+        if record.best:
+            self.store.save_crop(state.camera, record.track, record.best[0][1].crop)
         name = record.identity.name or record.visitor
         return [make_event("track_ended", state.camera, record, record.last_capture_ts, name=name,
                            visitor=name is not None and name == record.visitor)]

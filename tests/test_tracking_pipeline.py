@@ -42,6 +42,8 @@ def test_cli_track_on_the_arcade_clip(cli, tmp_path, engine):
     started = {e["track"] for e in events if e["type"] == "track_started"}
     ended = {e["track"] for e in events if e["type"] == "track_ended"}
     assert ended <= started
+    crops = {int(p.stem) for p in (tmp_path / "gallery" / "crops" / "video").glob("*.jpg")}
+    assert crops and crops <= ended, "every ended, embedded track leaves its best face in gallery/crops/"
     assert not any(e["name"] == "Eileen Collins" for e in events), "a stranger in the clip got the demo name"
     assert summary["embeddings"] <= 0.1 * summary["faces_seen"]
 

@@ -13,7 +13,7 @@ from argusnet.commands.common import add_gallery_arg, config_from, engine_from, 
 from gpu_worker.align import align_faces
 from gpu_worker.engine import EnrolmentFace, Engine, Identification
 from gpu_worker.gallery import Gallery
-from shared.errors import GalleryError, InputError
+from shared.errors import InputError
 from shared.images import read_image
 
 
@@ -67,12 +67,9 @@ def enrolment_faces(engine: Engine, photos: list[Path]) -> tuple[list[EnrolmentF
 
 def open_matching(directory: Path, engine: Engine) -> Gallery:
     """Open a gallery and check that it holds embeddings of the configured model."""
-    gallery = Gallery.open(directory, engine.cfg.gallery)
-    if gallery.model != engine.embedder.name:
-        gallery.close()
-        raise GalleryError(f"gallery {directory} holds {gallery.model} embeddings but the configured embedder is "
-                           f"{engine.embedder.name}; run `argusnet gallery reembed` or use another gallery")
-    return gallery
+    from gpu_worker.main import open_gallery
+
+    return open_gallery(directory, engine)
 
 
 def gallery_exists(directory: Path) -> bool:

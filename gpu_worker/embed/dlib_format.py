@@ -130,7 +130,7 @@ class _Reader:
 def _conv(r: _Reader) -> Conv:
     params = r.tensor().reshape(-1)
     out, kh, kw, sy, sx, py, px = (r.int() for _ in range(7))
-    filters, biases = r.alias(), r.alias()
+    filters, _biases = r.alias(), r.alias()
     for _ in range(4):  # learning-rate and weight-decay multipliers
         r.float()
     if kh != kw or sy != sx or py != px:

@@ -177,7 +177,6 @@ def render(seq: Sequence, sprites: SpriteCache) -> Iterator[tuple[np.ndarray, li
     """(RGB frame, its ground truth) for every frame of ``seq``."""
     for frame in range(seq.frames):
         canvas = seq.background.astype(np.float32).copy()
-        cover = np.zeros((HEIGHT, WIDTH), np.float32)  # what is drawn later covers what is drawn earlier
         placed = []
         live = [a for a in seq.appearances if a.first <= frame <= a.last]
         for app in sorted(live, key=lambda a: a.size):  # bigger (closer) faces drawn last, in front
