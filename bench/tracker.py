@@ -14,7 +14,8 @@ import numpy as np
 from bench.common import emit, parser, summary_ms
 from shared.types import Detections
 from tracker.base import FrameMeta
-from tracker.config import ByteTrackConfig, SortConfig, build_tracker
+from tracker.config import ByteTrackConfig, SortConfig
+from tracker.factory import build_tracker
 
 
 def scene(tracks: int, frames: int, seed: int = 0) -> list[Detections]:

@@ -18,6 +18,7 @@ from shared.config import GalleryConfig
 from shared.types import check_array
 
 TOMBSTONE_REBUILD_FRACTION = 0.25
+PARALLEL_SEARCH_WORK = 2_000_000  # vectors x queries above which a search uses FAISS's threads
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class FaceIndex:
         if deep == 0:
             empty = np.full((len(queries), k), -1, np.int64)
             return FaceNeighbours(empty, np.full((len(queries), k), -np.inf, np.float32))
-        sims, ids = self._index.search(queries, deep)
+        sims, ids = self._search(queries, deep)
         if self._tombstones:
             dead = np.isin(ids, np.fromiter(self._tombstones, np.int64))
             ids, sims = np.where(dead, -1, ids), np.where(dead, -np.inf, sims)
@@ -128,6 +129,18 @@ class FaceIndex:
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
             sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
         return FaceNeighbours(ids[:, :k], sims[:, :k])
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Small searches run on one thread: waking FAISS's OpenMP threads costs more than the search itself
+        (and they compete with ONNX Runtime's threads on a small CPU)."""
+        if int(self._index.ntotal) * len(queries) >= PARALLEL_SEARCH_WORK:
+            return self._index.search(queries, k)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self._index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
 
     def serialize(self) -> bytes:
         """The index without tombstones, as FAISS bytes."""

@@ -38,6 +38,7 @@ DB_FILE = "gallery.sqlite"
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
 CROP_JPEG_QUALITY = 95
+INDEX_WRITE_INTERVAL_S = 10.0  # a busy gallery (visitors) rewrites its index file at most this often
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,6 +122,8 @@ class Gallery:
         self._index = FaceIndex(self.dim, cfg)
         self._generation = -1
         self._pending_generation = -1
+        self._dirty = False
+        self._written_at = float("-inf")
         self._load()
 
     # ----- opening -----------------------------------------------------------------------------------------
@@ -168,7 +171,14 @@ class Gallery:
 
     def close(self) -> None:
         with self._lock:
+            self.flush()
             self._db.close()
+
+    def flush(self) -> None:
+        """Write the index file now if changes are pending (``close`` does this too)."""
+        with self._lock:
+            if self._dirty:
+                self._write_index(self._index, self._generation)
 
     def __enter__(self) -> "Gallery":
         return self
@@ -227,6 +237,7 @@ class Gallery:
         return index
 
     def _write_index(self, index: FaceIndex, generation: int) -> None:
+        self._dirty, self._written_at = False, time.monotonic()
         _atomic_write(self.directory / INDEX_FILE, index.serialize())
         _atomic_write(self.directory / INDEX_META_FILE,
                       json.dumps({"generation": generation, "faces": len(index)}).encode())
@@ -357,8 +368,12 @@ class Gallery:
         self._load()
 
     def _committed(self) -> None:
+        """After a commit: the index file is rewritten at most every INDEX_WRITE_INTERVAL_S (and on close). It is
+        only a cache of SQLite, so a crash before the write costs a rebuild on the next open, never data."""
         self._generation = self._pending_generation
-        self._write_index(self._index, self._generation)
+        self._dirty = True
+        if time.monotonic() - self._written_at >= INDEX_WRITE_INTERVAL_S:
+            self._write_index(self._index, self._generation)
 
     def allocate_name(self, prefix: str) -> str:
         """A fresh ``prefix-N`` name, never handed out before by this gallery (a counter kept in SQLite)."""

@@ -56,7 +56,7 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float]:
 def sharpness(chip: np.ndarray) -> float:
     grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
     if grey.shape[0] != SHARPNESS_SIDE:
-        grey = cv2.resize(grey, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
+        grey = cv2.resize(grey, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_LINEAR)
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 

@@ -28,7 +28,7 @@ from shared.config import ArgusConfig
 from shared.protocol import TrackEvent
 from shared.types import Detections
 from tracker.base import FrameMeta, Track, TrackState
-from tracker.config import build_tracker
+from tracker.factory import build_tracker
 from tracker.scheduler import RecognitionScheduler, TrackCandidate
 from tracker.voting import TrackIdentity
 

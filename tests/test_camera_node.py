@@ -118,3 +118,36 @@ def test_camera_command_sends_credited_frames_and_stops_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
         router.close(0)
+
+
+def test_stream_source_reads_an_http_url(tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import cv2
+
+    from camera_node.sources import StreamSource
+
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (960, 540))
+    for i in range(20):
+        writer.write(cv2.cvtColor(render(i / 10)[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        source = open_source(CameraConfig(id="s", source=f"http://127.0.0.1:{httpd.server_address[1]}/clip.avi"))
+        assert isinstance(source, StreamSource) and source.live
+        frames = [source.read() for _ in range(5)]
+        assert all(f is not None and f.image.shape == (540, 960, 3) for f in frames)
+        source.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    with pytest.raises(Exception, match="cannot open stream"):
+        StreamSource("http://127.0.0.1:1/none.avi")

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from shared.types import Detections
 from tracker.base import FrameMeta, Tracker, TrackState
-from tracker.config import ByteTrackConfig, SchedulerConfig, SortConfig, VotingConfig, build_tracker
+from tracker.config import ByteTrackConfig, SchedulerConfig, SortConfig, VotingConfig
+from tracker.factory import build_tracker
 from tracker.scheduler import RecognitionScheduler, TrackCandidate
 from tracker.voting import TrackIdentity
 

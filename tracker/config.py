@@ -5,14 +5,11 @@ Tuning advice sits in each field's description; `shared.config.TrackingConfig` g
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, Tag, model_validator
 
 from shared.schema import Section, type_discriminator
-
-if TYPE_CHECKING:
-    from tracker.base import Tracker
 
 
 class ByteTrackConfig(Section):
@@ -86,15 +83,3 @@ class VotingConfig(Section):
                                 description="A named track is renamed only when another person's quality-weighted "
                                 "support is this many times its current name's.")
 
-
-def build_tracker(cfg: ByteTrackConfig | SortConfig) -> "Tracker":
-    """The tracker backend named by ``cfg.type``."""
-    if isinstance(cfg, ByteTrackConfig):
-        from tracker.bytetrack import ByteTracker
-
-        return ByteTracker(cfg)
-    if isinstance(cfg, SortConfig):
-        from tracker.sort import SortTracker
-
-        return SortTracker(cfg)
-    raise ValueError(f"unknown tracker config {type(cfg).__name__}")
