@@ -228,3 +228,37 @@ def test_curve_only_allow_listed_camera_processes_are_served(tmp_path, demo_gall
         assert total(cluster.metrics("broker"), FRAMES_IN, camera="rogue") == 0
     finally:
         cluster.close()
+
+
+def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
+    import subprocess
+    import sys
+
+    from tests.processes import REPO
+
+    cluster = Cluster(tmp_path, demo_gallery, extra={"up": {"workers": 1}})
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "argusnet", "--config", str(cluster.config), "up",
+                             "--events-jsonl", str(events), "--logs", str(tmp_path / "logs")], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def identified() -> bool:
+            lines = events.read_text().splitlines() if events.exists() else []
+            return any(json.loads(line)["type"] == "track_identified" for line in lines)
+
+        assert wait_until(identified, 90, 0.5), (tmp_path / "logs" / "worker-1.log").read_text()[-2000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=40) == 0
+        left = subprocess.run(["pgrep", "-f", str(cluster.config)], capture_output=True, text=True)
+        assert left.stdout.strip() == "", f"processes left running: {left.stdout}"
+        err = proc.stderr.read()
+        assert "metrics of broker: http://127.0.0.1:" in err and "metrics of worker-1" in err
+        for name in ("broker", "worker-1", "camera-demo", "events"):
+            assert (tmp_path / "logs" / f"{name}.log").exists()
+        record = next(json.loads(line) for line in events.read_text().splitlines()
+                      if json.loads(line)["type"] == "track_identified")
+        assert record["name"] == "Eileen Collins" and record["camera"] == "demo" and record["similarity"] > 0.9
+        assert {"type", "camera", "track", "name", "similarity", "ts"} <= set(record)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
