@@ -74,24 +74,25 @@ class Supervisor:
 
     def run(self, stop: threading.Event, duration: float | None) -> int:
         """Start everything, supervise until ``stop`` or ``duration``, stop everything. Exit code 0, or 1 when a
-        child could not be kept running."""
+        child was down (crashed, not yet restarted) at the end."""
         for child in self.children:
             self._start(child)
         deadline = None if duration is None else time.monotonic() + duration
-        failed = False
         try:
             while not stop.wait(POLL_S):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                failed = self._supervise() or failed
+                self._supervise()
+            down = [c.spec.name for c in self.children if c.restart_at is not None]
         finally:
             self.stop_all()
-        return 1 if failed else 0
+        if down:
+            print(f"argusnet up: {', '.join(down)} was down (waiting for a restart) at the end", file=sys.stderr)
+        return 1 if down else 0
 
-    def _supervise(self) -> bool:
-        """Restart crashed children after their back-off; True when one had to be restarted."""
+    def _supervise(self) -> None:
+        """Restart crashed children after their back-off."""
         now = time.monotonic()
-        crashed = False
         for child in self.children:
             if child.proc is not None and child.proc.poll() == 0 and child.restart_at is None:
                 continue  # finished on its own (a camera at the end of a non-looping file)
@@ -100,11 +101,9 @@ class Supervisor:
                 print(f"argusnet up: {child.spec.name} exited with code {child.proc.returncode}; restarting in "
                       f"{delay:.0f} s", file=sys.stderr, flush=True)
                 child.restart_at = now + delay
-                crashed = True
             if child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self._start(child)
-        return crashed
 
     def stop_all(self) -> None:
         for order in sorted({c.spec.stop_order for c in self.children}):

@@ -221,8 +221,10 @@ class WorkerService:
             try:
                 events = self.processor.process(batch, self.metrics)
                 outcome = self.metrics.frames_out
-            except Exception:  # a model failure must not kill the worker: log it, count the frames, go on
-                log.exception("processing a batch of %d frames failed", len(batch))
+            except Exception as exc:  # a model failure must not kill the worker: count the frames, log, go on
+                if self.rate_log.warning("processing_error", "processing a batch of %d frames failed: %r",
+                                         len(batch), exc):
+                    log.debug("traceback of the failed batch", exc_info=True)
                 events, outcome = [], None
             for event in events:
                 self.outbox.events.put(event)

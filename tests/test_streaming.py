@@ -4,6 +4,7 @@ accounting, worker failover, broker restart, and 10,000 bad messages into a work
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -259,6 +260,38 @@ def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
                       if json.loads(line)["type"] == "track_identified")
         assert record["name"] == "Eileen Collins" and record["camera"] == "demo" and record["similarity"] > 0.9
         assert {"type", "camera", "track", "name", "similarity", "ts"} <= set(record)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_restarts_a_crashed_worker_and_events_continue(tmp_path, demo_gallery):
+    import subprocess
+    import sys
+
+    from tests.processes import REPO
+
+    cluster = Cluster(tmp_path, demo_gallery, extra={"up": {"workers": 1}})
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "argusnet", "--config", str(cluster.config), "up",
+                             "--events-jsonl", str(events), "--logs", str(tmp_path / "logs")], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+
+    def started() -> int:
+        lines = events.read_text().splitlines() if events.exists() else []
+        return sum(json.loads(line)["type"] == "track_started" for line in lines)
+
+    try:
+        assert wait_until(lambda: started() >= 1, 90, 0.5)
+        found = subprocess.run(["pgrep", "-f", f"{cluster.config} worker"], capture_output=True, text=True)
+        worker_pids = found.stdout.split()
+        assert len(worker_pids) == 1, found.stdout
+        os.kill(int(worker_pids[0]), signal.SIGKILL)
+        before = started()
+        assert wait_until(lambda: started() > before, 60, 0.5), "no new track after the worker was restarted"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=40) == 0
+        assert "worker-1 exited with code -9; restarting" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
