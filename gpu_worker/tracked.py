@@ -119,9 +119,8 @@ class TrackedProcessor:
         if record is not None:
             record.last_box, record.last_capture_ts = box, capture_ts
             return record, False
-        record = TrackRecord(state.public_id(track), track.started_ts, TrackIdentity(self.tcfg.voting, self.engine.rule.threshold),
-                             box,
-                             capture_ts)
+        identity = TrackIdentity(self.tcfg.voting, self.engine.rule.threshold)
+        record = TrackRecord(state.public_id(track), track.started_ts, identity, box, capture_ts)
         state.tracks[track.track_id] = record
         return record, True
 
