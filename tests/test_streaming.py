@@ -8,7 +8,10 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -16,7 +19,7 @@ import pytest
 import zmq
 
 from shared.protocol import Frame, Heartbeat, decode, encode
-from tests.processes import Cluster, total, wait_until
+from tests.processes import REPO, Cluster, total, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -231,17 +234,18 @@ def test_curve_only_allow_listed_camera_processes_are_served(tmp_path, demo_gall
         cluster.close()
 
 
-def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
-    import subprocess
-    import sys
-
-    from tests.processes import REPO
-
-    cluster = Cluster(tmp_path, demo_gallery, extra={"up": {"workers": 1}})
+def start_up(tmp_path, gallery) -> tuple[Cluster, subprocess.Popen, Path]:
+    """`argusnet up` with one worker and the demo camera on ports of its own; events to events.jsonl."""
+    cluster = Cluster(tmp_path, gallery, extra={"up": {"workers": 1}})
     events = tmp_path / "events.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "argusnet", "--config", str(cluster.config), "up",
                              "--events-jsonl", str(events), "--logs", str(tmp_path / "logs")], cwd=REPO,
                             stderr=subprocess.PIPE, text=True)
+    return cluster, proc, events
+
+
+def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
+    cluster, proc, events = start_up(tmp_path, demo_gallery)
     try:
         def identified() -> bool:
             lines = events.read_text().splitlines() if events.exists() else []
@@ -266,16 +270,7 @@ def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
 
 
 def test_up_restarts_a_crashed_worker_and_events_continue(tmp_path, demo_gallery):
-    import subprocess
-    import sys
-
-    from tests.processes import REPO
-
-    cluster = Cluster(tmp_path, demo_gallery, extra={"up": {"workers": 1}})
-    events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "argusnet", "--config", str(cluster.config), "up",
-                             "--events-jsonl", str(events), "--logs", str(tmp_path / "logs")], cwd=REPO,
-                            stderr=subprocess.PIPE, text=True)
+    cluster, proc, events = start_up(tmp_path, demo_gallery)
 
     def started() -> int:
         lines = events.read_text().splitlines() if events.exists() else []
