@@ -14,6 +14,7 @@ from shared.types import Detections, check_array
 FRONTAL_NOSE_RATIO = 0.49  # nose height between eye line and mouth line on a frontal face (ArcFace template)
 SHARPNESS_SIDE = 112  # chips are compared at one size so sharpness is comparable across templates
 COMPANION_FACE_FRACTION = 0.35  # faces smaller than this fraction of the largest are background, not "two faces"
+PERFECT_SHARPNESS = 100.0  # sharpness at or above which a chip counts as fully sharp in FaceQuality.score()
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class FaceQuality:
     def score(self) -> float:
         """One number for ranking observations of a face: bigger, sharper and more frontal is better."""
         size = min(self.size_px / 112.0, 1.0)
-        sharp = min(self.sharpness / 100.0, 1.0)
+        sharp = min(self.sharpness / PERFECT_SHARPNESS, 1.0)
         pose = max(0.0, 1.0 - 2.0 * (self.yaw + self.pitch))
         return float(size * (0.5 + 0.5 * sharp) * pose)
 

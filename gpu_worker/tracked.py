@@ -22,7 +22,7 @@ from gpu_worker.decision import Identity, decide
 from gpu_worker.engine import STORED_CROP, Engine
 from gpu_worker.identity_store import FaceSample, IdentityStore
 from gpu_worker.processing import DecodedFrame, StageTimer, detect_batch
-from gpu_worker.quality import face_quality
+from gpu_worker.quality import PERFECT_SHARPNESS, FaceQuality, face_quality, pose_from_landmarks
 from gpu_worker.track_state import CameraState, TrackRecord, make_event
 from shared.config import ArgusConfig
 from shared.protocol import TrackEvent
@@ -127,16 +127,31 @@ class TrackedProcessor:
     # ------------------------------------------------------------------------------------------ recognition
     def _candidates(self, state: CameraState, item: DecodedFrame, faces: Detections,
                     matched: list[tuple[TrackRecord, Track]]) -> list[_Face]:
-        if not matched:
+        """The matched faces the scheduler may want now, with their chips and quality. A face's quality can only
+        be lower than its bound from size and pose alone (perfect sharpness), so faces the scheduler would not
+        take even at that bound are skipped before any alignment (most faces, most frames)."""
+        wanted = []
+        for record, track in matched:
+            landmarks = faces.landmarks[track.det_index]
+            yaw, pitch = pose_from_landmarks(landmarks)
+            box = faces.boxes[track.det_index]
+            bound = FaceQuality(float(min(box[2] - box[0], box[3] - box[1])), PERFECT_SHARPNESS, yaw, pitch).score()
+            if state.scheduler.may_choose(self._candidate(record, bound), item.capture_ts):
+                wanted.append((record, track))
+        if not wanted:
             return []
-        index = [t.det_index for _, t in matched]
+        index = [t.det_index for _, t in wanted]
         landmarks = faces.landmarks[index]
         chips = align_faces(item.image, landmarks, self.engine.embedder.template)
-        out = []
-        for i, (record, track) in enumerate(matched):
-            quality = face_quality(faces.boxes[index[i]], landmarks[i], chips[i]).score()
-            out.append(_Face(state, record, item, landmarks[i], chips[i], quality))
-        return out
+        return [_Face(state, record, item, landmarks[i], chips[i],
+                      face_quality(faces.boxes[index[i]], landmarks[i], chips[i]).score())
+                for i, (record, _) in enumerate(wanted)]
+
+    @staticmethod
+    def _candidate(record: TrackRecord, quality: float) -> TrackCandidate:
+        return TrackCandidate(track_id=record.track, quality=quality,
+                              named=record.identity.settled or record.visitor is not None,
+                              uncertain=record.identity.uncertain)
 
     def _recognise(self, faces: list[_Face], capture_ts: float, timer: StageTimer) -> list[TrackEvent]:
         if not faces:
@@ -144,9 +159,7 @@ class TrackedProcessor:
         by_id = {f.record.track: f for f in faces}
         chosen_ids = set()
         for state in {id(f.state): f.state for f in faces}.values():
-            cands = [TrackCandidate(track_id=f.record.track, quality=f.quality,
-                                    named=f.record.identity.settled or f.record.visitor is not None,
-                                    uncertain=f.record.identity.uncertain) for f in faces if f.state is state]
+            cands = [self._candidate(f.record, f.quality) for f in faces if f.state is state]
             chosen_ids.update(state.scheduler.choose(cands, capture_ts))
         chosen = [by_id[t] for t in sorted(chosen_ids) if t in by_id]
         if not chosen:

@@ -186,3 +186,13 @@ def test_voting_mostly_unknown_stays_unknown():
     assert v.name is None
     with pytest.raises(ValueError, match="weight must be > 0"):
         v.observe("ann", 0.9, None, 0.0, 5)
+
+
+def test_scheduler_may_choose_is_an_upper_bound_check():
+    s = RecognitionScheduler(SchedulerConfig(min_interval_s=0.1, refresh_s=10.0, quality_margin=0.25,
+                                             min_quality=0.1))
+    assert s.may_choose(cand(1, 0.5), now=0.0)  # new
+    assert not s.may_choose(cand(1, 0.05), now=0.0)  # even at its best it is below min_quality
+    s.record(1, 0.5, ts=0.0)
+    assert not s.may_choose(cand(1, 0.6, named=True), now=1.0)  # 0.6 < 0.5 * 1.25 and no refresh due
+    assert s.may_choose(cand(1, 0.7, named=True), now=1.0)  # could be better: worth computing the real quality

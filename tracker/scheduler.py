@@ -55,6 +55,11 @@ class RecognitionScheduler:
             return REFRESH
         return None
 
+    def may_choose(self, candidate: TrackCandidate, now: float) -> bool:
+        """Whether ``choose`` could pick this track now at this quality (with a quality upper bound: False means
+        it will not be picked at any quality up to it)."""
+        return self._reason(candidate, now) is not None
+
     def choose(self, candidates: Sequence[TrackCandidate], now: float) -> list[int]:
         """Track ids to embed now, most urgent first, at most ``budget``."""
         ranked = []
