@@ -151,3 +151,53 @@ def test_stream_source_reads_an_http_url(tmp_path):
         httpd.server_close()
     with pytest.raises(Exception, match="cannot open stream"):
         StreamSource("http://127.0.0.1:1/none.avi")
+
+
+def test_lost_source_is_reopened_with_backoff_and_capture_goes_on(tmp_path, monkeypatch):
+    import shutil
+    import threading
+
+    import camera_node.capture as capture
+    from camera_node.capture import CaptureLoop
+
+    monkeypatch.setattr(capture, "REOPEN_BACKOFF_S", (0.05,))
+    clip = tmp_path / "later.avi"
+    cfg = CameraConfig(id="r", source=str(clip), loop=True, pace=False, fps=50)
+    counts: dict[str, int] = {}
+    queue = FrameQueue(2)
+    loop = CaptureLoop(cfg, lambda: open_source(cfg), queue, lambda: 50.0,
+                       lambda outcome: counts.__setitem__(outcome, counts.get(outcome, 0) + 1))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the file does not exist yet: the loop keeps retrying
+    assert thread.is_alive() and counts.get("captured", 0) == 0
+    import cv2
+
+    writer = cv2.VideoWriter(str(tmp_path / "tmp.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(10):
+        writer.write(np.full((240, 320, 3), 20 * i, np.uint8))
+    writer.release()
+    shutil.move(tmp_path / "tmp.avi", clip)
+    try:
+        assert wait_for(lambda: counts.get("captured", 0) >= 5)
+        assert counts.get("reopened", 0) == 1 and len(queue) <= 2
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def wait_for(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_keys_gen_command(cli, tmp_path):
+    r = cli("keys", "gen", "--name", "cam1", "--dir", tmp_path)
+    assert r.code == 0 and (tmp_path / "cam1.key").is_file() and (tmp_path / "cam1.key_secret").is_file()
+    again = cli("keys", "gen", "--name", "cam1", "--dir", tmp_path)
+    assert again.code == 2 and "already exists" in again.err
