@@ -28,10 +28,17 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every benchmark of BENCHMARKS.md (about 20 minutes on 2 cores; search builds a 1M-face HNSW index).
+ARCADE := ../shared/data/facenet-pytorch/arcade.mp4
 bench: install
 	mkdir -p out
-	$(BIN)/argusnet bench detect --json out/bench-detect.json
+	$(BIN)/argusnet bench detect --repeats 100 --json out/bench-detect.json
 	$(BIN)/argusnet bench embed --json out/bench-embed.json
+	$(BIN)/argusnet bench tracker --json out/bench-tracker.json
+	$(BIN)/argusnet bench camera --json out/bench-camera.json
+	$(BIN)/argusnet bench broker --json out/bench-broker.json
+	$(BIN)/argusnet bench pipeline --video $(ARCADE) --compare per-frame --json out/bench-pipeline.json
+	$(BIN)/argusnet bench overload --seconds 60 --json out/bench-overload.json
 	$(BIN)/argusnet bench search --json out/bench-search.json
 
 # Regenerate requirements.lock from the current environment (after changing pyproject.toml).
