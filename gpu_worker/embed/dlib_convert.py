@@ -158,6 +158,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Write via a temporary file in the same folder; on any failure the temporary file is removed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def cached_onnx(dat_path: str | os.PathLike[str], cache_dir: Path | None = None) -> bytes:
     """The ONNX bytes for a dlib ``.dat`` file: from the cache when present and intact, else converted (a few
     seconds) and written atomically with its sha256 beside it."""
@@ -173,9 +185,6 @@ def cached_onnx(dat_path: str | os.PathLike[str], cache_dir: Path | None = None)
     data = build_onnx(read_dlib_net(source)).SerializeToString()
     folder.mkdir(parents=True, exist_ok=True)
     for path, payload in ((model_path, data), (sum_path, _sha256(data).encode())):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
+        _atomic_write(path, payload)
     log.info("converted %s to ONNX: %s", dat_path, model_path)
     return data
