@@ -8,9 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.types import Detections
+from tracker.association import assign
 from tracker.base import FrameMeta, Tracker, TrackState
 from tracker.config import ByteTrackConfig, SchedulerConfig, SortConfig, VotingConfig
 from tracker.factory import build_tracker
+from tracker.kalman import KalmanBoxFilter
 from tracker.scheduler import RecognitionScheduler, TrackCandidate
 from tracker.voting import TrackIdentity
 
@@ -110,6 +112,25 @@ def test_bytetrack_crossing_faces_keep_their_ids():
     assert first == last == {0: 1, 1: 2}
 
 
+def test_assignment_maximises_total_iou_within_the_gate():
+    iou = np.array([[0.9, 0.8, 0.0], [0.85, 0.1, 0.0], [0.0, 0.0, 0.15]], np.float32)
+    found = assign(iou, np.array([0, 1, 2]), np.array([0, 1, 2]), min_iou=0.2)
+    assert sorted(map(tuple, found.pairs.tolist())) == [(0, 1), (1, 0)]  # 1.65 beats the greedy 0.9 + 0.1
+    assert found.unmatched_tracks.tolist() == [2] and found.unmatched_detections.tolist() == [2]
+    sub = assign(iou, np.array([2, 1]), np.array([0]), min_iou=0.2)  # indices map back to the full matrix
+    assert sub.pairs.tolist() == [[1, 0]] and sub.unmatched_tracks.tolist() == [2]
+
+
+def test_kalman_predicts_constant_velocity_over_a_timestamp_gap():
+    f = KalmanBoxFilter()
+    f.add(np.array([box_at(100, 100)], np.float32))
+    for i in range(1, 15):
+        f.predict(np.array([0.1]))
+        f.update(np.array([0]), np.array([box_at(100 + 10 * i, 100)], np.float32))  # 100 px/s to the right
+    f.predict(np.array([0.5]))  # five frames dropped
+    np.testing.assert_allclose(f.boxes()[0], box_at(240 + 50, 100), atol=4.0)  # last seen at 240
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.floats(0, 600), st.floats(0, 440), st.floats(4, 120), st.floats(0.01, 1)),
                          max_size=8), min_size=1, max_size=25),
@@ -184,8 +205,17 @@ def test_voting_mostly_unknown_stays_unknown():
     assert v.observe("ann", 0.91, None, 1.0, 3) is None
     assert v.observe("ann", 0.91, None, 1.0, 4) is None  # 2 votes but unknown weighs 3
     assert v.name is None
-    with pytest.raises(ValueError, match="weight must be > 0"):
+    with pytest.raises(ValueError, match="weight must be a finite number > 0, got 0.0"):
         v.observe("ann", 0.9, None, 0.0, 5)
+    with pytest.raises(ValueError, match="weight must be a finite number > 0, got nan"):
+        v.observe("ann", 0.9, None, float("nan"), 5)
+    with pytest.raises(ValueError, match="similarity must be finite, got nan"):
+        v.observe("ann", float("nan"), None, 1.0, 5)
+
+
+def test_scheduler_rejects_a_nan_quality():
+    with pytest.raises(ValueError, match="quality of track 7 must be finite, got nan"):
+        cand(7, float("nan"))
 
 
 def test_scheduler_may_choose_is_an_upper_bound_check():

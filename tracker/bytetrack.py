@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.types import Detections
-from tracker.association import match_by_iou
+from tracker.association import assign, frame_iou
 from tracker.base import TrackState
 from tracker.config import ByteTrackConfig
 from tracker.kalman_tracker import KalmanTracker
@@ -27,20 +27,14 @@ class ByteTracker(KalmanTracker):
         scores = detections.scores
         high = np.flatnonzero(scores >= self.cfg.high_threshold)
         low = np.flatnonzero((scores >= self.cfg.low_threshold) & (scores < self.cfg.high_threshold))
-        states = [t.state for t in self._tracks]
-        confirmed = np.array([i for i, s in enumerate(states) if s is not TrackState.TENTATIVE], int)
-        tentative = np.array([i for i, s in enumerate(states) if s is TrackState.TENTATIVE], int)
-        pairs = []
+        tentative = np.array([t.state is TrackState.TENTATIVE for t in self._tracks], bool)
+        tracked = np.array([t.state is TrackState.TRACKED for t in self._tracks], bool)
+        iou = frame_iou(predicted, detections.boxes)
 
-        first = match_by_iou(predicted[confirmed], detections.boxes[high], self.cfg.match_iou)
-        pairs += [(confirmed[t], high[d]) for t, d in first.pairs]
-        left_tracks = confirmed[first.unmatched_tracks]
-        left_tracks = np.array([i for i in left_tracks if states[i] is TrackState.TRACKED], int)
-        second = match_by_iou(predicted[left_tracks], detections.boxes[low], self.cfg.second_match_iou)
-        pairs += [(left_tracks[t], low[d]) for t, d in second.pairs]
-        left_high = high[first.unmatched_detections]
-        third = match_by_iou(predicted[tentative], detections.boxes[left_high], self.cfg.match_iou)
-        pairs += [(tentative[t], left_high[d]) for t, d in third.pairs]
-        rest = left_high[third.unmatched_detections]
+        first = assign(iou, np.flatnonzero(~tentative), high, self.cfg.match_iou)
+        left_tracked = first.unmatched_tracks[tracked[first.unmatched_tracks]]
+        second = assign(iou, left_tracked, low, self.cfg.second_match_iou)
+        third = assign(iou, np.flatnonzero(tentative), first.unmatched_detections, self.cfg.match_iou)
+        rest = third.unmatched_detections
         starters = rest[scores[rest] >= self.cfg.new_track_threshold]
-        return np.asarray(pairs, int).reshape(-1, 2), starters
+        return np.concatenate([first.pairs, second.pairs, third.pairs]), starters

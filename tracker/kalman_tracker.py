@@ -64,21 +64,21 @@ class KalmanTracker:
     def _apply_matches(self, pairs: np.ndarray, detections: Detections, meta: FrameMeta) -> list[Track]:
         self._filter.update(pairs[:, 0], detections.boxes[pairs[:, 1]])
         out = []
-        for ti, di in pairs:
+        scores = detections.scores.tolist()
+        for ti, di in pairs.tolist():
             t = self._tracks[ti]
             t.hits += 1
             t.last_seen_ts = meta.ts
-            t.score = float(detections.scores[di])
+            t.score = scores[di]
             if t.state is TrackState.LOST or (t.state is TrackState.TENTATIVE and t.hits >= self.min_hits):
                 t.state = TrackState.TRACKED
             if t.state is TrackState.TRACKED:
-                out.append(self._public(t, detections.boxes[di], int(di)))
+                out.append(self._public(t, detections.boxes[di], di))
         return out
 
     def _age_unmatched(self, matched: set[int], meta: FrameMeta) -> list[Track]:
         """Unmatched: tentative tracks are dropped, confirmed ones become lost, then end after the buffer."""
-        ended, keep = [], []
-        boxes = self._filter.boxes()
+        gone, keep = [], []
         for i, t in enumerate(self._tracks):
             if i not in matched:
                 if t.state is TrackState.TENTATIVE:
@@ -86,9 +86,11 @@ class KalmanTracker:
                 t.state = TrackState.LOST
                 if meta.ts - t.last_seen_ts > self.lost_buffer_s:
                     t.state = TrackState.ENDED
-                    ended.append(self._public(t, boxes[i], None))
+                    gone.append((i, t))
                     continue
             keep.append(i)
+        boxes = self._filter.boxes() if gone else None  # an ended track's box is its last prediction
+        ended = [self._public(t, boxes[i], None) for i, t in gone]
         self._tracks = [self._tracks[i] for i in keep]
         self._filter.remove(np.asarray(keep, int))
         return ended

@@ -7,6 +7,7 @@ faces, then refreshes (longest waiting first)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,6 +25,10 @@ class TrackCandidate:
     quality: float
     named: bool
     uncertain: bool
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.quality):
+            raise ValueError(f"quality of track {self.track_id} must be finite, got {self.quality}")
 
 
 @dataclass

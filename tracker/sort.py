@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.types import Detections
-from tracker.association import match_by_iou
+from tracker.association import assign, frame_iou
 from tracker.config import SortConfig
 from tracker.kalman_tracker import KalmanTracker
 
@@ -19,7 +19,5 @@ class SortTracker(KalmanTracker):
 
     def _associate(self, predicted: np.ndarray, detections: Detections) -> tuple[np.ndarray, np.ndarray]:
         usable = np.flatnonzero(detections.scores >= self.cfg.min_score)
-        found = match_by_iou(predicted, detections.boxes[usable], self.cfg.match_iou)
-        pairs = np.stack([found.pairs[:, 0], usable[found.pairs[:, 1]]], axis=1) if len(found.pairs) else \
-            np.zeros((0, 2), int)
-        return pairs, usable[found.unmatched_detections]
+        found = assign(frame_iou(predicted, detections.boxes), np.arange(len(predicted)), usable, self.cfg.match_iou)
+        return found.pairs, found.unmatched_detections

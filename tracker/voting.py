@@ -8,6 +8,7 @@ complain about)."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -51,8 +52,10 @@ class TrackIdentity:
                 ts: float) -> IdentityChange | None:
         """One embedding's decision (an accepted name, or None for unknown) with its face quality as weight.
         Returns the change of name it causes, if any."""
-        if weight <= 0:
-            raise ValueError(f"weight must be > 0, got {weight}")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"weight must be a finite number > 0, got {weight}")
+        if not math.isfinite(similarity):
+            raise ValueError(f"similarity must be finite, got {similarity}")
         self._support[candidate] += weight
         self._votes[candidate] += 1
         if candidate is not None and similarity > self._best.get(candidate, (-2.0, None))[0]:
