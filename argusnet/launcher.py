@@ -5,6 +5,7 @@ final events) on Ctrl-C, SIGTERM or after a duration."""
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -21,11 +22,35 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 POLL_S = 0.2
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (for a child's metrics endpoint)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORT_FLOOR = 10000  # never hand out well-known or commonly configured service ports
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (32768 when the range cannot be read)."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(attempts: int = 200) -> int:
+    """A TCP port that is free on 127.0.0.1 right now (for a child's metrics endpoint or a test's sockets).
+
+    Chosen below the kernel's ephemeral range: a port from ``bind(0)`` comes from that range, so between this
+    call and the child's own bind an outgoing connection of any process could take it as its local port."""
+    low = _ephemeral_low()
+    if low - PORT_FLOOR < 1000:
+        raise RuntimeError(f"ephemeral port range starts at {low}: too low to pick fixed ports below it")
+    for _ in range(attempts):
+        port = random.randrange(PORT_FLOOR, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 in [{PORT_FLOOR}, {low}) after {attempts} tries")
 
 
 @dataclass(frozen=True)

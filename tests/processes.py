@@ -94,7 +94,14 @@ class Cluster:
         return scrape(self.metrics_ports[name])
 
     def ready(self, name: str, timeout: float = 60) -> bool:
-        return wait_until(lambda: bool(self.metrics(name)), timeout, 0.2)
+        return wait_until(lambda: bool(self.metrics(name)) or self.procs[name].poll() is not None, timeout, 0.2) \
+            and bool(self.metrics(name))
+
+    def not_ready(self, names: list[str], timeout: float = 60) -> str:
+        """'' when every named process serves its metrics within ``timeout``; else, for each one that does not,
+        its exit code (None while it runs) and the end of its log, for the assertion message."""
+        late = [n for n in names if not self.ready(n, timeout)]
+        return "\n".join(f"--- {n} (exit code {self.procs[n].poll()}):\n{self.log(n)[-3000:]}" for n in late)
 
     def stop(self, name: str, sig: int = signal.SIGINT, timeout: float = 15) -> int:
         proc = self.procs[name]
