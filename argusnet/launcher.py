@@ -24,6 +24,7 @@ POLL_S = 0.2
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 PORT_FLOOR = 10000  # never hand out well-known or commonly configured service ports
+_issued: set[int] = set()  # ports this process handed out already: a closed probe socket frees its port at once
 
 
 def _ephemeral_low() -> int:
@@ -44,12 +45,15 @@ def free_port(attempts: int = 200) -> int:
         raise RuntimeError(f"ephemeral port range starts at {low}: too low to pick fixed ports below it")
     for _ in range(attempts):
         port = random.randrange(PORT_FLOOR, low)
+        if port in _issued:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _issued.add(port)
+        return port
     raise RuntimeError(f"no free TCP port on 127.0.0.1 in [{PORT_FLOOR}, {low}) after {attempts} tries")
 
 
