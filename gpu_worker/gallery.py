@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ import simplejpeg
 
 from gpu_worker.face_index import FaceIndex
 from shared.config import GalleryConfig
-from shared.errors import GalleryError
+from shared.errors import GalleryError, GalleryExistsError
+from shared.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -94,13 +97,23 @@ class StoredFace:
     source: str
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _rename_into_place(staging: Path, directory: Path) -> None:
+    """rename(2) replaces an empty directory atomically and fails on a non-empty one."""
+    try:
+        staging.rename(directory)
+    except OSError as exc:
+        if directory.is_dir() and any(directory.iterdir()):
+            raise GalleryExistsError(f"cannot create a gallery in {directory}: another process created it "
+                                     "first") from exc
+        raise GalleryError(f"cannot create a gallery in {directory}: {exc}") from exc
+
+
+def _remove_staging(staging: Path) -> None:
+    """Clean up after a failed create; a failure to clean up is logged, the create's own error is what raises."""
+    try:
+        shutil.rmtree(staging)
+    except OSError as exc:
+        log.warning("could not remove the unfinished gallery %s: %s", staging, exc)
 
 
 def _encode_crop(crop: np.ndarray) -> bytes:
@@ -129,17 +142,29 @@ class Gallery:
     # ----- opening -----------------------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: Path, model: str, dim: int, cfg: GalleryConfig) -> "Gallery":
+        """A new empty gallery. Built in a hidden sibling directory and renamed into place, so another process
+        (a second worker creating the same visitor gallery) sees no gallery or a complete one, never a part;
+        the loser of such a race gets `GalleryExistsError`."""
         directory = Path(directory)
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise GalleryError(f"cannot create a gallery in {directory}: it exists and is not an empty directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        db = cls._connect(directory / DB_FILE)
-        with db:
-            db.executescript(SCHEMA)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("schema_version", str(SCHEMA_VERSION)), ("model", model), ("dim", str(dim)),
-                ("generation", "0"), ("created", repr(time.time()))])
-        return cls(directory, db, cfg)
+            raise GalleryExistsError(f"cannot create a gallery in {directory}: it exists and is not an empty "
+                                     "directory")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.creating-"))
+        try:
+            db = cls._connect(staging / DB_FILE)
+            try:
+                db.executescript(SCHEMA)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("schema_version", str(SCHEMA_VERSION)), ("model", model), ("dim", str(dim)),
+                    ("generation", "0"), ("created", repr(time.time()))])
+            finally:
+                db.close()
+            _rename_into_place(staging, directory)
+        except BaseException:
+            _remove_staging(staging)
+            raise
+        return cls.open(directory, cfg)
 
     @classmethod
     def open(cls, directory: Path, cfg: GalleryConfig) -> "Gallery":
@@ -238,9 +263,9 @@ class Gallery:
 
     def _write_index(self, index: FaceIndex, generation: int) -> None:
         self._dirty, self._written_at = False, time.monotonic()
-        _atomic_write(self.directory / INDEX_FILE, index.serialize())
-        _atomic_write(self.directory / INDEX_META_FILE,
-                      json.dumps({"generation": generation, "faces": len(index)}).encode())
+        atomic_write(self.directory / INDEX_FILE, index.serialize(), durable=True)
+        atomic_write(self.directory / INDEX_META_FILE,
+                     json.dumps({"generation": generation, "faces": len(index)}).encode(), durable=True)
 
     def refresh(self) -> bool:
         """Reload when another process changed the gallery (an enrolment while a worker runs). True if it did."""
@@ -485,4 +510,4 @@ class Gallery:
                                         "embedding": [round(float(v), 7) for v in vector]})
         document = {"format": "argusnet-gallery", "version": SCHEMA_VERSION, "model": self.model, "dim": self.dim,
                     "persons": list(persons.values())}
-        _atomic_write(Path(path), json.dumps(document, indent=1).encode())
+        atomic_write(Path(path), json.dumps(document, indent=1).encode(), durable=True)

@@ -9,7 +9,6 @@ can implement the same interface to serve workers on several machines.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Protocol, Sequence
 import numpy as np
 import simplejpeg
 
-from gpu_worker.gallery import Gallery, PersonHit
+from gpu_worker.gallery import DB_FILE, Gallery, PersonHit
 from shared.config import GalleryConfig, VisitorConfig
+from shared.errors import GalleryExistsError
+from shared.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,12 @@ def visitors_dir(gallery_dir: Path) -> Path:
 def open_visitors(gallery_dir: Path, model: str, dim: int, cfg: GalleryConfig) -> Gallery:
     """The visitor gallery beside a person gallery, created empty on first use."""
     directory = visitors_dir(gallery_dir)
-    if (directory / "gallery.sqlite").is_file():
-        return Gallery.open(directory, cfg)
-    return Gallery.create(directory, model, dim, cfg)
+    if not (directory / DB_FILE).is_file():
+        try:
+            return Gallery.create(directory, model, dim, cfg)
+        except GalleryExistsError:
+            log.info("visitor gallery %s was created by another process at the same moment: opening it", directory)
+    return Gallery.open(directory, cfg)
 
 
 class LocalIdentityStore:
@@ -125,9 +129,7 @@ class LocalIdentityStore:
         folder = self.persons.directory / CROPS_DIR / camera
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{track}.jpg"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(simplejpeg.encode_jpeg(np.ascontiguousarray(crop), quality=90, colorspace="RGB"))
-        os.replace(tmp, path)
+        atomic_write(path, simplejpeg.encode_jpeg(np.ascontiguousarray(crop), quality=90, colorspace="RGB"))
         return path
 
     def _expire_crops(self, older_than: float) -> int:

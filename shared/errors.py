@@ -43,6 +43,10 @@ class GalleryError(InputError):
     """A gallery directory is missing, belongs to another model, or a person is unknown."""
 
 
+class GalleryExistsError(GalleryError):
+    """A gallery cannot be created where a non-empty directory (perhaps one another process just created) is."""
+
+
 class ModelError(ArgusError):
     """A model file is missing, has the wrong checksum, or does not match its model card."""
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from gpu_worker.face_index import FaceIndex
 from gpu_worker.gallery import DB_FILE, INDEX_FILE, INDEX_META_FILE, Gallery
 from shared.config import GalleryConfig
-from shared.errors import GalleryError
+from shared.errors import GalleryError, GalleryExistsError
 
 DIM = 16
 
@@ -206,3 +210,35 @@ def test_visitor_support_names_rejections_and_expiry(tmp_path, rng):
         assert g.rejections() == {}
     with Gallery.open(tmp_path / "g", cfg) as g:
         assert g.allocate_name("visitor") == "visitor-3"  # numbers are never handed out twice
+
+
+def _open_visitors_at(directory: str, start_at: float) -> int:
+    """In a fresh process: wait for the common start time, open (or create) the visitor gallery, count its persons."""
+    import time as _time
+
+    from gpu_worker.identity_store import open_visitors
+
+    _time.sleep(max(0.0, start_at - _time.time()))
+    with open_visitors(Path(directory), "dlib", DIM, GalleryConfig()) as g:
+        return len(g.persons())
+
+
+def test_workers_creating_the_same_visitor_gallery_at_once_all_open_it(tmp_path):
+    """Two workers sharing a gallery directory create its visitor gallery on start: each must get the one whole
+    gallery, never a half-made one (this raced in CI)."""
+    start_at = time.time() + 3.0
+    with ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_open_visitors_at, [str(tmp_path)] * 6, [start_at] * 6))
+    assert results == [0] * 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["visitors"]  # no staging directory left behind
+    with Gallery.open(tmp_path / "visitors", GalleryConfig()) as g:
+        assert g.model == "dlib" and g.face_count == 0
+
+
+def test_create_refuses_a_non_empty_directory_and_leaves_it_alone(tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "notes.txt").write_text("mine")
+    with pytest.raises(GalleryExistsError, match="exists and is not an empty directory"):
+        Gallery.create(tmp_path / "g", "dlib", DIM, GalleryConfig())
+    assert [p.name for p in (tmp_path / "g").iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from gpu_worker.embed.dlib_format import AddPrev, Affine, Conv, DlibNet, FullyConnected, Pool, Relu, read_dlib_net
 from shared.errors import ModelError
+from shared.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +158,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write via a temporary file in the same folder; on any failure the temporary file is removed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cached_onnx(dat_path: str | os.PathLike[str], cache_dir: Path | None = None) -> bytes:
     """The ONNX bytes for a dlib ``.dat`` file: from the cache when present and intact, else converted (a few
     seconds) and written atomically with its sha256 beside it."""
@@ -185,6 +173,6 @@ def cached_onnx(dat_path: str | os.PathLike[str], cache_dir: Path | None = None)
     data = build_onnx(read_dlib_net(source)).SerializeToString()
     folder.mkdir(parents=True, exist_ok=True)
     for path, payload in ((model_path, data), (sum_path, _sha256(data).encode())):
-        _atomic_write(path, payload)
+        atomic_write(path, payload)
     log.info("converted %s to ONNX: %s", dat_path, model_path)
     return data

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from gpu_worker.engine import Engine
 from shared.errors import ArgusError, InputError
+from shared.files import atomic_write
 from shared.images import read_image
 
 
@@ -56,6 +57,4 @@ def write_json(result: dict, out: Path | None) -> None:
     if out is None:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
