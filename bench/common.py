@@ -19,23 +19,30 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # what CPU inference speed hangs on
+
+
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on (the same VM name can hide CPUs with and without AVX-512)."""
     import numpy as np
     import onnxruntime as ort
 
+    model, flags = _cpu_info()
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "processor": _cpu_model(), "numpy": np.__version__, "onnxruntime": ort.__version__}
+            "processor": model, "simd": [f for f in SIMD_FLAGS if f in flags], "numpy": np.__version__,
+            "onnxruntime": ort.__version__}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+def _cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags from /proc/cpuinfo (platform.processor() and no flags elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return platform.processor(), set()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines():  # one block per core: the first value of each key is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields.get("model name", platform.processor()), set(fields.get("flags", "").split())
 
 
 def timings_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
