@@ -51,6 +51,7 @@ class CameraState:
     tracker: Tracker
     scheduler: RecognitionScheduler
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
+    frames: int = 0  # frames of this camera seen by this worker (every ``detect_interval``-th one is detected)
     last_frame_at: float = field(default_factory=time.monotonic)
     id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
 

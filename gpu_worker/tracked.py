@@ -72,9 +72,14 @@ class TrackedProcessor:
 
     # ------------------------------------------------------------------------------------------ per batch
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
+        """Detect the frames due for detection (``tracking.detect_interval``) in one batch; the others only move
+        their camera's tracks by prediction."""
         events: list[TrackEvent] = []
-        for item, faces in zip(frames, detect_batch(self.engine, frames, timer)):
-            events += self._frame(item, faces, timer)
+        due = [self._due_for_detection(item) for item in frames]
+        detect = [item for item, d in zip(frames, due) if d]
+        found = iter(detect_batch(self.engine, detect, timer) if detect else [])
+        for item, d in zip(frames, due):
+            events += self._frame(item, next(found), timer) if d else self._coast(item, timer)
         events += self._end_idle_cameras(time.monotonic())
         self.store.refresh(time.monotonic())
         return events
@@ -87,14 +92,39 @@ class TrackedProcessor:
         state.last_frame_at = time.monotonic()
         return state
 
+    def _due_for_detection(self, item: DecodedFrame) -> bool:
+        state = self._camera(item.camera)
+        due = state.frames % self.tcfg.detect_interval == 0
+        state.frames += 1
+        return due
+
+    @staticmethod
+    def _meta(item: DecodedFrame) -> FrameMeta:
+        height, width = item.image.shape[:2]
+        return FrameMeta(item.camera, item.seq, item.capture_ts, width, height)
+
+    def _coast(self, item: DecodedFrame, timer: StageTimer) -> list[TrackEvent]:
+        """A frame without detection: tracks move to their predicted boxes; no recognition, no events."""
+        state = self._camera(item.camera)
+        start = time.perf_counter()
+        tracks = state.tracker.predict(self._meta(item))
+        timer.observe("track", time.perf_counter() - start)
+        boxes = []
+        for track in tracks:
+            record = state.tracks.get(track.track_id)
+            if record is not None:
+                record.last_box = tuple(float(v) for v in track.box)
+                boxes.append(TrackBox(record.track, record.last_box))
+        if self.on_tracks is not None:
+            self.on_tracks(item, boxes)
+        return []
+
     def _frame(self, item: DecodedFrame, faces: Detections, timer: StageTimer) -> list[TrackEvent]:
         frame = item
         state = self._camera(frame.camera)
         self.faces_seen += len(faces)
         start = time.perf_counter()
-        height, width = frame.image.shape[:2]
-        meta = FrameMeta(frame.camera, frame.seq, frame.capture_ts, width, height)
-        tracks = state.tracker.update(faces, meta)
+        tracks = state.tracker.update(faces, self._meta(frame))
         timer.observe("track", time.perf_counter() - start)
         events: list[TrackEvent] = []
         matched: list[tuple[TrackRecord, Track]] = []

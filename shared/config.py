@@ -202,6 +202,12 @@ class TrackingConfig(Section):
                                description="A track still unknown after this many embeddings becomes a visitor.")
     camera_idle_s: float = Field(default=5.0, gt=0.0, le=3600.0,
                                  description="A camera silent this long on this worker has its tracks ended.")
+    detect_interval: int = Field(
+        default=1, ge=1, le=10,
+        description="Run the detector on every Nth frame of a camera that reaches the worker; on the frames between, "
+        "tracks move by their Kalman prediction and nothing is recognised. 1 (default) detects every frame. 2 or 3 "
+        "lets a small CPU keep up with more cameras (detection is most of a tracked worker's time) at some cost in "
+        "box accuracy on fast motion and in how soon a new face is seen; see BENCHMARKS.md for the measured cost.")
 
 
 class UpConfig(Section):

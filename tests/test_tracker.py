@@ -82,6 +82,27 @@ def test_contract_new_face_needs_min_hits_before_it_is_reported(tracker):
     assert sorted(t.track_id for t in out[1]) == [1, 2]
 
 
+def test_contract_predict_moves_tracks_between_detections_and_keeps_their_ids(tracker):
+    run(tracker, [dets([box_at(20 + 6 * i, 50), box_at(500 - 5 * i, 300)]) for i in range(10)])
+    run(tracker, [dets([box_at(80, 50), box_at(450, 300), box_at(300, 400)])], 10)  # the third is tentative
+    predicted = tracker.predict(meta(11))
+    assert sorted(t.track_id for t in predicted) == [1, 2]
+    assert all(t.det_index is None and t.state is TrackState.TRACKED for t in predicted)
+    by_id = {t.track_id: t.box for t in predicted}
+    np.testing.assert_allclose(by_id[1], box_at(20 + 6 * 11, 50), atol=3.0)  # 6 px a frame to the right
+    np.testing.assert_allclose(by_id[2], box_at(500 - 5 * 11, 300), atol=3.0)
+    out = tracker.update(dets([box_at(20 + 6 * 12, 50), box_at(500 - 5 * 12, 300)]), meta(12))
+    assert {t.det_index: t.track_id for t in out} == {0: 1, 1: 2}
+
+
+def test_contract_predict_neither_confirms_nor_ends_a_track(tracker):
+    run(tracker, [dets([box_at(100, 100)]) for _ in range(3)])
+    for i in range(3, 60):  # far past the lost buffer, but no detector ran: the track is neither lost nor ended
+        assert [t.track_id for t in tracker.predict(meta(i))] == [1]
+    assert [(t.track_id, t.state) for t in tracker.update(dets([]), meta(60))] == [(1, TrackState.ENDED)]
+    assert tracker.predict(meta(61)) == []
+
+
 def test_bytetrack_low_score_detection_keeps_an_occluded_track():
     tracker = build_tracker(ByteTrackConfig())
     run(tracker, [dets([box_at(100 + 5 * i, 100)]) for i in range(5)])

@@ -32,8 +32,9 @@ class TrackState(str, Enum):
 
 @dataclass(frozen=True)
 class Track:
-    """track_id: unique per tracker instance from 1; box: (4,) float32 x1y1x2y2, the matched detection's box;
-    det_index: index of that detection in this frame's ``Detections`` (None for an ENDED track)."""
+    """track_id: unique per tracker instance from 1; box: (4,) float32 x1y1x2y2, the matched detection's box (the
+    predicted box when ``predict`` reports it); det_index: index of that detection in this frame's ``Detections``
+    (None for an ENDED track and for every track ``predict`` reports)."""
 
     track_id: int
     box: np.ndarray
@@ -51,6 +52,12 @@ class Tracker(Protocol):
     def update(self, detections: Detections, meta: FrameMeta) -> list[Track]:
         """Associate this frame's detections. Returns the confirmed tracks matched in this frame (TRACKED) and,
         exactly once each, the tracks that ended in this update (ENDED)."""
+        ...
+
+    def predict(self, meta: FrameMeta) -> list[Track]:
+        """A frame the detector skipped: move every track by its motion model to ``meta.ts`` and report the
+        confirmed tracks matched at their last update (TRACKED, predicted box, det_index None). Nothing is
+        confirmed, lost or ended here: that waits for the next ``update``."""
         ...
 
     def reset(self) -> None:

@@ -51,15 +51,24 @@ class KalmanTracker:
         if not isinstance(detections, Detections):
             raise ValueError(f"detections must be shared.types.Detections, got {type(detections).__name__}")
         self._frames += 1
-        dt = np.array([max(0.0, meta.ts - t.predicted_ts) for t in self._tracks])
-        self._filter.predict(dt)
-        for t in self._tracks:
-            t.predicted_ts = meta.ts
-            t.age += 1
+        self._advance(meta)
         pairs, starters = self._associate(self._filter.boxes(), detections)
         out = self._apply_matches(pairs, detections, meta)
         out += self._age_unmatched(set(pairs[:, 0].tolist()), meta)
         return out + self._start(starters, detections, meta)
+
+    def predict(self, meta: FrameMeta) -> list[Track]:
+        self._advance(meta)
+        boxes = self._filter.boxes()
+        return [self._public(t, boxes[i], None) for i, t in enumerate(self._tracks) if t.state is TrackState.TRACKED]
+
+    def _advance(self, meta: FrameMeta) -> None:
+        """Predict every track's box at ``meta.ts`` (frames may come late or be dropped: time, not frames)."""
+        dt = np.array([max(0.0, meta.ts - t.predicted_ts) for t in self._tracks])
+        self._filter.predict(dt)
+        for t in self._tracks:
+            t.predicted_ts = max(t.predicted_ts, meta.ts)
+            t.age += 1
 
     def _apply_matches(self, pairs: np.ndarray, detections: Detections, meta: FrameMeta) -> list[Track]:
         self._filter.update(pairs[:, 0], detections.boxes[pairs[:, 1]])
