@@ -126,7 +126,9 @@ def score(runs: list[SequenceRun]) -> dict:
         per_seq = {str(i): metric.eval_sequence(trackeval_data(r)) for i, r in enumerate(runs)}
         results[metric.get_name()] = metric.combine_sequences(per_seq)
     return {"hota": float(np.mean(results["HOTA"]["HOTA"])), "mota": float(results["CLEAR"]["MOTA"]),
-            "idf1": float(results["Identity"]["IDF1"]), "id_switches": int(results["CLEAR"]["IDSW"])}
+            "idf1": float(results["Identity"]["IDF1"]), "id_switches": int(results["CLEAR"]["IDSW"]),
+            "false_positives": int(results["CLEAR"]["CLR_FP"]), "misses": int(results["CLEAR"]["CLR_FN"]),
+            "mostly_tracked": int(results["CLEAR"]["MT"]), "fragmentations": int(results["CLEAR"]["Frag"])}
 
 
 def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int = 0,
