@@ -4,6 +4,7 @@ final events) on Ctrl-C, SIGTERM or after a duration."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import signal
@@ -50,7 +51,9 @@ def free_port(attempts: int = 200) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
                 continue
         _issued.add(port)
         return port
@@ -95,7 +98,8 @@ class Supervisor:
     def _start(self, child: _Child) -> None:
         stderr = None
         if self.log_dir is not None:
-            child.log_file = open(self.log_dir / f"{child.spec.name}.log", "ab")
+            if child.log_file is None:  # kept open across restarts, closed by stop_all
+                child.log_file = open(self.log_dir / f"{child.spec.name}.log", "ab")
             stderr = child.log_file
         child.proc = subprocess.Popen(self._command(child.spec), stderr=stderr)
         child.restart_at = None
@@ -104,10 +108,10 @@ class Supervisor:
     def run(self, stop: threading.Event, duration: float | None) -> int:
         """Start everything, supervise until ``stop`` or ``duration``, stop everything. Exit code 0, or 1 when a
         child was down (crashed, not yet restarted) at the end."""
-        for child in self.children:
-            self._start(child)
         deadline = None if duration is None else time.monotonic() + duration
         try:
+            for child in self.children:  # inside the try: a child that cannot start stops those already started
+                self._start(child)
             while not stop.wait(POLL_S):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -147,5 +151,7 @@ class Supervisor:
                     log.warning("%s did not stop within %.0f s: killing it", child.spec.name, STOP_GRACE_S)
                     child.proc.kill()
                     child.proc.wait()
-                if child.log_file is not None:
-                    child.log_file.close()
+        for child in self.children:
+            if child.log_file is not None:
+                child.log_file.close()
+                child.log_file = None

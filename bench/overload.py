@@ -36,6 +36,7 @@ from shared.config import BrokerConfig, ProtocolConfig, SecurityConfig
 from shared.protocol import Frame, Heartbeat, decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER_START_S = 120.0  # model load, and the dlib ONNX export on a first run
 
 
 def rss_mb(pid: int) -> float:
@@ -111,6 +112,21 @@ def percentile_from_buckets(buckets: list[tuple[float, float]], q: float) -> flo
     return float("inf")
 
 
+def wait_for_worker(worker: subprocess.Popen, port: int, timeout: float = WORKER_START_S) -> None:
+    """Until the worker serves its metrics; an error if it exits or takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            worker_metrics(port)
+            return
+        except OSError as exc:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {worker.returncode} before serving metrics") from exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker served no metrics on port {port} within {timeout:.0f} s") from exc
+            time.sleep(0.5)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--cameras", type=int, default=32)
@@ -128,12 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = start_worker(Path(tmp), {"broker": {"backend": broker.endpoints["backend"],
                                                      "events_in": broker.endpoints["events_in"]}}, port)
         try:
-            while True:
-                try:
-                    worker_metrics(port)
-                    break
-                except OSError:
-                    time.sleep(0.5)
+            wait_for_worker(worker, port)
             sent = [0] * args.cameras
             cams = threading.Thread(target=cameras_loop, args=(broker.endpoints["frontend"], args.cameras, args.fps,
                                                                stop_cams, sent), daemon=True)

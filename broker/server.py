@@ -76,9 +76,10 @@ class Broker:
             log.info("broker.camera_credits (%d) > broker.camera_queue (%d): a camera faster than its worker "
                         "gets credits back from queue_full drops and never slows down", cfg.camera_credits,
                         cfg.camera_queue)
-        self.security = FrontendSecurity(self.ctx, security, self.metrics, self.rate_log) if security.curve \
-            else None
-        try:
+        self.security = None
+        try:  # a failure here (bad keys, a port in use) releases the sockets and context made so far
+            if security.curve:
+                self.security = FrontendSecurity(self.ctx, security, self.metrics, self.rate_log)
             self.endpoints = self._bind()
         except BaseException:
             self._release()

@@ -14,7 +14,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from camera_node.base import Source, SourceError
+from camera_node.base import Captured, Source, SourceError
 from shared.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class CaptureLoop:
                 continue
             if not source.live and stop.wait(max(0.0, next_due - time.monotonic())):
                 break  # a pull source is asked only when the next frame is wanted
-            frame = source.read()
+            frame = self._read(source)
             if frame is None:
                 if source.ended:
                     log.info("camera %s: source %s ended", self.cfg.id, self.cfg.source)
@@ -116,6 +116,16 @@ class CaptureLoop:
             self._offer(frame.image, frame.capture_ts, now)
         if source is not None:
             source.close()
+
+    def _read(self, source: Source) -> Captured | None:
+        """A frame, or None when the source has nothing (ended, or lost: then it is closed and reopened). A frame
+        the source cannot deliver (undecodable, wrong shape) is a lost source too, never the end of the loop."""
+        try:
+            return source.read()
+        except SourceError as exc:
+            log.warning("camera %s: %s; reopening the source", self.cfg.id, exc)
+            self.count("read_error")
+            return None
 
     def _open(self, stop: threading.Event, failures: int) -> tuple[Source | None, int]:
         try:

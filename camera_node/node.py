@@ -41,7 +41,7 @@ def encode_jpeg(image, quality: int) -> bytes:
 class CameraMetrics:
     def __init__(self, registry: Any) -> None:
         self.frames = Counter(m.CAMERA_FRAMES, "Camera frames by outcome: captured, sent, unchanged (motion gate), "
-                              "queue_full (dropped), reopened (source)", ["camera", "outcome"], registry=registry)
+                              "queue_full (dropped), reopened (source), read_error (a frame the source could not deliver)", ["camera", "outcome"], registry=registry)
         self.dropped = Counter(m.FRAMES_DROPPED, "Frames dropped", ["camera", "reason"], registry=registry)
         self.queue_depth = Gauge(m.QUEUE_DEPTH, "Frames waiting", ["queue"], registry=registry)
         self.fps = Gauge(m.CAMERA_FPS, "Frame rate the node currently sends at", ["camera"], registry=registry)

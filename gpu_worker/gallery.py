@@ -175,23 +175,33 @@ class Gallery:
                                "`argusnet enroll NAME PHOTO... --gallery DIR`)")
         if not path.is_file():
             raise GalleryError(f"{directory} is not an ArgusNet gallery (no {DB_FILE} in it)")
-        try:
-            db = cls._connect(path)
+        db = cls._connect(path)
+        try:  # on any refusal the connection is closed before the error leaves
             version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is None or version[0] != str(SCHEMA_VERSION):
+                raise GalleryError(f"{path}: gallery schema version {version and version[0]} is not supported "
+                                   f"(this ArgusNet reads version {SCHEMA_VERSION})")
+            return cls(directory, db, cfg)
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
-        if version is None or int(version[0]) != SCHEMA_VERSION:
             db.close()
-            raise GalleryError(f"{path}: gallery schema version {version and version[0]} is not supported "
-                               f"(this ArgusNet reads version {SCHEMA_VERSION})")
-        return cls(directory, db, cfg)
+            raise GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=10000")
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise GalleryError(f"cannot open gallery database {path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
         return db
 
     def close(self) -> None:
@@ -222,7 +232,12 @@ class Gallery:
         return int(self._meta("generation"))
 
     def _load(self) -> None:
-        """Owners from SQLite; the index from its file when it matches this generation, else rebuilt."""
+        """Owners from SQLite; the index from its file when it matches this generation, else rebuilt. A gallery
+        that another process re-embedded with another model is refused (this process embeds with the old one)."""
+        model = self._meta("model")
+        if model != self.model:
+            raise GalleryError(f"gallery {self.directory} was re-embedded with {model} by another process; this "
+                               f"process embeds with {self.model}: restart it with the new model")
         generation = self._db_generation()
         rows = self._db.execute("SELECT faces.id, persons.name FROM faces JOIN persons ON persons.id = "
                                 "faces.person_id").fetchall()
@@ -322,12 +337,15 @@ class Gallery:
             self._committed()
             return [int(i) for i in ids]
 
-    def remove_person(self, name: str) -> int:
-        """Remove a person and all their faces; returns how many faces went."""
+    def remove_person(self, name: str, missing_ok: bool = False) -> int:
+        """Remove a person and all their faces; returns how many faces went. ``missing_ok``: a person who is not
+        there (another process removed them first) is 0 faces removed, not an error."""
         with self._lock:
             self._sync()
             row = self._db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
             if row is None:
+                if missing_ok:
+                    return 0
                 raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
             ids = [face_id for face_id, owner in self._owner.items() if owner == name]
             with self._transaction():
@@ -444,8 +462,8 @@ class Gallery:
     def expire(self, older_than: float) -> list[str]:
         """Remove every person whose newest face was added before ``older_than`` (unix s); their names."""
         gone = [p.name for p in self.persons() if p.last_seen < older_than]
-        for name in gone:
-            self.remove_person(name)
+        for name in gone:  # several workers expire the same shared visitor gallery: whoever is first removes
+            self.remove_person(name, missing_ok=True)
         return gone
 
     # ----- queries -----------------------------------------------------------------------------------------

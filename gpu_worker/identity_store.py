@@ -21,6 +21,7 @@ from gpu_worker.gallery import DB_FILE, Gallery, PersonHit
 from shared.config import GalleryConfig, VisitorConfig
 from shared.errors import GalleryExistsError
 from shared.files import atomic_write
+from shared.ids import ID_RULE, is_valid_id
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class LocalIdentityStore:
 
     def save_crop(self, camera: str, track: int, crop: np.ndarray) -> Path:
         """Store a track's best face as ``crops/<camera>/<track>.jpg`` beside the gallery (written atomically)."""
+        if not is_valid_id(camera):  # the id names a folder: never '..' or a path (the protocol checks it too)
+            raise ValueError(f"camera id must be {ID_RULE}, got {camera!r}")
         folder = self.persons.directory / CROPS_DIR / camera
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{track}.jpg"
@@ -135,7 +138,11 @@ class LocalIdentityStore:
     def _expire_crops(self, older_than: float) -> int:
         removed = 0
         for path in (self.persons.directory / CROPS_DIR).glob("*/*.jpg"):
-            if path.stat().st_mtime < older_than:
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:  # another worker sharing this gallery expired it since the listing
+                continue
+            if modified < older_than:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

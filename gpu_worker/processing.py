@@ -14,6 +14,7 @@ import numpy as np
 
 from gpu_worker.decision import decide
 from gpu_worker.engine import Engine
+from gpu_worker.identity_store import REFRESH_S
 from shared.protocol import Frame, TrackEvent
 
 
@@ -58,10 +59,14 @@ class PerFrameProcessor:
         self.engine = engine
         self.gallery = gallery
         self._next_track: dict[str, int] = {}
+        self._next_refresh = time.monotonic() + REFRESH_S
         self.faces_seen = 0
         self.embeddings = 0
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
+        if time.monotonic() >= self._next_refresh:  # enrolments made by other processes, as the tracked side does
+            self.gallery.refresh()
+            self._next_refresh = time.monotonic() + REFRESH_S
         found = detect_batch(self.engine, frames, timer)
         events: list[TrackEvent] = []
         for item, faces in zip(frames, found):

@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, Tag, ValidationError, model_validator
 
 from shared.errors import ConfigError
+from shared.ids import ID_PATTERN, ID_RULE
 from shared.schema import Section, type_discriminator
 from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig, VotingConfig
 from shared.zmq_defaults import DEFAULT_BACKEND, DEFAULT_EVENTS_IN, DEFAULT_EVENTS_OUT, DEFAULT_FRONTEND
@@ -164,7 +165,7 @@ class BrokerConfig(Section):
 
 
 class CameraConfig(Section):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera id (letters, digits, _ . -).")
+    id: str = Field(pattern=f"^{ID_PATTERN}$", description=f"Camera id: {ID_RULE}.")
     source: str = Field(min_length=1, description="`demo`, a video file path, an RTSP/HTTP URL or a USB index.")
     loop: bool = Field(default=True, description="Restart a video file at its end.")
     pace: bool = Field(default=True, description="Send a video file at its own fps rather than as fast as possible.")

@@ -8,15 +8,14 @@ key, ``NAME.key_secret`` the public and the secret key. Keys are Z85 text (40 ch
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import zmq
 import zmq.auth
 
 from shared.errors import InputError
+from shared.ids import ID_RULE, is_valid_id
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 
@@ -27,8 +26,8 @@ def generate_keys(name: str, directory: str | Path) -> tuple[Path, Path]:
     Refuses to overwrite an existing pair (a camera would lose access) and makes the secret file readable by its
     owner only. Returns (public_path, secret_path).
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InputError(f"key name must be 1..64 characters of [A-Za-z0-9_.-], got {name!r}")
+    if not isinstance(name, str) or not is_valid_id(name):
+        raise InputError(f"key name must be {ID_RULE}, got {name!r}")
     if not zmq.has("curve"):
         raise InputError("this ZeroMQ build has no CURVE support: cannot make keys")
     folder = Path(directory)

@@ -20,7 +20,6 @@ later changes to the caller's array cannot alter a message).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, TypeVar
 
@@ -28,6 +27,7 @@ import msgpack
 import numpy as np
 
 from shared.errors import ProtocolError
+from shared.ids import ID_RULE, is_valid_id
 
 SCHEMA_VERSION = 1
 
@@ -45,7 +45,7 @@ REASONS = (
 
 EVENT_TYPES = ("track_started", "track_identified", "track_updated", "track_ended")
 ROLES = ("broker", "worker", "camera")
-MAX_ID_LEN = 64            # camera ids, heartbeat senders: 1..64 chars of [A-Za-z0-9_.-]
+# camera ids, heartbeat senders: shared.ids.ID_RULE
 MAX_TEXT_LEN = 256         # model names and person names: 1..256 printable chars
 MAX_IMAGE_SIDE = 16384     # frame width / height limit, in pixels
 MAX_FACES = 10_000         # faces in one FaceBatch
@@ -54,7 +54,6 @@ MAX_CAMERAS = 1024         # cameras listed in one Heartbeat
 MAX_CREDITS = 2**31 - 1
 MAX_SEQ = 2**63 - 1
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,%d}" % MAX_ID_LEN)
 _F32 = np.dtype("<f4")
 _MAX_DIM = 2**31 - 1
 # msgpack limits: no string of ours exceeds MAX_TEXT_LEN chars (<= 4 bytes each); arrays are shapes, boxes and
@@ -124,8 +123,8 @@ def _float(lo: float = -math.inf) -> Check:
 def _ident(field: str, value: Any) -> str:
     if not isinstance(value, str):
         _fail("bad_type", field, "a string", value)
-    if not _ID_RE.fullmatch(value):
-        _fail("bad_value", field, f"1..{MAX_ID_LEN} characters of [A-Za-z0-9_.-]", value)
+    if not is_valid_id(value):
+        _fail("bad_value", field, ID_RULE, value)
     return str(value)
 
 
@@ -225,7 +224,7 @@ def _arr(name: str, shape: tuple[int | None, ...]) -> _Field:
 class Frame:
     """One JPEG-encoded camera frame.
 
-    camera_id: camera that took it (1..64 chars of [A-Za-z0-9_.-]); seq: per-camera frame counter (0..2**63-1);
+    camera_id: camera that took it (shared.ids.ID_RULE); seq: per-camera frame counter (0..2**63-1);
     capture_ts: when the image was captured (unix seconds, finite); send_ts: when the camera node sent it (unix
     seconds, finite); width, height: image size in pixels (1..16384); jpeg: the JPEG bytes (non-empty).
     """
@@ -315,7 +314,7 @@ class TrackEvent:
 class Heartbeat:
     """A liveness and flow-control beacon.
 
-    sender: process id (1..64 chars of [A-Za-z0-9_.-]); role: one of ROLES; seq: the sender's heartbeat counter
+    sender: process id (shared.ids.ID_RULE); role: one of ROLES; seq: the sender's heartbeat counter
     (0..2**63-1); ts: when it was sent (unix s); credits: frames the sender can take now (0..2**31-1); cameras:
     distinct camera ids the sender serves (at most MAX_CAMERAS, may be empty).
     """

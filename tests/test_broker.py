@@ -560,7 +560,6 @@ def test_10000_bad_messages_are_all_counted_and_the_broker_keeps_routing(harness
             reason = "malformed"
         expected[reason] += 1
         sock.send_multipart(parts)
-    assert sum(expected.values()) == 10_000
     assert len(expected) >= 9  # every kind of refusal was exercised
 
     def counted() -> Counter[str]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
+from camera_node.base import Captured, SourceError
 from camera_node.capture import FrameQueue, CapturedFrame, MotionGate, downscale
 from camera_node.demo import PERIOD_S, render
 from camera_node.flow import FlowController
@@ -185,6 +186,47 @@ def test_lost_source_is_reopened_with_backoff_and_capture_goes_on(tmp_path, monk
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+class FlakySource:
+    """A pull source whose every 5th frame cannot be delivered (as `to_rgb` refuses a frame of the wrong shape)."""
+
+    live, ended = False, False
+
+    def __init__(self, reads: list[int]) -> None:
+        self.reads = reads
+
+    def read(self) -> Captured:
+        self.reads.append(1)
+        if len(self.reads) % 5 == 0:
+            raise SourceError("frame 4 of the stream has shape (240, 320, 4), expected (H, W, 3)")
+        return Captured(np.zeros((240, 320, 3), np.uint8), time.time())
+
+    def close(self) -> None:
+        self.reads.append(0)
+
+
+def test_a_frame_the_source_cannot_deliver_reopens_it_and_capture_goes_on():
+    import threading
+
+    from camera_node.capture import CaptureLoop
+
+    cfg = CameraConfig(id="r", source="flaky", fps=100)
+    counts: dict[str, int] = {}
+    reads: list[int] = []
+    loop = CaptureLoop(cfg, lambda: FlakySource(reads), FrameQueue(2), lambda: 100.0,
+                       lambda outcome: counts.__setitem__(outcome, counts.get(outcome, 0) + 1))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: counts.get("read_error", 0) >= 2 and counts.get("captured", 0) >= 10)
+        assert thread.is_alive()
+        assert reads.count(0) >= 2  # the failed source was closed each time before it was reopened
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def wait_for(check, timeout: float = 10.0) -> bool:

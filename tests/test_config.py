@@ -71,3 +71,11 @@ def test_every_field_is_described_and_models_forbid_extras():
                 if isinstance(sub, type) and hasattr(sub, "model_fields"):
                     walk(sub)
     walk(ArgusConfig)
+
+
+@pytest.mark.parametrize("camera_id", ["..", ".cam", "-cam", "cam/1", ""])
+def test_camera_ids_that_could_escape_a_folder_are_refused(tmp_path, camera_id):
+    path = tmp_path / "argus.yaml"
+    path.write_text(f"up:\n  cameras:\n    - id: '{camera_id}'\n      source: demo\n")
+    with pytest.raises(ConfigError, match=r"up\.cameras\.0\.id"):
+        load_config(path, environ={})

@@ -164,6 +164,30 @@ def test_reembed_switches_model(tmp_path, rng):
         assert g.search(new[1:], 1)[0][0].face_id == ids[1]
 
 
+def test_a_process_refuses_a_gallery_another_process_reembedded(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "old", DIM, cfg) as worker:
+        ids = enrol(worker, "alice", unit(rng, 2))
+        with Gallery.open(tmp_path / "g", cfg) as operator:  # `argusnet gallery reembed` in another process
+            operator.replace_embeddings("new", DIM, dict(zip(ids, unit(rng, 2))))
+        with pytest.raises(GalleryError, match="re-embedded with new by another process; this process embeds "
+                                               "with old"):
+            worker.refresh()
+
+
+def test_two_processes_expiring_the_same_person_both_succeed(tmp_path, rng):
+    cfg = GalleryConfig()
+    with Gallery.create(tmp_path / "g", "m", DIM, cfg) as first, Gallery.open(tmp_path / "g", cfg) as second:
+        enrol(first, "visitor-1", unit(rng, 1))
+        second.refresh()
+        listed = [p.name for p in second.persons()]
+        assert first.expire(time.time() + 1) == ["visitor-1"]
+        assert second.remove_person(listed[0], missing_ok=True) == 0  # what second.expire does for a name gone
+        assert second.expire(time.time() + 1) == [] and second.face_count == 0
+        with pytest.raises(GalleryError, match="no person named 'visitor-1'"):
+            second.remove_person("visitor-1")
+
+
 def test_switches_to_hnsw_above_threshold_and_keeps_results(tmp_path, rng):
     cfg = GalleryConfig(hnsw_above=50)
     vectors = unit(rng, 120)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shared.errors import ProtocolError
+from shared.ids import ID_PATTERN
 from shared.protocol import (EVENT_TYPES, MAX_SEQ, REASONS, ROLES, SCHEMA_VERSION, FaceBatch, Frame, Heartbeat,
                              TrackEvent, _SCHEMAS, decode, decode_as, encode)
 
@@ -24,7 +25,7 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 GARBAGE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ------------------------------------------------------------------------------------------------ strategies
-ids = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
+ids = st.from_regex(ID_PATTERN, fullmatch=True)
 texts = st.text(st.characters(categories=["L", "M", "N", "P", "S"], include_characters=" "), min_size=1,
                 max_size=40)
 times = st.floats(allow_nan=False, allow_infinity=False)
@@ -329,6 +330,8 @@ def test_bad_type(msg: Any, field: str, value: Any) -> None:
     (frame(), "capture_ts", math.nan), (frame(), "send_ts", math.inf), (frame(), "seq", -1),
     (frame(), "seq", 2**63), (frame(), "width", 0), (frame(), "height", 16385), (frame(), "camera_id", ""),
     (frame(), "camera_id", "cam 1"), (frame(), "camera_id", "c" * 65), (frame(), "jpeg", b""),
+    (frame(), "camera_id", ".."), (frame(), "camera_id", ".hidden"), (frame(), "camera_id", "-rf"),
+    (heartbeat(), "sender", ".."), (heartbeat(), "cameras", ["a", "../etc"]),
     (batch(), "scores", {"shape": [2], "data": b"\0" * 7}), (batch(), "scores", {"shape": [3], "data": b"\0" * 12}),
     (batch(), "scores", {"shape": [2, 1], "data": b"\0" * 8}),
     (batch(), "boxes", {"shape": [2, 3], "data": b"\0" * 24}),

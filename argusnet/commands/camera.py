@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from prometheus_client import CollectorRegistry
 
-from argusnet.commands.common import config_from
+from argusnet.commands.common import config_from, process_id
 from shared.config import CameraConfig, format_validation_error
 from shared.errors import ArgusError, ConfigError, InputError
 from shared.keys import generate_keys
@@ -24,7 +24,7 @@ _OVERRIDES = {"source": "source", "id": "id", "fps": "fps", "max_side": "max_sid
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("camera", help="run a camera node: capture, downscale, JPEG, send to the broker")
     p.add_argument("--source", help="`demo`, a video file, an RTSP/HTTP URL or a USB device index")
-    p.add_argument("--id", help="camera id (letters, digits, _ . -)")
+    p.add_argument("--id", type=process_id, help="camera id (letters, digits, _ . -; not starting with . or -)")
     p.add_argument("--broker", metavar="ENDPOINT", help="broker endpoint for cameras (default: broker.frontend)")
     p.add_argument("--index", type=int, default=None, metavar="N",
                    help="take the camera settings from up.cameras[N] of the configuration (options still override)")

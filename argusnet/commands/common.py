@@ -12,8 +12,16 @@ import platformdirs
 
 from gpu_worker.engine import Engine
 from shared.config import ArgusConfig, load_config
+from shared.ids import ID_RULE, is_valid_id
 
 APP_NAME = "argusnet"
+
+
+def process_id(value: str) -> str:
+    """argparse type for camera and worker ids (they name folders and travel on the wire)."""
+    if not is_valid_id(value):
+        raise argparse.ArgumentTypeError(f"must be {ID_RULE}, got {value!r}")
+    return value
 
 
 def default_gallery_dir() -> Path:

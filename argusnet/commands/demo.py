@@ -4,6 +4,7 @@ shifted, rescaled copy, with no camera and no data set needed."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +47,12 @@ def enrol_demo_person(engine: Engine, directory: Path) -> Gallery:
     """Create a gallery in ``directory`` holding the portrait as DEMO_NAME (open with the caller)."""
     face = engine.enrolment_face(astronaut(), "skimage.data.astronaut()")
     gallery = Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
-    gallery.add_person(DEMO_NAME, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
+    try:
+        gallery.add_person(DEMO_NAME, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
+    except BaseException:  # no empty demo gallery left behind for ensure_demo_gallery to skip forever
+        gallery.close()
+        shutil.rmtree(directory)
+        raise
     return gallery
 
 

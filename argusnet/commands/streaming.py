@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from argusnet.commands.common import add_gallery_arg, config_from, default_gallery_dir
+from argusnet.commands.common import add_gallery_arg, config_from, default_gallery_dir, process_id
 from argusnet.events import EventPrinter
 from argusnet.launcher import ChildSpec, Supervisor, free_port
 from shared.config import ArgusConfig
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_broker)
 
     p = sub.add_parser("worker", help="run a worker: frames from the broker -> detect, embed, search -> events")
-    p.add_argument("--id", default=None, help="worker id (default: worker-HOST-PID)")
+    p.add_argument("--id", default=None, type=process_id, help="worker id (default: worker-HOST-PID)")
     p.add_argument("--backend", metavar="ENDPOINT", help="broker endpoint for workers (default: broker.backend)")
     p.add_argument("--events-in", metavar="ENDPOINT", help="broker endpoint for events (default: broker.events_in)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default: worker.metrics_port)")

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from argusnet.commands.common import add_gallery_arg, engine_from, gallery_dir, print_json
+from argusnet.commands.common import add_gallery_arg, engine_from, gallery_dir, print_json, process_id
 from gpu_worker.main import build_processor, open_stores
 from gpu_worker.video import StageTimes, run_frames, video_frames
 from shared.errors import InputError
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gallery_arg(p)
     p.add_argument("--events-jsonl", type=Path, required=True, metavar="OUT", help="one JSON object per event")
     p.add_argument("--json", type=Path, default=None, metavar="SUMMARY", help="write a summary JSON here")
-    p.add_argument("--camera", default="video", help="camera id to put on the events (default: video)")
+    p.add_argument("--camera", default="video", type=process_id,
+                   help="camera id to put on the events (default: video)")
     p.set_defaults(handler=cmd_track)
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpu_worker.align import ARCFACE_112, TEMPLATES, AlignTemplate, register_template
 from shared.errors import ConfigError
+from shared.ids import ID_PATTERN, ID_RULE
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -50,7 +51,7 @@ class ModelCard(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Model name recorded in galleries.")
+    name: str = Field(pattern=f"^{ID_PATTERN}$", description=f"Model name recorded in galleries: {ID_RULE}.")
     description: str = Field(min_length=1, description="What the model is and where it comes from.")
     licence: str = Field(min_length=1, description="Licence or terms of use of the weights.")
     input_size: int = Field(ge=16, le=1024, description="Input height = width in pixels.")
