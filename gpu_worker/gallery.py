@@ -4,7 +4,9 @@ Layout of a gallery directory::
 
     gallery.sqlite   persons, faces (embedding, model, aligned crop as JPEG, crop landmarks, source, created), meta
     index.faiss      the FAISS index of every face embedding, written atomically after each change
-    index.json       {"generation": G, "faces": N}: the SQLite generation the index file was written for
+    index.json       {"generation": G, "faces": N, "sha256": H}: the SQLite generation the index file was written
+                     for, and the index file's hash (two processes writing at once can pair one's index with the
+                     other's json: the hash tells, and the index is rebuilt)
 
 Every change runs in one SQLite transaction that also bumps ``meta.generation``; the index file is rewritten
 after the commit. A crash in between leaves an index whose generation is behind: it is rebuilt from SQLite on
@@ -15,6 +17,7 @@ refuses embeddings of another (`argusnet gallery reembed` converts it).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -255,7 +258,11 @@ class Gallery:
                 log.info("gallery %s: index file is stale (generation %s, expected %s); rebuilding",
                          self.directory, meta.get("generation"), generation)
                 return None
-            index = FaceIndex.deserialize(index_path.read_bytes(), self.dim, self.cfg)
+            data = index_path.read_bytes()
+            if meta.get("sha256") != hashlib.sha256(data).hexdigest():  # two processes' writes interleaved
+                log.info("gallery %s: index file does not match index.json; rebuilding", self.directory)
+                return None
+            index = FaceIndex.deserialize(data, self.dim, self.cfg)
         except (OSError, ValueError, RuntimeError) as exc:
             log.warning("gallery %s: index file unreadable (%s); rebuilding from the database", self.directory, exc)
             return None
@@ -278,9 +285,10 @@ class Gallery:
 
     def _write_index(self, index: FaceIndex, generation: int) -> None:
         self._dirty, self._written_at = False, time.monotonic()
-        atomic_write(self.directory / INDEX_FILE, index.serialize(), durable=True)
-        atomic_write(self.directory / INDEX_META_FILE,
-                     json.dumps({"generation": generation, "faces": len(index)}).encode(), durable=True)
+        data = index.serialize()
+        atomic_write(self.directory / INDEX_FILE, data, durable=True)
+        meta = {"generation": generation, "faces": len(index), "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write(self.directory / INDEX_META_FILE, json.dumps(meta).encode(), durable=True)
 
     def refresh(self) -> bool:
         """Reload when another process changed the gallery (an enrolment while a worker runs). True if it did."""

@@ -110,7 +110,7 @@ def test_stale_or_corrupt_index_is_rebuilt_from_sqlite(tmp_path, rng):
     cfg = GalleryConfig()
     vectors = unit(rng, 3)
     with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
-        enrol(g, "alice", vectors[:2])
+        alice_ids = enrol(g, "alice", vectors[:2])
     old_index = (tmp_path / "g" / INDEX_FILE).read_bytes()
     old_meta = (tmp_path / "g" / INDEX_META_FILE).read_bytes()
     with Gallery.open(tmp_path / "g", cfg) as g:
@@ -124,6 +124,13 @@ def test_stale_or_corrupt_index_is_rebuilt_from_sqlite(tmp_path, rng):
     (tmp_path / "g" / INDEX_FILE).write_bytes(b"garbage")
     with Gallery.open(tmp_path / "g", cfg) as g:
         assert g.search(vectors[2:], 1)[0][0].face_id == new_id
+    # Two writers interleaved: the json is current but the index beside it holds other vectors for the same ids.
+    other = FaceIndex(DIM, cfg)
+    other.add(np.asarray(alice_ids + [new_id], np.int64), unit(rng, 3))
+    (tmp_path / "g" / INDEX_FILE).write_bytes(other.serialize())
+    with Gallery.open(tmp_path / "g", cfg) as g:
+        assert g.search(vectors[2:], 1)[0][0].face_id == new_id
+        assert g.search(vectors[2:], 1)[0][0].similarity == pytest.approx(1.0, abs=1e-5)
 
 
 def test_failed_add_writes_nothing(tmp_path, rng):
