@@ -168,5 +168,5 @@ def name_visitor(persons: Gallery, visitors: Gallery, visitor: str, name: str) -
     faces = visitors.faces_of(visitor)
     persons.add_person(name, np.stack([f.embedding for f in faces]), [f.crop for f in faces],
                        np.stack([f.landmarks for f in faces]), [f.source for f in faces], model=visitors.model)
-    visitors.remove_person(visitor)
+    visitors.remove_person(visitor, missing_ok=True)  # a worker may have expired it meanwhile: named all the same
     return len(faces)
