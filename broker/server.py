@@ -280,8 +280,9 @@ class Broker:
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            self.rate_log.warning("peer_gone:" + peer, "%s%s is not connected: message kept for later",
-                                  prefix.decode(), peer)
+            # a camera or worker that stopped or restarts: normal, so INFO; what it was owed is sent when it is back
+            self.rate_log.info("peer_gone:" + peer, "%s%s is not connected (stopped or restarting): message kept "
+                               "for later", prefix.decode(), peer)
         return False
 
     # ------------------------------------------------------------------------------------------ heartbeats

@@ -28,6 +28,12 @@ class RateLimitedLog:
 
     def warning(self, key: str, msg: str, *args: object) -> bool:
         """Log unless ``key`` was logged less than ``interval_s`` ago; return whether it was logged."""
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def info(self, key: str, msg: str, *args: object) -> bool:
+        return self.log(logging.INFO, key, msg, *args)
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
@@ -37,5 +43,5 @@ class RateLimitedLog:
             self._last[key] = now
             skipped = self._suppressed.pop(key, 0)
         suffix = f" ({skipped} more since last report)" if skipped else ""
-        self.logger.warning(msg + suffix, *args)
+        self.logger.log(level, msg + suffix, *args)
         return True
