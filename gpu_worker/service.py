@@ -27,6 +27,7 @@ from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, HEARTBEAT_INTERVAL_S, c
 
 log = logging.getLogger(__name__)
 POLL_MS = 20
+STOP_JOIN_S = 10.0  # how long a stopping worker waits for the batch in progress
 
 
 class WorkerMetrics:
@@ -97,10 +98,35 @@ class WorkerService:
         try:
             self._io_loop(stop, dealer, pub)
         finally:
-            self.inbox.put(None)
-            worker.join(timeout=10)
+            self._stop_processing(worker)
             dealer.close(0)
             pub.close(0)
+
+    def _stop_processing(self, worker: threading.Thread) -> None:
+        """Hand the processing thread its stop sentinel without blocking on a full inbox (frames that never got
+        processed are counted as dropped for ``shutdown``), then wait for it to finish its batch."""
+        while True:
+            try:
+                self.inbox.put_nowait(None)
+                break
+            except queue.Full:
+                self._drop_one_queued()
+        worker.join(timeout=STOP_JOIN_S)
+        if worker.is_alive():
+            log.warning("the processing thread is still busy %.0f s after stop; exiting anyway", STOP_JOIN_S)
+            return
+        while self._drop_one_queued():  # frames queued behind the batch that was in progress when stop came
+            pass
+
+    def _drop_one_queued(self) -> bool:
+        """Take one item off the inbox, counting a frame as dropped for ``shutdown``; False when it was empty."""
+        try:
+            left = self.inbox.get_nowait()
+        except queue.Empty:
+            return False
+        if left is not None:
+            self.metrics.dropped.labels(camera=left.camera, reason="shutdown").inc()
+        return True
 
     def _io_loop(self, stop: threading.Event, dealer: zmq.Socket, pub: zmq.Socket) -> None:
         self._send_heartbeat(dealer, self.cfg.capacity)
