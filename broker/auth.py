@@ -66,7 +66,8 @@ class FrontendSecurity:
         if security.allowed_keys_dir is None:
             raise ConfigError("security.allowed_keys_dir is required when security.curve is on "
                               "(a folder of the camera nodes' .key files)")
-        self.public, self.secret = load_secret_key(security.broker_secret_key)
+        keys = load_secret_key(security.broker_secret_key)
+        self.public, self.secret = keys.public, keys.secret
         keys = load_public_keys(security.allowed_keys_dir)
         if not keys:
             log.warning("allowed keys folder %s holds no .key file: every camera node will be refused",

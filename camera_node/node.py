@@ -41,7 +41,8 @@ def encode_jpeg(image, quality: int) -> bytes:
 class CameraMetrics:
     def __init__(self, registry: Any) -> None:
         self.frames = Counter(m.CAMERA_FRAMES, "Camera frames by outcome: captured, sent, unchanged (motion gate), "
-                              "queue_full (dropped), reopened (source), read_error (a frame the source could not deliver)", ["camera", "outcome"], registry=registry)
+                              "queue_full (dropped), reopened (source), read_error (a frame the source could not "
+                              "deliver)", ["camera", "outcome"], registry=registry)
         self.dropped = Counter(m.FRAMES_DROPPED, "Frames dropped", ["camera", "reason"], registry=registry)
         self.queue_depth = Gauge(m.QUEUE_DEPTH, "Frames waiting", ["queue"], registry=registry)
         self.fps = Gauge(m.CAMERA_FPS, "Frame rate the node currently sends at", ["camera"], registry=registry)
@@ -83,8 +84,8 @@ class CameraNode:
             if security.camera_secret_key is None or security.broker_public_key is None:
                 raise ConfigError("security.curve is on: security.camera_secret_key and security.broker_public_key "
                                   "must name key files (`argusnet keys gen`)")
-            public, secret = load_secret_key(security.camera_secret_key)
-            sock.curve_publickey, sock.curve_secretkey = public, secret
+            keys = load_secret_key(security.camera_secret_key)
+            sock.curve_publickey, sock.curve_secretkey = keys.public, keys.secret
             sock.curve_serverkey = load_public_key(security.broker_public_key)
         sock.connect(self.endpoint)
         return sock

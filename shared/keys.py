@@ -8,6 +8,7 @@ key, ``NAME.key_secret`` the public and the secret key. Keys are Z85 text (40 ch
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -20,11 +21,27 @@ PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 
 
-def generate_keys(name: str, directory: str | Path) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class KeyFiles:
+    """Where a key pair was written: ``public`` (NAME.key, to share) and ``secret`` (NAME.key_secret, to keep)."""
+
+    public: Path
+    secret: Path
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """Z85 CurveZMQ keys, named so the two can never be swapped by position."""
+
+    public: bytes
+    secret: bytes
+
+
+def generate_keys(name: str, directory: str | Path) -> KeyFiles:
     """Create the key pair ``NAME.key`` / ``NAME.key_secret`` in ``directory`` (made if missing).
 
     Refuses to overwrite an existing pair (a camera would lose access) and makes the secret file readable by its
-    owner only. Returns (public_path, secret_path).
+    owner only.
     """
     if not isinstance(name, str) or not is_valid_id(name):
         raise InputError(f"key name must be {ID_RULE}, got {name!r}")
@@ -41,7 +58,7 @@ def generate_keys(name: str, directory: str | Path) -> tuple[Path, Path]:
         os.chmod(made_secret, 0o600)
     except OSError as exc:
         raise InputError(f"cannot write key files in {folder}: {exc}") from exc
-    return Path(made_public), Path(made_secret)
+    return KeyFiles(public=Path(made_public), secret=Path(made_secret))
 
 
 def load_public_key(path: str | Path) -> bytes:
@@ -53,15 +70,15 @@ def load_public_key(path: str | Path) -> bytes:
     return public
 
 
-def load_secret_key(path: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) Z85 keys from a ``.key_secret`` file; an error if the file holds no secret key."""
+def load_secret_key(path: str | Path) -> KeyPair:
+    """The Z85 key pair in a ``.key_secret`` file; an error if the file holds no secret key."""
     try:
         public, secret = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read a CurveZMQ key from {path}: {exc}") from exc
     if not secret:
         raise InputError(f"{path} holds no secret key (expected a {SECRET_SUFFIX} file from `argusnet keys gen`)")
-    return public, secret
+    return KeyPair(public=public, secret=secret)
 
 
 def load_public_keys(directory: str | Path) -> dict[bytes, str]:

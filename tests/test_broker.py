@@ -577,9 +577,9 @@ def test_10000_bad_messages_are_all_counted_and_the_broker_keeps_routing(harness
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, Any]:
     allowed = tmp_path / "allowed"
-    _pub, broker_secret = generate_keys("broker", tmp_path / "broker")
-    _pub, cam_secret = generate_keys("cam0", allowed)
-    _pub, rogue_secret = generate_keys("rogue", tmp_path / "other")
+    broker_secret = generate_keys("broker", tmp_path / "broker").secret
+    cam_secret = generate_keys("cam0", allowed).secret
+    rogue_secret = generate_keys("rogue", tmp_path / "other").secret
     security = SecurityConfig(curve=True, broker_secret_key=broker_secret, allowed_keys_dir=allowed)
     return {"security": security, "server": load_public_key(broker_secret),
             "cam0": load_secret_key(cam_secret), "rogue": load_secret_key(rogue_secret)}
@@ -588,7 +588,7 @@ def keys(tmp_path: Path) -> dict[str, Any]:
 def test_curve_allow_listed_camera_gets_through(harness, keys) -> None:
     h = harness(security=keys["security"])
     w = h.worker("w1", credits=2)  # the worker socket stays plain text
-    good = h.camera("cam0", curve=(*keys["cam0"], keys["server"]))
+    good = h.camera("cam0", curve=(keys["cam0"].public, keys["cam0"].secret, keys["server"]))
     send_frames(good, 1, h.peers)
     assert h.until(lambda: len(w.frames) == 1) and w.frames[0].camera_id == "cam0"
     assert h.registry.get_sample_value("argusnet_auth_refused_total", {"reason": "unknown_key"}) is None
@@ -601,7 +601,7 @@ def refused(h: Harness) -> dict[str, float]:
 
 def test_curve_unlisted_key_is_refused_and_counted(harness, keys) -> None:
     h = harness(security=keys["security"])
-    rogue = h.camera("rogue", curve=(*keys["rogue"], keys["server"]))
+    rogue = h.camera("rogue", curve=(keys["rogue"].public, keys["rogue"].secret, keys["server"]))
     assert h.until(lambda: refused(h)["unknown_key"] >= 1)
     assert not h.until(lambda: bool(rogue.broker_beats), timeout=0.7)
     assert h.broker.routing.cameras() == [] and sum(refused(h).values()) == refused(h)["unknown_key"]
@@ -619,17 +619,19 @@ def test_curve_plain_text_camera_is_refused_and_counted(harness, keys) -> None:
 def test_curve_needs_its_key_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="broker_secret_key"):
         Harness(security=SecurityConfig(curve=True, allowed_keys_dir=tmp_path))
-    _pub, secret = generate_keys("broker", tmp_path / "b")
+    secret = generate_keys("broker", tmp_path / "b").secret
     with pytest.raises(InputError, match="does not exist"):
         Harness(security=SecurityConfig(curve=True, broker_secret_key=secret, allowed_keys_dir=tmp_path / "no"))
 
 
 # ================================================================================================ keys, CLI
 def test_generate_and_load_keys(tmp_path: Path) -> None:
-    public, secret = generate_keys("cam-7", tmp_path / "keys")
+    files = generate_keys("cam-7", tmp_path / "keys")
+    public, secret = files.public, files.secret
     assert public.name == "cam-7.key" and secret.name == "cam-7.key_secret"
     assert secret.stat().st_mode & 0o077 == 0
-    pub, sec = load_secret_key(secret)
+    pair = load_secret_key(secret)
+    pub, sec = pair.public, pair.secret
     assert load_public_key(public) == pub and len(pub) == 40 and len(sec) == 40
     assert load_public_keys(tmp_path / "keys") == {pub: "cam-7"}
     with pytest.raises(InputError, match="already exists"):

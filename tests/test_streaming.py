@@ -206,9 +206,10 @@ def test_curve_only_allow_listed_camera_processes_are_served(tmp_path, demo_gall
     from shared.keys import generate_keys
 
     allowed = tmp_path / "allowed"
-    broker_public, broker_secret = generate_keys("broker", tmp_path / "broker")
-    good_public, good_secret = generate_keys("good", allowed)
-    _, rogue_secret = generate_keys("rogue", tmp_path / "elsewhere")
+    broker_keys, good_keys = generate_keys("broker", tmp_path / "broker"), generate_keys("good", allowed)
+    broker_public, broker_secret = broker_keys.public, broker_keys.secret
+    good_public, good_secret = good_keys.public, good_keys.secret
+    rogue_secret = generate_keys("rogue", tmp_path / "elsewhere").secret
     security = {"curve": True, "broker_secret_key": str(broker_secret), "broker_public_key": str(broker_public),
                 "allowed_keys_dir": str(allowed), "camera_secret_key": str(good_secret)}
     cluster = Cluster(tmp_path, demo_gallery, extra={"security": security})

@@ -79,7 +79,8 @@ def cmd_camera(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:
-    public, secret = generate_keys(args.name, args.dir)
-    print(f"public key {public} (give it to the broker's allowed_keys_dir or to cameras)\nsecret key {secret} "
+    files = generate_keys(args.name, args.dir)
+    print(f"public key {files.public} (give it to the broker's allowed_keys_dir or to cameras)\n"
+          f"secret key {files.secret} "
           "(keep it on this machine only)")
     return 0
