@@ -27,8 +27,8 @@ from shared.config import load_config
 def measure(processor, frames, fps: float) -> dict:
     timer = StageTimes()
     events = []
-    count, seconds = run_frames(processor, frames, "bench", fps, events.append, timer)
-    return {"frames": count, "seconds": round(seconds, 3), "fps": round(count / seconds, 2),
+    run = run_frames(processor, frames, "bench", fps, events.append, timer)
+    return {"frames": run.frames, "seconds": round(run.seconds, 3), "fps": round(run.fps, 2),
             "faces_seen": processor.faces_seen, "embeddings": processor.embeddings, "events": len(events),
             "stage_seconds": {k: round(v, 3) for k, v in sorted(timer.seconds.items())}}
 

@@ -35,15 +35,24 @@ class FaceQuality:
         return float(size * (0.5 + 0.5 * sharp) * pose)
 
 
-def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float]:
-    """(yaw, pitch) proxies from (5, 2) landmarks, invariant to in-plane rotation and scale."""
+@dataclass(frozen=True)
+class Pose:
+    """How turned a face is, from its landmarks: 0 is frontal. ``yaw``: the nose's sideways offset from the eyes'
+    midline in eye distances; ``pitch``: how far the nose's height between eyes and mouth is from a frontal face's."""
+
+    yaw: float
+    pitch: float
+
+
+def pose_from_landmarks(landmarks: np.ndarray) -> Pose:
+    """Yaw and pitch proxies from (5, 2) landmarks, invariant to in-plane rotation and scale."""
     check_array("landmarks", landmarks, (5, 2))
     pts = landmarks.astype(np.float64)
     eye_l, eye_r, nose, mouth_l, mouth_r = pts
     axis = eye_r - eye_l
     eye_dist = float(np.hypot(*axis))
     if eye_dist < 1e-6:
-        return 1.0, 1.0
+        return Pose(1.0, 1.0)
     cos, sin = axis / eye_dist
     rot = np.array([[cos, sin], [-sin, cos]])
     eye_mid = (eye_l + eye_r) / 2
@@ -51,7 +60,7 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float]:
     m = rot @ ((mouth_l + mouth_r) / 2 - eye_mid)
     yaw = abs(n[0]) / eye_dist
     pitch = abs(n[1] / m[1] - FRONTAL_NOSE_RATIO) if m[1] > 1e-6 else 1.0
-    return float(yaw), float(pitch)
+    return Pose(float(yaw), float(pitch))
 
 
 def sharpness(chip: np.ndarray) -> float:
@@ -62,9 +71,9 @@ def sharpness(chip: np.ndarray) -> float:
 
 
 def face_quality(box: np.ndarray, landmarks: np.ndarray, chip: np.ndarray) -> FaceQuality:
-    yaw, pitch = pose_from_landmarks(landmarks)
+    pose = pose_from_landmarks(landmarks)
     size = float(min(box[2] - box[0], box[3] - box[1]))
-    return FaceQuality(size_px=size, sharpness=sharpness(chip), yaw=yaw, pitch=pitch)
+    return FaceQuality(size_px=size, sharpness=sharpness(chip), yaw=pose.yaw, pitch=pose.pitch)
 
 
 def main_faces(detections: Detections) -> Detections:

@@ -163,9 +163,10 @@ class TrackedProcessor:
         wanted = []
         for record, track in matched:
             landmarks = faces.landmarks[track.det_index]
-            yaw, pitch = pose_from_landmarks(landmarks)
+            pose = pose_from_landmarks(landmarks)
             box = faces.boxes[track.det_index]
-            bound = FaceQuality(float(min(box[2] - box[0], box[3] - box[1])), PERFECT_SHARPNESS, yaw, pitch).score()
+            bound = FaceQuality(float(min(box[2] - box[0], box[3] - box[1])), PERFECT_SHARPNESS, pose.yaw,
+                                pose.pitch).score()
             if state.scheduler.may_choose(self._candidate(record, bound), item.capture_ts):
                 wanted.append((record, track))
         if not wanted:

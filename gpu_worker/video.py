@@ -49,9 +49,21 @@ def video_frames(path: Path, limit: int | None = None) -> Iterator[tuple[int, fl
         cap.release()
 
 
+@dataclass(frozen=True)
+class RunStats:
+    """How many frames ``run_frames`` fed and the wall-clock seconds it took."""
+
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
 def run_frames(processor: FrameProcessor, frames: list[np.ndarray] | Iterator, camera: str, fps: float,
-               on_event: Callable[[TrackEvent], None], timer=None) -> tuple[int, float]:
-    """Feed frames (RGB arrays, or (index, t, image) tuples) one by one; returns (frames, seconds)."""
+               on_event: Callable[[TrackEvent], None], timer=None) -> RunStats:
+    """Feed frames (RGB arrays, or (index, t, image) tuples) one by one."""
     timer = timer or NullTimer()
     start_wall, count = time.perf_counter(), 0
     t0 = time.time()
@@ -60,4 +72,4 @@ def run_frames(processor: FrameProcessor, frames: list[np.ndarray] | Iterator, c
         for event in processor.process([DecodedFrame(camera, index, t0 + t, image, time.time())], timer):
             on_event(event)
         count += 1
-    return count, time.perf_counter() - start_wall
+    return RunStats(count, time.perf_counter() - start_wall)

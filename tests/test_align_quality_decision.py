@@ -37,13 +37,14 @@ def test_align_validates_shapes():
 
 
 def test_pose_is_zero_for_the_frontal_template_and_grows_when_turned():
-    yaw, pitch = pose_from_landmarks(ARCFACE_112)
+    pose = pose_from_landmarks(ARCFACE_112)
+    yaw, pitch = pose.yaw, pose.pitch
     assert yaw < 0.02 and pitch < 0.02
     turned = ARCFACE_112.copy()
     turned[2, 0] += 15  # nose far towards one eye
-    assert pose_from_landmarks(turned)[0] > 0.4
+    assert pose_from_landmarks(turned).yaw > 0.4
     rotated = ARCFACE_112 @ np.array([[0.0, -1.0], [1.0, 0.0]]).T  # in-plane rotation changes nothing
-    assert pose_from_landmarks(rotated.astype(np.float32))[0] < 0.02
+    assert pose_from_landmarks(rotated.astype(np.float32)).yaw < 0.02
 
 
 def _dets(boxes):

@@ -43,9 +43,9 @@ def cmd_track(args: argparse.Namespace) -> int:
             if event.type == "track_identified":
                 names[event.name] += 1
 
-        frames, seconds = run_frames(processor, video_frames(args.video), args.camera, 25.0, on_event, timer)
-    summary = {"video": str(args.video), "frames": frames, "seconds": round(seconds, 2),
-               "fps": round(frames / max(seconds, 1e-9), 2), "events": dict(counts), "identified": dict(names),
+        run = run_frames(processor, video_frames(args.video), args.camera, 25.0, on_event, timer)
+    summary = {"video": str(args.video), "frames": run.frames, "seconds": round(run.seconds, 2),
+               "fps": round(run.fps, 2), "events": dict(counts), "identified": dict(names),
                "faces_seen": getattr(processor, "faces_seen", None),
                "embeddings": getattr(processor, "embeddings", None),
                "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
