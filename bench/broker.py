@@ -171,22 +171,31 @@ def run_once(args: argparse.Namespace, via_broker: bool, count: int, rate: float
     parent, child = ctx.Pipe()
     worker_endpoint = broker.endpoints["backend"] if broker else ANY
     worker = ctx.Process(target=worker_process, args=(worker_endpoint, via_broker, count, args.window, child))
-    worker.start()
-    bound = parent.recv()
-    camera_endpoint = broker.endpoints["frontend"] if broker else bound
     done = ctx.Event()
-    camera = ctx.Process(target=camera_process, args=(camera_endpoint, via_broker, count, args.size, rate, done))
-    camera.start()
-    if not parent.poll(PEER_TIMEOUT_S):
-        raise TimeoutError("worker process sent no result")
-    received, stamps = parent.recv()
-    done.set()
-    worker.join()
-    camera.join()
-    if broker is not None:
-        stop.set()
-        thread.join()
-        broker.close()
+    camera = None
+    try:  # on a timeout or error no process or broker thread is left behind
+        worker.start()
+        if not parent.poll(PEER_TIMEOUT_S):
+            raise TimeoutError("worker process did not report its endpoint")
+        bound = parent.recv()
+        camera_endpoint = broker.endpoints["frontend"] if broker else bound
+        camera = ctx.Process(target=camera_process, args=(camera_endpoint, via_broker, count, args.size, rate, done))
+        camera.start()
+        if not parent.poll(PEER_TIMEOUT_S):
+            raise TimeoutError("worker process sent no result")
+        received, stamps = parent.recv()
+    finally:
+        done.set()
+        for proc in (worker, camera):
+            if proc is not None and proc.pid is not None:
+                proc.join(PEER_TIMEOUT_S)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        if broker is not None:
+            stop.set()
+            thread.join()
+            broker.close()
     if len(received) < count:
         raise RuntimeError(f"only {len(received)} of {count} frames arrived")
     lat = (np.asarray(received) - np.asarray(stamps)) * 1000.0
