@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,15 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0  # a child gets this long to exit after SIGINT before it is killed
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 POLL_S = 0.2
+READY_TIMEOUT_S = 120.0  # how long cameras wait for the workers to load their models
+
+
+def _serves_metrics(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as response:
+            return response.status == 200
+    except OSError:  # not listening yet (refused, reset, timed out): the caller polls again
+        return False
 
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -63,12 +73,16 @@ def free_port(attempts: int = 200) -> int:
 @dataclass(frozen=True)
 class ChildSpec:
     """One component: its name, the `argusnet` arguments that run it, its stop order (lower stops first) and
-    where its metrics are served (None when it serves none)."""
+    where its metrics are served (None when it serves none). Children start by ``start_stage``: a stage starts
+    once every child of the stage before it that has ``wait_ready`` serves its metrics (a worker has loaded its
+    models), so cameras do not send frames that no worker can take yet."""
 
     name: str
     args: tuple[str, ...]
     stop_order: int
     metrics_port: int | None = None
+    start_stage: int = 0
+    wait_ready: bool = False
 
 
 @dataclass
@@ -108,10 +122,13 @@ class Supervisor:
     def run(self, stop: threading.Event, duration: float | None) -> int:
         """Start everything, supervise until ``stop`` or ``duration``, stop everything. Exit code 0, or 1 when a
         child was down (crashed, not yet restarted) at the end."""
-        deadline = None if duration is None else time.monotonic() + duration
-        try:
-            for child in self.children:  # inside the try: a child that cannot start stops those already started
-                self._start(child)
+        try:  # inside the try: a child that cannot start stops those already started
+            for stage in sorted({c.spec.start_stage for c in self.children}):
+                group = [c for c in self.children if c.spec.start_stage == stage]
+                for child in group:
+                    self._start(child)
+                self._wait_ready([c for c in group if c.spec.wait_ready], stop)
+            deadline = None if duration is None else time.monotonic() + duration  # from when the cameras start
             while not stop.wait(POLL_S):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -122,6 +139,21 @@ class Supervisor:
         if down:
             print(f"argusnet up: {', '.join(down)} was down (waiting for a restart) at the end", file=sys.stderr)
         return 1 if down else 0
+
+    def _wait_ready(self, children: list[_Child], stop: threading.Event) -> None:
+        """Until each child serves its metrics, exits, ``stop`` is set or READY_TIMEOUT_S passes (then the next
+        stage starts anyway: its frames are dropped and counted until a worker is there)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        waiting = [c for c in children if c.spec.metrics_port is not None]
+        while waiting and not stop.is_set():
+            waiting = [c for c in waiting if c.proc is not None and c.proc.poll() is None
+                       and not _serves_metrics(c.spec.metrics_port)]
+            if waiting and time.monotonic() > deadline:
+                print(f"argusnet up: {', '.join(c.spec.name for c in waiting)} not ready after "
+                      f"{READY_TIMEOUT_S:.0f} s; starting the cameras anyway", file=sys.stderr, flush=True)
+                return
+            if waiting:
+                stop.wait(POLL_S)
 
     def _supervise(self) -> None:
         """Restart crashed children after their back-off."""

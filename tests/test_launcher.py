@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import threading
+import time
 
 from argusnet import launcher
 
@@ -25,3 +29,27 @@ def test_a_port_in_use_is_never_handed_out(monkeypatch):
         monkeypatch.setattr(launcher, "_ephemeral_low", lambda: taken + 1000)
         monkeypatch.setattr(launcher, "_issued", set())
         assert taken not in {launcher.free_port() for _ in range(100)}
+
+
+def _late_metrics_child(port: int, delay_s: float) -> subprocess.Popen:
+    """A real process that starts serving Prometheus metrics on ``port`` after ``delay_s`` (a worker loading)."""
+    code = ("import time, prometheus_client; time.sleep(%r); prometheus_client.start_http_server(%d, '127.0.0.1'); "
+            "time.sleep(60)" % (delay_s, port))
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_the_next_stage_waits_until_a_worker_serves_its_metrics_or_exits():
+    port = launcher.free_port()
+    child = launcher._Child(launcher.ChildSpec("worker-1", ("worker",), 1, port, wait_ready=True))
+    supervisor = launcher.Supervisor([child.spec], None, None, "INFO")
+    child.proc = _late_metrics_child(port, 1.5)
+    try:
+        start = time.monotonic()
+        supervisor._wait_ready([child], threading.Event())
+        assert time.monotonic() - start >= 1.4 and launcher._serves_metrics(port)
+    finally:
+        child.proc.kill()
+        child.proc.wait()
+    start = time.monotonic()
+    supervisor._wait_ready([child], threading.Event())  # exited: nothing to wait for
+    assert time.monotonic() - start < 1.0

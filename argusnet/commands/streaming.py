@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("up", help="start the broker, the workers, the cameras and an event printer; stop them "
                        "all on Ctrl-C or after --duration")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop this long after the cameras started (they start once the workers have loaded their "
+                   "models)")
     p.add_argument("--events-jsonl", type=Path, default=None, metavar="FILE",
                    help="write one JSON object per event (type, camera, track, name, similarity, ts, ...)")
     p.add_argument("--logs", type=Path, default=None, metavar="DIR",
@@ -83,12 +85,12 @@ def child_specs(cfg: ArgusConfig, gallery: Path, jsonl: Path | None) -> list[Chi
     for i in range(1, cfg.up.workers + 1):
         port = free_port() if cfg.worker.metrics_port == 0 or cfg.up.workers > 1 else cfg.worker.metrics_port
         specs.append(ChildSpec(f"worker-{i}", ("worker", "--id", f"worker-{i}", "--gallery", str(gallery),
-                                               "--metrics-port", str(port)), STOP_WORKERS, port))
+                                               "--metrics-port", str(port)), STOP_WORKERS, port, wait_ready=True))
     for index, camera in enumerate(cfg.up.cameras):
         port = port_or_free(camera.metrics_port)
         specs.append(ChildSpec(f"camera-{camera.id}", ("camera", "--index", str(index), "--broker",
                                                        cfg.broker.frontend, "--metrics-port", str(port)),
-                               STOP_CAMERAS, port))
+                               STOP_CAMERAS, port, start_stage=1))
     printer = ("events",) if jsonl is None else ("events", "--jsonl", str(jsonl))
     specs.append(ChildSpec("events", printer, STOP_PRINTER))
     return specs
