@@ -27,7 +27,7 @@ from shared.errors import ConfigError, ProtocolError
 from shared.keys import load_public_key, load_secret_key
 from shared.logs import RateLimitedLog
 from shared.protocol import Frame, Heartbeat, decode_as, encode
-from shared.zmq_defaults import DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, configure
+from shared.zmq_defaults import CLOSE_LINGER_MS, DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, configure
 
 log = logging.getLogger(__name__)
 POLL_MS = 10
@@ -115,7 +115,7 @@ class CameraNode:
             left = len(self.queue)
             if left:  # frames captured but never sent: counted, so captured = sent + every drop
                 self.metrics.frames.labels(camera=self.cfg.id, outcome="shutdown").inc(left)
-            self.sock.close(0)
+            self.sock.close(linger=CLOSE_LINGER_MS)  # frames counted as sent must reach the broker
 
     def _receive(self, timeout_ms: int) -> None:
         if not self.sock.poll(timeout_ms, zmq.POLLIN):

@@ -15,6 +15,8 @@ DEAD_AFTER_S = HEARTBEAT_INTERVAL_S * HEARTBEAT_LIVENESS
 RECONNECT_IVL_MS = 100  # first reconnect attempt after a lost TCP connection
 RECONNECT_IVL_MAX_MS = 2000  # reconnect back-off ceiling
 FRAME_HWM = 8  # messages a socket queues per peer before it drops (PUB) or refuses (DEALER, non-blocking send)
+CLOSE_LINGER_MS = 1000  # on a clean stop, a camera's last frames get this long to leave (else counted as sent
+# but lost); every other close is immediate
 EVENT_HWM = 10_000  # event sockets may queue more: events are small and must not be lost in bursts
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"  # broker ROUTER for camera nodes

@@ -4,6 +4,7 @@ one engine per session, and a runner for the real `argusnet` command."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -53,12 +54,19 @@ class Result:
 
 
 def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
-    """Run the real `argusnet` CLI in a subprocess (python -m argusnet) and capture its output."""
+    """Run the real `argusnet` CLI in a subprocess (python -m argusnet) and capture its output. On a timeout the
+    command and every process it started (`argusnet up`'s children: one process group) are killed."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUSNET__")}
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "argusnet", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=REPO)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    with subprocess.Popen([sys.executable, "-m", "argusnet", *map(str, args)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return Result(proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,10 @@ class Cluster:
         cfg = {"broker": {"frontend": self.endpoint("frontend"), "backend": self.endpoint("backend"),
                           "events_in": self.endpoint("events_in"), "events_out": self.endpoint("events_out"),
                           "metrics_port": self.ports["broker_metrics"]},
-               "up": {"gallery": str(gallery)}}
+               "up": {"gallery": str(gallery)},
+               # one ONNX thread per session: two workers with spinning thread pools on a 2-core CI machine can
+               # stall an I/O thread past the broker's heartbeat limit
+               "runtime": {"threads": 1}}
         for key, value in (extra or {}).items():
             cfg[key] = {**cfg.get(key, {}), **value}
         self.config = tmp / "argusnet.yaml"

@@ -359,7 +359,7 @@ def test_a_joining_worker_takes_over_cameras_from_the_loaded_one(harness) -> Non
     assert h.until(lambda: len(w1.frames) == 4)
     assert by_camera(w1) == {f"cam{i}": {"w1"} for i in range(4)}
     w2 = h.worker("w2", credits=4)
-    assert h.until(lambda: h.broker.routing.load() == {"w1": 2, "w2": 2}, timeout=2.0)
+    assert h.until(lambda: h.broker.routing.load() == {"w1": 2, "w2": 2})
     for cam in cams:
         send_frames(cam, 3, h.peers)
     assert h.until(lambda: len(w1.frames) + len(w2.frames) == 16)
@@ -440,7 +440,7 @@ def test_broker_heartbeats_name_its_incarnation_and_the_cameras_of_a_worker(harn
     h = harness()
     w = h.worker("w1", credits=1)
     cam = h.camera("cam0")
-    assert h.until(lambda: any(hb.cameras == ("cam0",) for hb in w.broker_beats), timeout=2.0)
+    assert h.until(lambda: any(hb.cameras == ("cam0",) for hb in w.broker_beats))
     assert {hb.sender for hb in w.broker_beats + cam.broker_beats} == {h.broker.incarnation}
     assert h.broker.incarnation.startswith("broker.")
 

@@ -95,15 +95,17 @@ def test_camera_command_sends_credited_frames_and_stops_on_sigint(tmp_path):
                              "--broker", f"tcp://127.0.0.1:{port}", "--fps", "10", "--metrics-port", "0"],
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        frames, identity = [], None
+        frames, identity, beats = [], None, 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(frames) < 3:
             if not router.poll(200):
                 continue
             identity, data = router.recv_multipart()
             msg = decode(data, 1 << 24)
-            if isinstance(msg, Heartbeat) and not frames and msg.seq == 1:
-                grant = Heartbeat(sender="test-broker", role="broker", seq=1, ts=time.time(), credits=3, cameras=())
+            if isinstance(msg, Heartbeat):  # answer every heartbeat (a silent broker is dead); grant 3 frames once
+                beats += 1
+                grant = Heartbeat(sender="test-broker", role="broker", seq=beats, ts=time.time(),
+                                  credits=3 if beats == 1 else 0, cameras=())
                 router.send_multipart([identity, encode(grant)])
             elif isinstance(msg, Frame):
                 frames.append(msg)

@@ -94,11 +94,11 @@ def test_present_file_is_not_downloaded_again_but_a_bad_one_is(server, tmp_path)
 
 
 def test_refused_connection_is_a_model_error(tmp_path):
-    with socket.socket() as s:
+    with socket.socket() as s:  # bound but not listening for the whole call: connections to it are refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(ModelError, match="download of .* failed"):
-        fetch_model(card(), tmp_path, url=f"http://127.0.0.1:{port}/model.onnx")
+        with pytest.raises(ModelError, match="download of .* failed"):
+            fetch_model(card(), tmp_path, url=f"http://127.0.0.1:{port}/model.onnx")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,6 +17,7 @@ from shared.errors import ArgusError, ConfigError, InputError
 from shared.keys import generate_keys
 from shared.metrics import serve
 from shared.signals import stop_on_signals
+from shared.zmq_defaults import CLOSE_LINGER_MS
 
 _OVERRIDES = {"source": "source", "id": "id", "fps": "fps", "max_side": "max_side", "metrics_port": "metrics_port"}
 
@@ -74,6 +75,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     node.run(stop)
+    node.ctx.destroy(linger=CLOSE_LINGER_MS)  # waits (bounded) until the last frames counted as sent have left
     print(f"camera {camera.id} stopped: {json.dumps(node.summary())}", file=sys.stderr, flush=True)
     return 0
 
