@@ -25,9 +25,13 @@ MOTION_SIDE = 64  # the motion gate compares 64 px wide grey thumbnails
 
 @dataclass(frozen=True)
 class CapturedFrame:
+    """A frame waiting to be sent: ``capture_ts`` (wall clock) goes on the wire; ``read_at`` (monotonic, when the
+    loop read it) times capture -> send here, immune to clock steps."""
+
     seq: int
     capture_ts: float
     image: np.ndarray
+    read_at: float
 
 
 class FrameQueue:
@@ -148,5 +152,5 @@ class CaptureLoop:
         if self.gate is not None and not self.gate.passes(small, now):
             self.count("unchanged")
             return
-        if self.queue.put(CapturedFrame(seq, capture_ts, small)) is not None:
+        if self.queue.put(CapturedFrame(seq, capture_ts, small, now)) is not None:
             self.count("queue_full")

@@ -175,7 +175,7 @@ class CameraNode:
         self.credits -= 1
         self.sent += 1
         self.metrics.frames.labels(camera=self.cfg.id, outcome="sent").inc()
-        self.metrics.stage.labels(stage="capture_to_send").observe(max(0.0, sent_at - item.capture_ts))
+        self.metrics.stage.labels(stage="capture_to_send").observe(max(0.0, time.monotonic() - item.read_at))
 
     def _heartbeat(self) -> None:
         self._hb_seq += 1

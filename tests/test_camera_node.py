@@ -59,7 +59,7 @@ def test_paced_file_source_follows_real_time(data_dir):
 
 def test_queue_drops_oldest_and_motion_gate_keeps_alive():
     q = FrameQueue(2)
-    items = [CapturedFrame(i, 0.0, np.zeros((2, 2, 3), np.uint8)) for i in range(3)]
+    items = [CapturedFrame(i, 0.0, np.zeros((2, 2, 3), np.uint8), 0.0) for i in range(3)]
     assert q.put(items[0]) is None and q.put(items[1]) is None
     assert q.put(items[2]).seq == 0 and [q.get().seq, q.get().seq] == [1, 2] and q.get() is None
     gate = MotionGate(threshold=2.0, keepalive_s=5.0)
