@@ -78,15 +78,15 @@ class CameraNode:
                                    lambda: self.flow.fps, self._count)
 
     def _socket(self, security: SecurityConfig) -> zmq.Socket:
+        if security.curve and (security.camera_secret_key is None or security.broker_public_key is None):
+            raise ConfigError("security.curve is on: security.camera_secret_key and security.broker_public_key "
+                              "must name key files (`argusnet keys gen`)")
+        keys = load_secret_key(security.camera_secret_key) if security.curve else None  # before any socket exists
+        server_key = load_public_key(security.broker_public_key) if security.curve else None
         sock = configure(self.ctx.socket(zmq.DEALER))
         sock.setsockopt(zmq.ROUTING_ID, b"cam:" + self.cfg.id.encode("ascii"))
-        if security.curve:
-            if security.camera_secret_key is None or security.broker_public_key is None:
-                raise ConfigError("security.curve is on: security.camera_secret_key and security.broker_public_key "
-                                  "must name key files (`argusnet keys gen`)")
-            keys = load_secret_key(security.camera_secret_key)
-            sock.curve_publickey, sock.curve_secretkey = keys.public, keys.secret
-            sock.curve_serverkey = load_public_key(security.broker_public_key)
+        if keys is not None:
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys.public, keys.secret, server_key
         sock.connect(self.endpoint)
         return sock
 
