@@ -17,7 +17,7 @@ from typing import TextIO
 import zmq
 
 from shared.config import ProtocolConfig
-from shared.errors import ProtocolError
+from shared.errors import InputError, ProtocolError
 from shared.logs import RateLimitedLog
 from shared.protocol import TrackEvent, decode_as
 from shared.zmq_defaults import EVENT_HWM, configure
@@ -46,13 +46,16 @@ class EventPrinter:
 
     def __init__(self, endpoint: str, protocol: ProtocolConfig, out: TextIO, jsonl: Path | None = None,
                  context: zmq.Context | None = None) -> None:
+        try:  # the file first: a path that cannot be written leaves no socket behind
+            self.jsonl = None if jsonl is None else open(jsonl, "a", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write events to {jsonl}: {exc}") from exc
         self.ctx = context or zmq.Context.instance()
         self.sub = configure(self.ctx.socket(zmq.SUB), hwm=EVENT_HWM)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(endpoint)
         self.max_bytes = protocol.max_message_bytes
         self.out = out
-        self.jsonl = None if jsonl is None else open(jsonl, "a", encoding="utf-8")
         self.rate_log = RateLimitedLog(log)
         self.printed = 0
 
