@@ -22,17 +22,21 @@ class ByteTrackConfig(Section):
                                  "(occluded or blurred faces). Only scores above detector.score_threshold reach "
                                  "the tracker: lower that too to use this stage fully.")
     new_track_threshold: float = Field(default=0.92, gt=0.0, le=1.0,
-                                       description="A new track needs a detection at least this confident.")
+                                       description="A new track needs a detection at least this confident. Raise it "
+                                       "if posters or patterns start short tracks; lower it for small, distant faces.")
     match_iou: float = Field(default=0.2, gt=0.0, le=1.0,
                              description="Minimum IoU with a track's predicted box for a first-stage match. Lower "
                                          "for fast motion at low frame rates, raise for crowds.")
     second_match_iou: float = Field(default=0.5, gt=0.0, le=1.0,
-                                    description="Minimum IoU for the low-score stage (stricter: weak detections).")
+                                    description="Minimum IoU for the low-score stage (stricter: weak detections). "
+                                    "Lower it only if occluded faces keep losing their track.")
     lost_buffer_s: float = Field(default=1.5, ge=0.0, le=60.0,
                                  description="How long a lost track waits to be found again before it ends. Longer "
                                  "bridges occlusions, shorter ends tracks of people who left sooner.")
     min_hits: int = Field(default=2, ge=1, le=30,
-                          description="Matched frames before a track is confirmed and reported (1 = at once).")
+                          description="Matched frames before a track is confirmed and reported (1 = at once). 1 "
+                          "reports faces a frame sooner but lets one-frame false detections start tracks; raise it "
+                          "for noisy scenes. With tracking.detect_interval N, a track needs min_hits detected frames.")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ByteTrackConfig":
@@ -44,10 +48,18 @@ class ByteTrackConfig(Section):
 
 class SortConfig(Section):
     type: Literal["sort"] = Field(default="sort", description="SORT: one-stage IoU association (simpler baseline).")
-    min_score: float = Field(default=0.8, gt=0.0, le=1.0, description="Detections below this score are ignored.")
-    match_iou: float = Field(default=0.3, gt=0.0, le=1.0, description="Minimum IoU for a match.")
-    lost_buffer_s: float = Field(default=1.0, ge=0.0, le=60.0, description="How long a lost track may stay lost.")
-    min_hits: int = Field(default=2, ge=1, le=30, description="Matched frames before a track is reported.")
+    min_score: float = Field(default=0.8, gt=0.0, le=1.0,
+                             description="Detections below this score are ignored. Lower it to keep blurred faces "
+                             "tracked, raise it if false detections start tracks.")
+    match_iou: float = Field(default=0.3, gt=0.0, le=1.0,
+                             description="Minimum IoU for a match. Lower for fast motion at low frame rates, raise "
+                             "for crowds where neighbouring faces overlap.")
+    lost_buffer_s: float = Field(default=1.0, ge=0.0, le=60.0,
+                                 description="How long a lost track may stay lost. Longer bridges occlusions, shorter "
+                                 "ends tracks of people who left sooner.")
+    min_hits: int = Field(default=2, ge=1, le=30,
+                          description="Matched frames before a track is reported. 1 reports at once but lets "
+                          "one-frame false detections start tracks.")
 
 
 TrackerConfig = Annotated[Annotated[ByteTrackConfig, Tag("bytetrack")] | Annotated[SortConfig, Tag("sort")],
@@ -69,7 +81,9 @@ class SchedulerConfig(Section):
                                   description="Never embed one track more often than this, whatever the reason.")
     min_quality: float = Field(default=0.05, ge=0.0, le=1.0,
                                description="Faces below this quality score (tiny, blurred, turned) are not embedded.")
-    max_per_track: int = Field(default=0, ge=0, le=100_000, description="Cap on embeddings per track (0 = none).")
+    max_per_track: int = Field(default=0, ge=0, le=100_000,
+                               description="Cap on embeddings per track (0 = none). Set it on a small CPU with "
+                               "long-lived tracks (people standing in view); refreshes stop after the cap.")
 
 
 class VotingConfig(Section):
