@@ -13,6 +13,7 @@ from tracker.base import Track, Tracker
 from tracker.scheduler import RecognitionScheduler
 from tracker.voting import TrackIdentity
 
+DETECT_TOLERANCE_S = 1e-3  # timestamps jitter: a gap this much over the period still counts as on time
 TRACK_ID_STRIDE = 100_000  # track ids: (when the camera state started, unix s) * STRIDE + the tracker's own id
 
 
@@ -51,12 +52,25 @@ class CameraState:
     tracker: Tracker
     scheduler: RecognitionScheduler
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
-    frames: int = 0  # frames of this camera seen by this worker (every ``detect_interval``-th one is detected)
+    last_frame_ts: float | None = None  # capture time of the camera's latest frame on this worker
+    last_detect_ts: float | None = None  # ... and of its latest frame the detector ran on
     last_frame_at: float = field(default_factory=time.monotonic)
     id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
 
     def public_id(self, track: Track) -> int:
         return self.id_base + track.track_id
+
+    def due_for_detection(self, capture_ts: float, period_s: float) -> bool:
+        """Whether the detector must run on this frame so that no more than ``period_s`` passes between two detected
+        frames, judging the next frame to come one frame interval (the latest one seen) later. Always for the
+        first frame, after a pause, and with ``period_s`` 0."""
+        gap = 0.0 if self.last_frame_ts is None else max(0.0, capture_ts - self.last_frame_ts)
+        self.last_frame_ts = capture_ts if self.last_frame_ts is None else max(self.last_frame_ts, capture_ts)
+        due = self.last_detect_ts is None or period_s <= 0.0 or \
+            capture_ts - self.last_detect_ts + gap > period_s + DETECT_TOLERANCE_S
+        if due:
+            self.last_detect_ts = capture_ts
+        return due
 
 
 def make_event(kind: str, camera: str, record: TrackRecord, capture_ts: float, name: str | None = None,

@@ -68,12 +68,13 @@ class TrackedProcessor:
         threshold = cfg.visitors.threshold
         self.visitor_threshold = engine.rule.threshold if threshold is None else threshold
         self.embeddings = 0
-        self.faces_seen = 0
+        self.faces_seen = 0  # faces the pipeline put a box on: detected, or followed by a track between detections
+        self.faces_followed = 0  # ... of them followed by prediction on frames the detector skipped
 
     # ------------------------------------------------------------------------------------------ per batch
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
-        """Detect the frames due for detection (``tracking.detect_interval``) in one batch; the others only move
-        their camera's tracks by prediction."""
+        """Detect the frames due for detection (``tracking.detect_fps``) in one batch; the others only move their
+        camera's tracks by prediction."""
         events: list[TrackEvent] = []
         due = [self._due_for_detection(item) for item in frames]
         detect = [item for item, d in zip(frames, due) if d]
@@ -93,10 +94,8 @@ class TrackedProcessor:
         return state
 
     def _due_for_detection(self, item: DecodedFrame) -> bool:
-        state = self._camera(item.camera)
-        due = state.frames % self.tcfg.detect_interval == 0
-        state.frames += 1
-        return due
+        period = 0.0 if self.tcfg.detect_fps == 0 else 1.0 / self.tcfg.detect_fps
+        return self._camera(item.camera).due_for_detection(item.capture_ts, period)
 
     @staticmethod
     def _meta(item: DecodedFrame) -> FrameMeta:
@@ -115,6 +114,8 @@ class TrackedProcessor:
             if record is not None:
                 record.last_box = tuple(float(v) for v in track.box)
                 boxes.append(TrackBox(record.track, record.last_box))
+        self.faces_seen += len(boxes)
+        self.faces_followed += len(boxes)
         if self.on_tracks is not None:
             self.on_tracks(item, boxes)
         return []

@@ -203,12 +203,14 @@ class TrackingConfig(Section):
                                description="A track still unknown after this many embeddings becomes a visitor.")
     camera_idle_s: float = Field(default=5.0, gt=0.0, le=3600.0,
                                  description="A camera silent this long on this worker has its tracks ended.")
-    detect_interval: int = Field(
-        default=1, ge=1, le=10,
-        description="Run the detector on every Nth frame of a camera that reaches the worker; on the frames between, "
-        "tracks move by their Kalman prediction and nothing is recognised. 1 (default) detects every frame. 2 or 3 "
-        "lets a small CPU keep up with more cameras (detection is most of a tracked worker's time) at some cost in "
-        "box accuracy on fast motion and in how soon a new face is seen; see BENCHMARKS.md for the measured cost.")
+    detect_fps: float = Field(
+        default=10.0, ge=0.0, le=1000.0,
+        description="How often the detector must look at each camera: it runs on as few of a camera's frames as keep "
+        "the time between two detected frames at most 1/detect_fps seconds; on the frames between, tracks move by "
+        "their Kalman prediction and nothing is recognised. 0 = detect every frame. The default 10 detects every "
+        "frame of cameras below 20 fps, every other frame at 20-29 fps and every third at 30 fps: it halves a "
+        "worker's detection work on 25 fps cameras at a small cost in box accuracy (BENCHMARKS.md). Raise it for "
+        "fast motion; lower it (as Frigate's detect fps) to serve more cameras per worker.")
 
 
 class UpConfig(Section):

@@ -36,7 +36,7 @@ class ByteTrackConfig(Section):
     min_hits: int = Field(default=2, ge=1, le=30,
                           description="Matched frames before a track is confirmed and reported (1 = at once). 1 "
                           "reports faces a frame sooner but lets one-frame false detections start tracks; raise it "
-                          "for noisy scenes. With tracking.detect_interval N, a track needs min_hits detected frames.")
+                          "for noisy scenes. Hits count detected frames only (see tracking.detect_fps).")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ByteTrackConfig":

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "ID switches, wrong names, embeddings per track, time to name")
     p.add_argument("--sequences", type=int, default=10, metavar="N", help="how many sequences (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sequence generator seed")
+    p.add_argument("--fps", type=float, default=10.0,
+                   help="frame rate of the sequences (default 10): the same scenes, sampled more or less often")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
                    help=f"the shared data folder with deepface/identities.csv (default: {DEFAULT_DATA})")
     p.add_argument("--gt-dir", type=Path, default=None, metavar="DIR",
@@ -69,7 +71,10 @@ def cmd_track(args: argparse.Namespace) -> int:
         raise InputError(f"--sequences must be >= 1, got {args.sequences}")
     if not (args.data / "deepface" / "identities.csv").is_file():
         raise InputError(f"{args.data} has no deepface/identities.csv (pass --data DIR)")
-    return _finish(evaluate_tracking(engine_from(args), args.data, args.sequences, args.seed, args.gt_dir), args.json)
+    if not 1.0 <= args.fps <= 60.0:
+        raise InputError(f"--fps must be between 1 and 60, got {args.fps}")
+    return _finish(evaluate_tracking(engine_from(args), args.data, args.sequences, args.seed, args.gt_dir, args.fps),
+                   args.json)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     summary = {"video": str(args.video), "frames": run.frames, "seconds": round(run.seconds, 2),
                "fps": round(run.fps, 2), "events": dict(counts), "identified": dict(names),
                "faces_seen": getattr(processor, "faces_seen", None),
+               "faces_followed": getattr(processor, "faces_followed", None),
                "embeddings": getattr(processor, "embeddings", None),
                "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
                "processor": engine.cfg.tracking.processor, "model": engine.embedder.name}

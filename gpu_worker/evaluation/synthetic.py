@@ -79,6 +79,7 @@ class Sequence:
     frames: int
     background: np.ndarray
     appearances: tuple[Appearance, ...]
+    fps: float = FPS
 
 
 def people(data_dir: Path) -> list[Person]:
@@ -137,27 +138,33 @@ def _edge_point(rng: np.random.Generator, side: int, margin: float) -> tuple[flo
 
 
 def make_sequence(index: int, persons: list[Person], bgs: list[np.ndarray], frames: int = 120,
-                  seed: int = 0) -> Sequence:
-    """3-4 appearances crossing the frame (paths through the centre region) and one re-entry."""
+                  seed: int = 0, fps: float = FPS) -> Sequence:
+    """3-4 appearances crossing the frame (paths through the centre region) and one re-entry. ``frames`` and the
+    timings are at the base rate FPS; another ``fps`` renders the same scene (same people, paths and timing in
+    seconds) with proportionally more or fewer frames."""
     rng = np.random.default_rng(seed * 1000 + index)
+    scale = fps / FPS
+    total = round(frames * scale)
     chosen = rng.choice(len(persons), size=int(rng.integers(3, 5)), replace=False)
     apps: list[Appearance] = []
     for k, p in enumerate(chosen):
         person = persons[int(p)]
-        apps.append(_appearance(rng, k + 1, person, first=int(rng.integers(0, frames // 4)), frames=frames))
+        first = round(int(rng.integers(0, frames // 4)) * scale)
+        apps.append(_appearance(rng, k + 1, person, first=first, frames=total, scale=scale))
     back = persons[int(chosen[0])]
-    reentry_first = apps[0].last + int(rng.integers(8, 20))
-    if reentry_first < frames - 30:
-        apps.append(_appearance(rng, len(apps) + 1, back, first=reentry_first, frames=frames))
-    return Sequence(index, frames, bgs[index % len(bgs)], tuple(apps))
+    reentry_first = apps[0].last + round(int(rng.integers(8, 20)) * scale)
+    if reentry_first < total - round(30 * scale):
+        apps.append(_appearance(rng, len(apps) + 1, back, first=reentry_first, frames=total, scale=scale))
+    return Sequence(index, total, bgs[index % len(bgs)], tuple(apps), fps)
 
 
-def _appearance(rng: np.random.Generator, gt_id: int, person: Person, first: int, frames: int) -> Appearance:
+def _appearance(rng: np.random.Generator, gt_id: int, person: Person, first: int, frames: int,
+                scale: float = 1.0) -> Appearance:
     size = float(rng.uniform(56, 110))
     side = int(rng.integers(0, 4))
     opposite = {0: 1, 1: 0, 2: 3, 3: 2}[side]
     margin = size
-    duration = int(rng.integers(40, 70))
+    duration = round(int(rng.integers(40, 70)) * scale)
     photo = person.sprite_photos[int(rng.integers(0, len(person.sprite_photos)))]
     return Appearance(gt_id, person, photo, first, min(frames - 1, first + duration),
                       _edge_point(rng, side, margin), _edge_point(rng, opposite, margin), size)

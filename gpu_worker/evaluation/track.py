@@ -68,7 +68,7 @@ def run_sequence(processor: TrackedProcessor, seq, sprites: SpriteCache, camera:
     for index, (image, truth) in enumerate(render(seq, sprites)):
         run.truth.append(truth)
         before = len(run.predicted)
-        item = DecodedFrame(camera, index, start + index / FPS, image, time.time())
+        item = DecodedFrame(camera, index, start + index / seq.fps, image, time.time())
         run.events += processor.process([item], _NullTimer())
         if len(run.predicted) == before:
             run.predicted.append([])
@@ -132,7 +132,7 @@ def score(runs: list[SequenceRun]) -> dict:
 
 
 def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int = 0,
-                      out_dir: Path | None = None) -> dict:
+                      out_dir: Path | None = None, fps: float = FPS) -> dict:
     persons = people(data_dir)
     bgs = backgrounds(data_dir)
     sprites = SpriteCache(engine.detector)
@@ -145,7 +145,7 @@ def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int 
         store = LocalIdentityStore(gallery, visitors, engine.cfg.visitors)
         processor = TrackedProcessor(engine, store, engine.cfg)
         for i in tqdm(range(sequences), desc="eval track", unit="seq", disable=None, leave=False):
-            seq = make_sequence(i, persons, bgs, seed=seed)
+            seq = make_sequence(i, persons, bgs, seed=seed, fps=fps)
             runs.append(run_sequence(processor, seq, sprites, camera=f"seq{i}"))
             seqs.append(seq)
             if out_dir is not None:
@@ -159,7 +159,7 @@ def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int 
                 if e.type == "track_identified" and e.time_to_name_ms is not None]
     metrics = score(runs)
     return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-            "sequences": sequences, "frames": sum(len(r.truth) for r in runs),
+            "sequences": sequences, "fps": fps, "frames": sum(len(r.truth) for r in runs),
             "gt_tracks": sum(len(s.appearances) for s in seqs), "tracks": len(tracks),
             "wrong_names": sum(wrong_names(r, s, enrolled) for r, s in zip(runs, seqs)),
             "faces_seen": faces_seen, "embeddings": embeddings,
