@@ -23,16 +23,6 @@ STOP_GRACE_S = 10.0  # a child gets this long to exit after SIGINT before it is 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 POLL_S = 0.2
 READY_TIMEOUT_S = 120.0  # how long cameras wait for the workers to load their models
-
-
-def _serves_metrics(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as response:
-            return response.status == 200
-    except OSError:  # not listening yet (refused, reset, timed out): the caller polls again
-        return False
-
-
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 PORT_FLOOR = 10000  # never hand out well-known or commonly configured service ports
 _issued: set[int] = set()  # ports this process handed out already: a closed probe socket frees its port at once
@@ -68,6 +58,14 @@ def free_port(attempts: int = 200) -> int:
         _issued.add(port)
         return port
     raise RuntimeError(f"no free TCP port on 127.0.0.1 in [{PORT_FLOOR}, {low}) after {attempts} tries")
+
+
+def _serves_metrics(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as response:
+            return response.status == 200
+    except OSError:  # not listening yet (refused, reset, timed out): the caller polls again
+        return False
 
 
 @dataclass(frozen=True)
