@@ -16,10 +16,9 @@ from typing import TextIO
 
 import zmq
 
-from shared.config import ProtocolConfig
 from shared.errors import InputError, ProtocolError
 from shared.logs import RateLimitedLog
-from shared.protocol import TrackEvent, decode_as
+from shared.protocol import ProtocolConfig, TrackEvent, decode_as
 from shared.zmq_defaults import EVENT_HWM, configure
 
 log = logging.getLogger(__name__)

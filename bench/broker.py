@@ -28,9 +28,10 @@ import numpy as np
 import zmq
 from prometheus_client import CollectorRegistry
 
+from broker.config import BrokerConfig
 from broker.server import Broker
-from shared.config import BrokerConfig, ProtocolConfig, SecurityConfig
-from shared.protocol import Frame, Heartbeat, decode, encode
+from shared.keys import SecurityConfig
+from shared.protocol import Frame, Heartbeat, ProtocolConfig, decode, encode
 from shared.zmq_defaults import HEARTBEAT_INTERVAL_S, configure
 
 ANY = "tcp://127.0.0.1:*"

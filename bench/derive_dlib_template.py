@@ -13,8 +13,8 @@ import json
 import cv2
 import numpy as np
 
+from argusnet.config import load_config
 from gpu_worker.detect import build_detector
-from shared.config import load_config
 from shared.images import read_image
 
 PAD = 75
@@ -22,7 +22,7 @@ PAD = 75
 
 def main() -> None:
     cfg = load_config()
-    detector = build_detector(cfg)
+    detector = build_detector(cfg.detector, cfg.runtime)
     points = []
     for path in sorted(glob.glob("../shared/data/dlib/johns/*/*.jpg")):
         chip = read_image(path, cfg.images)

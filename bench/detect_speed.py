@@ -21,9 +21,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from argusnet.config import ArgusConfig
 from bench.common import emit, parser, summary_ms, timings_ms
+from gpu_worker.detect.config import RetinaFaceConfig
 from gpu_worker.detect.retinaface import BGR_MEAN, RetinaFaceDetector
-from shared.config import ArgusConfig, RetinaFaceConfig
 
 ARCADE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "facenet-pytorch" / "arcade.mp4"
 

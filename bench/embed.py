@@ -12,12 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
+from argusnet.config import load_config
 from bench.common import emit, parser, summary_ms, timings_ms
+from evaluation.chips import real_face_chips
 from gpu_worker.embed.dlib_onnx import DlibOnnxEmbedder
 from gpu_worker.embed.dlib_resnet import DlibEmbedder
 from gpu_worker.engine import Engine
-from gpu_worker.evaluation.chips import real_face_chips
-from shared.config import load_config
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

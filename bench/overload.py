@@ -30,10 +30,11 @@ from prometheus_client import CollectorRegistry
 
 from argusnet.launcher import free_port
 from bench.common import emit, parser
+from broker.config import BrokerConfig
 from broker.server import Broker
 from camera_node.demo import render
-from shared.config import BrokerConfig, ProtocolConfig, SecurityConfig
-from shared.protocol import Frame, Heartbeat, decode, encode
+from shared.keys import SecurityConfig
+from shared.protocol import Frame, Heartbeat, ProtocolConfig, decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_START_S = 120.0  # model load, and the dlib ONNX export on a first run
@@ -79,8 +80,8 @@ def cameras_loop(endpoint: str, n: int, fps: float, stop: threading.Event, sent:
 
 def start_worker(tmp: Path, cfg: dict, port: int) -> subprocess.Popen:
     from argusnet.commands.demo import enrol_demo_person
+    from argusnet.config import load_config
     from gpu_worker.engine import Engine
-    from shared.config import load_config
 
     enrol_demo_person(Engine(load_config()), tmp / "gallery").close()
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Sequence
 
 from argusnet.commands.demo import enrol_demo_person
+from argusnet.config import load_config
 from bench.common import emit, parser
 from gpu_worker.engine import Engine
-from gpu_worker.identity_store import LocalIdentityStore, open_visitors
 from gpu_worker.processing import PerFrameProcessor
 from gpu_worker.tracked import TrackedProcessor
 from gpu_worker.video import StageTimes, run_frames, video_frames
-from shared.config import load_config
+from store.config import LocalStoreConfig
 
 
 def measure(processor, frames, fps: float) -> dict:
@@ -50,13 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = Engine(cfg)
     engine.warm_up()
     with tempfile.TemporaryDirectory(prefix="argusnet-bench-") as tmp:
-        gallery = enrol_demo_person(engine, Path(tmp) / "gallery")
-        visitors = open_visitors(Path(tmp) / "gallery", gallery.model, gallery.dim, cfg.gallery)
-        tracked = measure(TrackedProcessor(engine, LocalIdentityStore(gallery, visitors, cfg.visitors), cfg),
-                          frames, 25.0)
-        per_frame = measure(PerFrameProcessor(engine, gallery), frames, 25.0)
-        visitors.close()
-        gallery.close()
+        store = enrol_demo_person(engine, LocalStoreConfig(path=Path(tmp) / "gallery"))
+        tracked = measure(TrackedProcessor(engine, store, cfg), frames, 25.0)
+        per_frame = measure(PerFrameProcessor(engine, store.persons), frames, 25.0)
+        store.close()
     result = {"benchmark": "pipeline", "video": str(args.video), "frames": len(frames),
               "frame_shape": list(frames[0].shape) if frames else None, "model": engine.embedder.name,
               "provider": engine.embedder.provider, "tracked_fps": tracked["fps"], "per_frame_fps": per_frame["fps"],

@@ -3,7 +3,7 @@
 The gallery is built the way real ones look: identities (random unit centres) with several faces each (centre +
 noise, cosine about 0.93 to the centre, like dlib's descriptors of one person). Queries are fresh faces of
 enrolled identities. Exact search (`IndexFlatIP`, the gallery's default below ``hnsw_above``) is the baseline and
-the ground truth; HNSW runs with the gallery's own settings (`GalleryConfig`) through `gpu_worker.face_index`.
+the ground truth; HNSW runs with the gallery's own settings (`GalleryConfig`) through `store.face_index`.
 recall@1 = share of queries whose HNSW top-1 face is the exact top-1 face. Latency is one query at a time.
 
 Run: argusnet bench search --json out/bench-search.json [--size 1000000]
@@ -18,8 +18,8 @@ import faiss
 import numpy as np
 
 from bench.common import emit, parser, summary_ms
-from gpu_worker.face_index import FaceIndex
-from shared.config import GalleryConfig
+from store.config import GalleryConfig
+from store.face_index import FaceIndex
 
 FACES_PER_ID = 4
 NOISE = 0.035  # per-dimension sigma: cos(face, centre) ~ 0.93 at 128 dims

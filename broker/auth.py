@@ -23,9 +23,8 @@ import zmq.auth.thread
 from zmq.utils.monitor import recv_monitor_message
 
 from broker.metrics import BrokerMetrics
-from shared.config import SecurityConfig
 from shared.errors import ConfigError
-from shared.keys import load_public_keys, load_secret_key
+from shared.keys import SecurityConfig, load_public_keys, load_secret_key
 from shared.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)

@@ -6,17 +6,34 @@ import argparse
 import logging
 import sys
 import threading
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from broker.config import BrokerConfig
 from broker.server import Broker
-from shared.config import ArgusConfig, BrokerConfig, format_validation_error
 from shared.errors import ArgusError, ConfigError
+from shared.keys import SecurityConfig
 from shared.metrics import serve
+from shared.protocol import ProtocolConfig
+from shared.schema import format_validation_error
 from shared.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
+
+class BrokerSettings(Protocol):
+    """The sections the broker reads from the composition root."""
+
+    @property
+    def broker(self) -> BrokerConfig: ...
+
+    @property
+    def security(self) -> SecurityConfig: ...
+
+    @property
+    def protocol(self) -> ProtocolConfig: ...
+
 
 _OVERRIDES = ("frontend", "backend", "events_in", "events_out", "metrics_port")
 
@@ -30,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", metavar="PORT", type=int, help="Prometheus port (0 = any free port)")
 
 
-def broker_config(args: argparse.Namespace, cfg: ArgusConfig) -> BrokerConfig:
+def broker_config(args: argparse.Namespace, cfg: BrokerSettings) -> BrokerConfig:
     """``cfg.broker`` with the command-line overrides applied and validated."""
     data = cfg.broker.model_dump()
     data.update({k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None})
@@ -40,7 +57,7 @@ def broker_config(args: argparse.Namespace, cfg: ArgusConfig) -> BrokerConfig:
         raise ConfigError(format_validation_error(exc, "command line")) from exc
 
 
-def run_from_args(args: argparse.Namespace, cfg: ArgusConfig) -> int:
+def run_from_args(args: argparse.Namespace, cfg: BrokerSettings) -> int:
     """Serve metrics, run the broker until SIGINT / SIGTERM, then close it. Returns the exit code (0)."""
     registry = CollectorRegistry()
     broker_cfg = broker_config(args, cfg)

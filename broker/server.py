@@ -23,14 +23,28 @@ from typing import Any, Callable
 import zmq
 
 from broker.auth import FrontendSecurity
+from broker.config import BrokerConfig
 from broker.metrics import BrokerMetrics
 from broker.queues import Credits, FrameQueues, Queued
 from broker.routing import Move, Routing, Seen
-from shared.config import BrokerConfig, ProtocolConfig, SecurityConfig
 from shared.errors import ArgusError, ProtocolError
+from shared.keys import SecurityConfig
 from shared.logs import RateLimitedLog
-from shared.protocol import MAX_CAMERAS, Frame, Heartbeat, decode, encode
-from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, FRAME_HWM, HEARTBEAT_INTERVAL_S, configure
+from shared.protocol import (
+    MAX_CAMERAS,
+    Frame,
+    Heartbeat,
+    ProtocolConfig,
+    decode,
+    encode,
+)
+from shared.zmq_defaults import (
+    DEAD_AFTER_S,
+    EVENT_HWM,
+    FRAME_HWM,
+    HEARTBEAT_INTERVAL_S,
+    configure,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from camera_node.base import Captured, Source, SourceError
-from shared.config import CameraConfig
+from camera_node.config import CameraConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ then frame rate. Steps are at most one per ``STEP_S`` so a short burst does not 
 
 from __future__ import annotations
 
-from shared.config import CameraConfig
+from camera_node.config import CameraConfig
 
 STEP_S = 0.5
 FPS_DOWN, FPS_UP = 0.8, 1.1

@@ -19,15 +19,20 @@ import zmq
 from prometheus_client import Counter, Gauge, Histogram
 
 from camera_node.capture import CaptureLoop, FrameQueue
+from camera_node.config import CameraConfig
 from camera_node.flow import FlowController
 from camera_node.sources import open_source
 from shared import metrics as m
-from shared.config import CameraConfig, ProtocolConfig, SecurityConfig
 from shared.errors import ConfigError, ProtocolError
-from shared.keys import load_public_key, load_secret_key
+from shared.keys import SecurityConfig, load_public_key, load_secret_key
 from shared.logs import RateLimitedLog
-from shared.protocol import Frame, Heartbeat, decode_as, encode
-from shared.zmq_defaults import CLOSE_LINGER_MS, DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, configure
+from shared.protocol import Frame, Heartbeat, ProtocolConfig, decode_as, encode
+from shared.zmq_defaults import (
+    CLOSE_LINGER_MS,
+    DEAD_AFTER_S,
+    HEARTBEAT_INTERVAL_S,
+    configure,
+)
 
 log = logging.getLogger(__name__)
 POLL_MS = 10

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 
 from camera_node.base import Captured, Source, SourceError, Timeline, _retrieve, to_rgb
+from camera_node.config import CameraConfig
 from camera_node.demo import DemoSource
-from shared.config import CameraConfig
 
 DEFAULT_FILE_FPS = 25.0
 

@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from pydantic import Field
+
+from shared.schema import Section
+
+
+class RecognitionConfig(Section):
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                    description="Cosine similarity needed to name a face. Empty = the embedder's "
+                                    "calibrated default (its model card); calibrate your own with `argusnet eval "
+                                    "verify` (its `threshold` key) for your cameras.")
+    margin: float = Field(default=0.01, ge=0.0, le=2.0,
+                          description="A name also needs this lead in similarity over the best other person.")
+    top_k: int = Field(default=20, ge=2, le=1000, description="Gallery neighbours looked at per face.")
+
+
 
 UNKNOWN = "unknown"
 

@@ -10,17 +10,23 @@ import cv2
 import numpy as np
 
 from gpu_worker.align import ARCFACE_112, AlignTemplate, align_faces
+from gpu_worker.config import EngineSettings
 from gpu_worker.decision import DecisionRule, Identity, decide
 from gpu_worker.detect import build_detector
 from gpu_worker.detect.base import Detector
 from gpu_worker.embed import build_embedder
 from gpu_worker.embed.base import Embedder
-from gpu_worker.quality import FaceQuality, check_enrolment_quality, check_single_face, face_quality
-from shared.config import ArgusConfig
+from gpu_worker.quality import (
+    FaceQuality,
+    check_enrolment_quality,
+    check_single_face,
+    face_quality,
+)
 from shared.types import Detections
+from store.types import FaceSample
 
 if TYPE_CHECKING:
-    from gpu_worker.gallery import Gallery
+    from store.base import PersonGallery
 
 # Faces are stored in the gallery as a generous aligned crop (ArcFace layout, zoomed out) with known landmark
 # positions, so that any embedder's template can be cut from it again (`argusnet gallery reembed`).
@@ -54,22 +60,26 @@ class EnrolmentFace:
     crop_landmarks: np.ndarray
     quality: FaceQuality
 
+    def sample(self) -> FaceSample:
+        """The face as the store keeps it."""
+        return FaceSample(self.embedding, self.crop, self.crop_landmarks, self.source)
+
 
 class Engine:
     """Holds one detector and one embedder (loaded on first use) configured by ``ArgusConfig``."""
 
-    def __init__(self, cfg: ArgusConfig, detector: Detector | None = None, embedder: Embedder | None = None) -> None:
+    def __init__(self, cfg: EngineSettings, detector: Detector | None = None, embedder: Embedder | None = None) -> None:
         self.cfg = cfg
         self._detector = detector
         self._embedder = embedder
 
     @functools.cached_property
     def detector(self) -> Detector:
-        return self._detector if self._detector is not None else build_detector(self.cfg)
+        return self._detector if self._detector is not None else build_detector(self.cfg.detector, self.cfg.runtime)
 
     @functools.cached_property
     def embedder(self) -> Embedder:
-        return self._embedder if self._embedder is not None else build_embedder(self.cfg)
+        return self._embedder if self._embedder is not None else build_embedder(self.cfg.embedder, self.cfg.runtime)
 
     def warm_up(self) -> None:
         """Load both models and run each once, so the first real frame does not pay for it."""
@@ -112,7 +122,7 @@ class Engine:
     def analyse(self, image: np.ndarray, pad_retry: bool = True) -> list[FaceObservation]:
         return self.observe(image, self.detect(image, pad_retry=pad_retry))
 
-    def identify(self, image: np.ndarray, gallery: "Gallery") -> list[Identification]:
+    def identify(self, image: np.ndarray, gallery: "PersonGallery") -> list[Identification]:
         """Every face in ``image`` with its open-set identity against ``gallery``."""
         faces = self.analyse(image)
         if not faces:

@@ -14,8 +14,10 @@ import numpy as np
 
 from gpu_worker.decision import decide
 from gpu_worker.engine import Engine
-from gpu_worker.identity_store import REFRESH_S
 from shared.protocol import Frame, TrackEvent
+from store.base import PersonGallery
+
+SYNC_S = 2.0  # how often enrolments made by other processes are picked up
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class FrameProcessor(Protocol):
         """Events caused by these frames (several cameras may share one batch)."""
         ...
 
+    def idle(self) -> list[TrackEvent]:
+        """Housekeeping while no frame comes (the worker calls it when its inbox is quiet): events it causes, such
+        as the ends of tracks of cameras that went silent."""
+        ...
+
 
 def detect_batch(engine: Engine, frames: list[DecodedFrame], timer: StageTimer) -> list:
     """Detections for every frame of a batch in one detector call, timed as the ``detect`` stage."""
@@ -55,18 +62,18 @@ class PerFrameProcessor:
     """Detect in one batch, then embed and search every face: ``track_started``, ``track_identified`` (when
     named) and ``track_ended`` per face, with a fresh track id per face."""
 
-    def __init__(self, engine: Engine, gallery) -> None:
+    def __init__(self, engine: Engine, gallery: PersonGallery) -> None:
         self.engine = engine
         self.gallery = gallery
         self._next_track: dict[str, int] = {}
-        self._next_refresh = time.monotonic() + REFRESH_S
+        self._next_refresh = time.monotonic() + SYNC_S
         self.faces_seen = 0
         self.embeddings = 0
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
         if time.monotonic() >= self._next_refresh:  # enrolments made by other processes, as the tracked side does
-            self.gallery.refresh()
-            self._next_refresh = time.monotonic() + REFRESH_S
+            self.gallery.sync()
+            self._next_refresh = time.monotonic() + SYNC_S
         found = detect_batch(self.engine, frames, timer)
         events: list[TrackEvent] = []
         for item, faces in zip(frames, found):
@@ -83,6 +90,10 @@ class PerFrameProcessor:
             for obs, person_hits in zip(observations, hits):
                 events += self._face_events(item, obs.box, decide(person_hits, self.engine.rule))
         return events
+
+    def idle(self) -> list[TrackEvent]:
+        """Every face is its own one-frame track, ended in the frame it was seen: nothing to end later."""
+        return []
 
     def _face_events(self, frame: DecodedFrame, box: np.ndarray, identity) -> list[TrackEvent]:
         track = self._next_track.get(frame.camera, 0)

@@ -6,10 +6,28 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from shared.config import QualityConfig
 from shared.errors import FaceQualityError
+from shared.schema import Section
 from shared.types import Detections, check_array
+
+
+class QualityConfig(Section):
+    min_face_px: int = Field(default=40, ge=8, le=4096,
+                             description="Enrolment: the face box's shorter side must be at least this many pixels.")
+    min_sharpness: float = Field(default=15.0, ge=0.0, le=10_000.0,
+                                 description="Enrolment: variance of the Laplacian of the aligned grey chip.")
+    max_yaw: float = Field(default=0.45, gt=0.0, le=1.0,
+                           description="Enrolment: nose offset from the eye mid-point over the eye distance (0 = "
+                           "frontal); larger means turned further.")
+    max_pitch: float = Field(default=0.45, gt=0.0, le=1.0,
+                             description="Enrolment: deviation of the nose's vertical position between eyes and "
+                             "mouth from its frontal value, as a fraction of that distance.")
+    pad_retry: float = Field(default=0.5, ge=0.0, le=2.0,
+                             description="When a photo shows no face, try again with this much border added "
+                             "(tight head-shot crops); 0 disables.")
+
 
 FRONTAL_NOSE_RATIO = 0.49  # nose height between eye line and mouth line on a frontal face (ArcFace template)
 SHARPNESS_SIDE = 112  # chips are compared at one size so sharpness is comparable across templates

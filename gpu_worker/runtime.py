@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Literal
 
 import onnxruntime as ort
 from prometheus_client import Gauge
+from pydantic import Field
 
-from shared.config import RuntimeConfig
 from shared.errors import ModelError
 from shared.metrics import MODEL_PROVIDER
+from shared.schema import Section
+
+Provider = Literal["cuda", "cpu"]
+
+class RuntimeConfig(Section):
+    providers: list[Provider] = Field(
+        default=["cuda", "cpu"], min_length=1,
+        description="ONNX Runtime execution providers in order of preference; those not available on this host "
+        "are skipped and the one actually used is logged and exported as a metric label.")
+    require_provider: Provider | None = Field(
+        default=None, description="Fail at start instead of falling back when this provider is not the one used.")
+    threads: int = Field(default=0, ge=0, le=256, description="Intra-op CPU threads per ONNX session; 0 = all cores.")
+
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,20 @@ import simplejpeg
 import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from broker.config import BrokerConfig
+from gpu_worker.config import WorkerConfig
 from gpu_worker.processing import DecodedFrame, FrameProcessor
 from shared import metrics as m
-from shared.config import BrokerConfig, ProtocolConfig, WorkerConfig
 from shared.errors import ProtocolError
 from shared.logs import RateLimitedLog
-from shared.protocol import Frame, Heartbeat, TrackEvent, decode, encode
+from shared.protocol import Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
 from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, HEARTBEAT_INTERVAL_S, configure
 
 log = logging.getLogger(__name__)
 POLL_MS = 20
 STOP_JOIN_S = 10.0  # how long a stopping worker waits for the batch in progress
+IDLE_S = 0.5  # with no frame for this long, the processing thread does the processor's housekeeping (idle())
+OUTBOX_EVENTS = 10_000  # events waiting for the I/O thread to publish (see _Outbox)
 
 
 class WorkerMetrics:
@@ -42,6 +45,9 @@ class WorkerMetrics:
         self.end_to_end = Histogram(m.END_TO_END_LATENCY, "Capture to event published", buckets=m.LATENCY_BUCKETS,
                                     registry=registry)
         self.events = Counter(m.EVENTS, "Track events published", ["type"], registry=registry)
+        self.events_dropped = Counter(m.EVENTS_DROPPED, "Track events dropped before publishing", ["reason"],
+                                      registry=registry)
+        self.events_dropped.labels(reason="outbox_full")
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage=stage).observe(seconds)
@@ -49,9 +55,11 @@ class WorkerMetrics:
 
 @dataclass
 class _Outbox:
-    """What the processing thread hands to the I/O thread."""
+    """What the processing thread hands to the I/O thread: events (bounded: an I/O thread that cannot keep up
+    loses the newest events, counted as ``outbox_full``; the event log in the store still has them) and how many
+    frames were finished since the last heartbeat (their credits)."""
 
-    events: "queue.Queue[TrackEvent]" = field(default_factory=queue.Queue)
+    events: "queue.Queue[TrackEvent]" = field(default_factory=lambda: queue.Queue(maxsize=OUTBOX_EVENTS))
     finished: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -222,8 +230,14 @@ class WorkerService:
 
     # ------------------------------------------------------------------------------------- processing thread
     def _next_batch(self) -> list[DecodedFrame] | None:
-        """Up to max_batch frames, waiting at most max_wait_ms after the first; None means stop."""
-        first = self.inbox.get()
+        """Up to max_batch frames, waiting at most max_wait_ms after the first; None means stop. While no frame
+        comes, the processor's housekeeping runs every IDLE_S (tracks of silent cameras end)."""
+        while True:
+            try:
+                first = self.inbox.get(timeout=IDLE_S)
+                break
+            except queue.Empty:
+                self._hand_over(self._run(self.processor.idle, 0))
         if first is None:
             return None
         batch = [first]
@@ -239,25 +253,36 @@ class WorkerService:
             batch.append(item)
         return batch
 
+    def _run(self, step, frames: int) -> list[TrackEvent] | None:
+        """One processor call; None when it failed. A failure must not kill the worker: it is logged with its
+        traceback at WARNING (once a minute at most) and the caller counts the frames as dropped."""
+        try:
+            return step()
+        except Exception as exc:  # noqa: BLE001 - counted and logged with its traceback
+            self.rate_log.log(logging.WARNING, "processing_error", "processing %d frame(s) failed: %r", frames, exc,
+                              exc_info=True)
+            return None
+
+    def _hand_over(self, events: list[TrackEvent] | None) -> None:
+        """Queue events for the I/O thread without ever blocking; a full outbox drops (and counts) the event."""
+        for event in events or ():
+            try:
+                self.outbox.events.put_nowait(event)
+            except queue.Full:
+                self.metrics.events_dropped.labels(reason="outbox_full").inc()
+                self.rate_log.warning("outbox_full", "event outbox full (%d): dropping events", OUTBOX_EVENTS)
+
     def _process_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
             batch = self._next_batch()
             if batch is None:
                 return
-            try:
-                events = self.processor.process(batch, self.metrics)
-                outcome = self.metrics.frames_out
-            except Exception as exc:  # a model failure must not kill the worker: count the frames, log, go on
-                if self.rate_log.warning("processing_error", "processing a batch of %d frames failed: %r",
-                                         len(batch), exc):
-                    log.debug("traceback of the failed batch", exc_info=True)
-                events, outcome = [], None
-            for event in events:
-                self.outbox.events.put(event)
+            events = self._run(lambda: self.processor.process(batch, self.metrics), len(batch))
+            self._hand_over(events)
             for item in batch:
-                if outcome is None:
+                if events is None:
                     self.metrics.dropped.labels(camera=item.camera, reason="processing_error").inc()
                 else:
-                    outcome.labels(camera=item.camera).inc()
+                    self.metrics.frames_out.labels(camera=item.camera).inc()
             self.outbox.add_finished(len(batch))
             self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from gpu_worker.identity_store import FaceSample
 from shared.protocol import TrackEvent
+from store.types import FaceSample, LiveTrack
 from tracker.base import Track, Tracker
 from tracker.scheduler import RecognitionScheduler
 from tracker.voting import TrackIdentity
@@ -28,6 +26,8 @@ class TrackRecord:
     last_capture_ts: float
     visitor: str | None = None
     announced: str | None = None
+    time_to_name_ms: float | None = None
+    similarity: float | None = None  # of the name announced last
     embeddings: int = 0
     best: list[tuple[float, FaceSample]] = field(default_factory=list)
 
@@ -40,8 +40,6 @@ class TrackRecord:
     def best_samples(self) -> list[FaceSample]:
         return [sample for _, sample in self.best]
 
-    def embeddings_array(self) -> np.ndarray:
-        return np.stack([s.embedding for _, s in self.best])
 
 
 @dataclass
@@ -75,7 +73,16 @@ class CameraState:
 
 def make_event(kind: str, camera: str, record: TrackRecord, capture_ts: float, name: str | None = None,
                similarity: float | None = None, margin: float | None = None, visitor: bool = False,
-               time_to_name_ms: float | None = None) -> TrackEvent:
+               time_to_name_ms: float | None = None, merged_visitor: str | None = None) -> TrackEvent:
     return TrackEvent(type=kind, camera=camera, track=record.track, name=name, similarity=similarity, margin=margin,
                       ts=time.time(), capture_ts=capture_ts, box=record.last_box, time_to_name_ms=time_to_name_ms,
-                      duration_s=max(0.0, record.last_capture_ts - record.started_ts), visitor=visitor)
+                      duration_s=max(0.0, record.last_capture_ts - record.started_ts), visitor=visitor,
+                      merged_visitor=merged_visitor)
+
+
+def live_track(camera: str, record: TrackRecord) -> LiveTrack:
+    """The live-tracks entry of a track: its latest box, and the name it was last announced with."""
+    name = record.announced
+    return LiveTrack(camera=camera, track=record.track, name=name, visitor=name is not None and name == record.visitor,
+                     similarity=record.similarity, box=record.last_box, started_ts=record.started_ts,
+                     updated_ts=record.last_capture_ts, time_to_name_ms=record.time_to_name_ms)

@@ -4,8 +4,13 @@ says so, name it by a quality-weighted vote, hand unknown people a `visitor-N` i
 Per frame: detect (whole batch) -> per camera tracker update -> quality of each matched face (from its aligned
 chip and landmarks) -> the scheduler picks which tracks to embed within the per-frame budget -> embed those
 chips in one batch -> search persons -> open-set decision (minus an operator's rejections) -> the track's vote ->
-events. A track that stays unknown after ``visitor_after`` embeddings is matched against the visitor gallery (or
-becomes a new visitor); when it ends, its best faces refresh that visitor.
+events. A track that stays unknown after ``visitor_after`` embeddings is matched against the visitor gallery or
+becomes a new visitor (one atomic store operation); when it ends, its best faces refresh that visitor. A visitor's
+track later named as an enrolled person merges the visitor into that person (`store.identity.merge_visitor`).
+
+Everything goes through the store interface (`store.base.Store`): person search, visitors, crops, the event log
+and live tracks (`gpu_worker.records.TrackRecorder`). Other processes' changes (enrolments, operator actions) are
+picked up every ``SYNC_S``; retention is not done here (`store.retention.RetentionJob`).
 """
 
 from __future__ import annotations
@@ -18,21 +23,30 @@ from typing import Callable
 import numpy as np
 
 from gpu_worker.align import align_faces
+from gpu_worker.config import WorkerSettings
 from gpu_worker.decision import Identity, decide
 from gpu_worker.engine import STORED_CROP, Engine
-from gpu_worker.identity_store import FaceSample, IdentityStore
 from gpu_worker.processing import DecodedFrame, StageTimer, detect_batch
-from gpu_worker.quality import PERFECT_SHARPNESS, FaceQuality, face_quality, pose_from_landmarks
-from gpu_worker.track_state import CameraState, TrackRecord, make_event
-from shared.config import ArgusConfig
+from gpu_worker.quality import (
+    PERFECT_SHARPNESS,
+    FaceQuality,
+    face_quality,
+    pose_from_landmarks,
+)
+from gpu_worker.records import TrackRecorder
+from gpu_worker.track_state import CameraState, TrackRecord, live_track, make_event
 from shared.protocol import TrackEvent
 from shared.types import Detections
+from store.base import Store
+from store.identity import merge_visitor
+from store.types import FaceSample, is_visitor_name
 from tracker.base import FrameMeta, Track, TrackState
 from tracker.factory import build_tracker
 from tracker.scheduler import RecognitionScheduler, TrackCandidate
 from tracker.voting import TrackIdentity
 
 log = logging.getLogger(__name__)
+SYNC_S = 2.0  # how often other processes' changes to the store (enrolments, operator actions) are picked up
 
 
 @dataclass(frozen=True)
@@ -56,12 +70,17 @@ class _Face:
 class TrackedProcessor:
     """FrameProcessor that recognises once per track (see the module docstring)."""
 
-    def __init__(self, engine: Engine, store: IdentityStore, cfg: ArgusConfig,
-                 on_tracks: Callable[[DecodedFrame, list[TrackBox]], None] | None = None) -> None:
-        """``on_tracks`` (optional) sees every frame's live tracks, e.g. for tracking evaluation."""
+    def __init__(self, engine: Engine, store: Store, cfg: WorkerSettings,
+                 on_tracks: Callable[[DecodedFrame, list[TrackBox]], None] | None = None,
+                 worker: str | None = None, live_ttl_s: float = 5.0) -> None:
+        """``on_tracks`` (optional) sees every frame's live tracks, e.g. for tracking evaluation; ``worker`` is put
+        on the events and live tracks this processor writes to the store."""
         self.on_tracks = on_tracks
         self.engine = engine
         self.store = store
+        self.recorder = TrackRecorder(store, live_ttl_s, worker)
+        self._rejections = store.visitors.rejections()
+        self._next_sync = time.monotonic() + SYNC_S
         self.cfg = cfg
         self.tcfg = cfg.tracking
         self.cameras: dict[str, CameraState] = {}
@@ -81,9 +100,23 @@ class TrackedProcessor:
         found = iter(detect_batch(self.engine, detect, timer) if detect else [])
         for item, d in zip(frames, due):
             events += self._frame(item, next(found), timer) if d else self._coast(item, timer)
-        events += self._end_idle_cameras(time.monotonic())
-        self.store.refresh(time.monotonic())
+        return events + self.idle()
+
+    def idle(self) -> list[TrackEvent]:
+        """Housekeeping that must run with or without frames (the worker calls it when its inbox is quiet): end
+        the tracks of cameras that went silent, pick up other processes' store changes, write the event log."""
+        events = self._end_idle_cameras(time.monotonic())
+        self._sync(time.monotonic())
+        self.recorder.flush()
         return events
+
+    def _sync(self, now: float) -> None:
+        if now < self._next_sync:
+            return
+        self._next_sync = now + SYNC_S
+        self.store.persons.sync()
+        self.store.visitors.sync()
+        self._rejections = self.store.visitors.rejections()
 
     def _camera(self, camera: str) -> CameraState:
         state = self.cameras.get(camera)
@@ -135,7 +168,9 @@ class TrackedProcessor:
                 continue
             record, started = self._record(state, track, frame.capture_ts)
             if started:
-                events.append(make_event("track_started", state.camera, record, frame.capture_ts))
+                events.append(self.recorder.event(make_event("track_started", state.camera, record,
+                                                             frame.capture_ts)))
+            self.recorder.live(live_track(state.camera, record), force=started)
             if track.det_index is not None:
                 matched.append((record, track))
         if self.on_tracks is not None:
@@ -201,7 +236,7 @@ class TrackedProcessor:
         timer.observe("embed", time.perf_counter() - start)
         self.embeddings += len(chosen)
         start = time.perf_counter()
-        hits = self.store.search_persons(embeddings, self.cfg.recognition.top_k)
+        hits = self.store.persons.search(embeddings, self.cfg.recognition.top_k)
         timer.observe("search", time.perf_counter() - start)
         events: list[TrackEvent] = []
         for face, embedding, person_hits in zip(chosen, embeddings, hits):
@@ -221,59 +256,72 @@ class TrackedProcessor:
                                          max(face.quality, 1e-3), capture_ts)
         events: list[TrackEvent] = []
         if change is not None and change.name is not None and change.name != record.announced:
-            record.announced = change.name
-            events.append(make_event("track_identified", face.state.camera, record, capture_ts, name=change.name,
-                                     similarity=change.similarity, margin=change.margin,
-                                     time_to_name_ms=max(0.0, (capture_ts - record.started_ts) * 1000.0)))
+            events.append(self._named(face.state, record, change, capture_ts))
         if record.identity.name is None and record.visitor is None and self.cfg.visitors.enabled \
                 and record.embeddings >= self.tcfg.visitor_after:
             events += self._visit(face.state, record, capture_ts)
         return events
 
+    def _named(self, state: CameraState, record: TrackRecord, change, capture_ts: float) -> TrackEvent:
+        """A track's vote settled on an enrolled person. A track that was a visitor merges that visitor into the
+        person: its faces stop answering as a visitor, its past events and live tracks name the person."""
+        merged = None
+        if record.visitor is not None and not is_visitor_name(change.name):
+            merged, record.visitor = record.visitor, None
+            report = merge_visitor(self.store, merged, change.name)
+            log.info("%s is %s: merged (%d face(s) removed, %d event(s) renamed)", merged, change.name,
+                     report.faces_removed, report.events)
+        self._announce(record, change.name, change.similarity, capture_ts)
+        event = make_event("track_identified", state.camera, record, capture_ts, name=change.name,
+                           similarity=change.similarity, margin=change.margin, merged_visitor=merged,
+                           time_to_name_ms=record.time_to_name_ms)
+        self.recorder.live(live_track(state.camera, record), force=True)
+        return self.recorder.event(event)
+
+    @staticmethod
+    def _announce(record: TrackRecord, name: str, similarity: float | None, capture_ts: float) -> None:
+        record.announced, record.similarity = name, similarity
+        record.time_to_name_ms = max(0.0, (capture_ts - record.started_ts) * 1000.0)
+
     def _decide(self, record: TrackRecord, hits: list) -> Identity:
         """The open-set decision, minus the persons an operator said this track's visitor is not."""
-        rejected = self.store.rejections().get(record.visitor or "", frozenset())
+        rejected = self._rejections.get(record.visitor or "", frozenset())
         return decide([h for h in hits if h.name not in rejected], self.engine.rule)
 
     def _visit(self, state: CameraState, record: TrackRecord, capture_ts: float) -> list[TrackEvent]:
-        """Link an unknown track to a known visitor, or make it a new one."""
-        match = None
-        for embedding in record.embeddings_array():
-            found = self.store.match_visitor(embedding, self.visitor_threshold)
-            if found is not None and (match is None or found.similarity > match.similarity):
-                match = found
-        if match is not None:
-            record.visitor, similarity = match.visitor, match.similarity
-            self.store.add_to_visitor(match.visitor, [])
-        else:
-            record.visitor, similarity = self.store.new_visitor(record.best_samples()), None
-        record.announced = record.visitor
-        return [make_event("track_identified", state.camera, record, capture_ts, name=record.visitor,
-                           similarity=similarity, visitor=True,
-                           time_to_name_ms=max(0.0, (capture_ts - record.started_ts) * 1000.0))]
+        """Link an unknown track to a known visitor or make it a new one: one atomic store operation."""
+        match = self.store.visitors.match_or_create(record.best_samples(), self.visitor_threshold,
+                                                    self.cfg.visitors.max_faces)
+        record.visitor = match.visitor
+        self._announce(record, match.visitor, match.similarity, capture_ts)
+        event = make_event("track_identified", state.camera, record, capture_ts, name=record.visitor,
+                           similarity=match.similarity, visitor=True, time_to_name_ms=record.time_to_name_ms)
+        self.recorder.live(live_track(state.camera, record), force=True)
+        return [self.recorder.event(event)]
 
     # ------------------------------------------------------------------------------------------ endings
     def _ended(self, state: CameraState, track: Track) -> list[TrackEvent]:
         record = state.tracks.pop(track.track_id, None)
         state.scheduler.forget(state.public_id(track))
-        if record is None:
-            return []
+        return [] if record is None else [self._finish(state.camera, record)]
+
+    def _finish(self, camera: str, record: TrackRecord) -> TrackEvent:
+        """A track is over: its best faces refresh its visitor, its best face is kept as the track's crop, it
+        leaves the live tracks, and its ``track_ended`` event (with the crop) goes to the event log."""
         if record.visitor is not None and record.identity.name is None and record.best:
-            self.store.add_to_visitor(record.visitor, record.best_samples())
-        if record.best:
-            self.store.save_crop(state.camera, record.track, record.best[0][1].crop)
+            self.store.visitors.seen(record.visitor, record.best_samples(), self.cfg.visitors.max_faces)
+        crop = self.recorder.save_crop(camera, record.track, record.best[0][1].crop) if record.best else None
+        self.recorder.ended(camera, record.track)
         name = record.identity.name or record.visitor
-        return [make_event("track_ended", state.camera, record, record.last_capture_ts, name=name,
-                           visitor=name is not None and name == record.visitor)]
+        event = make_event("track_ended", camera, record, record.last_capture_ts, name=name,
+                           visitor=name is not None and name == record.visitor)
+        return self.recorder.event(event, crop)
 
     def _end_idle_cameras(self, now: float) -> list[TrackEvent]:
         """A camera that sent nothing for ``camera_idle_s`` (it moved to another worker, or stopped): end its
-        tracks and forget its state."""
+        tracks as if they were lost, and forget its state."""
         events: list[TrackEvent] = []
         for camera in [c for c, s in self.cameras.items() if now - s.last_frame_at > self.tcfg.camera_idle_s]:
             state = self.cameras.pop(camera)
-            for record in state.tracks.values():
-                name = record.identity.name or record.visitor
-                events.append(make_event("track_ended", camera, record, record.last_capture_ts, name=name,
-                                         visitor=name is not None and name == record.visitor))
+            events += [self._finish(camera, record) for record in state.tracks.values()]
         return events

@@ -43,8 +43,16 @@ class GalleryError(InputError):
     """A gallery directory is missing, belongs to another model, or a person is unknown."""
 
 
+class GalleryMissingError(GalleryError):
+    """There is no gallery (store) where one was named: nobody was enrolled there yet."""
+
+
 class GalleryExistsError(GalleryError):
     """A gallery cannot be created where a non-empty directory (perhaps one another process just created) is."""
+
+
+class StoreError(ArgusError):
+    """A store backend failed an operation (a locked or corrupt database, a full disk, a dead server)."""
 
 
 class ModelError(ArgusError):

@@ -9,9 +9,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import simplejpeg
+from pydantic import Field
 
-from shared.config import ImageLimits
 from shared.errors import ImageError
+from shared.schema import Section
+
+
+class ImageLimits(Section):
+    max_pixels: int = Field(default=50_000_000, ge=1, le=1_000_000_000,
+                            description="Refuse images larger than this many pixels (decompression bombs).")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31,
+                           description="Refuse image files larger than this many bytes.")
+
 
 EXIF_ROTATIONS = {3: cv2.ROTATE_180, 6: cv2.ROTATE_90_CLOCKWISE, 8: cv2.ROTATE_90_COUNTERCLOCKWISE}
 

@@ -13,9 +13,22 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from pydantic import Field
 
 from shared.errors import InputError
 from shared.ids import ID_RULE, is_valid_id
+from shared.schema import Section
+
+
+class SecurityConfig(Section):
+    curve: bool = Field(default=False, description="Encrypt and authenticate camera connections with CurveZMQ.")
+    broker_secret_key: Path | None = Field(default=None, description="Broker's secret key file (from `argusnet keys "
+                                           "gen`); required when curve is on.")
+    broker_public_key: Path | None = Field(default=None, description="Broker's public key file, given to cameras.")
+    allowed_keys_dir: Path | None = Field(default=None, description="Folder of camera public key files the broker "
+                                          "accepts; any other key is refused, logged and counted.")
+    camera_secret_key: Path | None = Field(default=None, description="This camera's secret key file (camera side).")
+
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"

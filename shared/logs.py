@@ -33,7 +33,7 @@ class RateLimitedLog:
     def info(self, key: str, msg: str, *args: object) -> bool:
         return self.log(logging.INFO, key, msg, *args)
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
@@ -43,5 +43,5 @@ class RateLimitedLog:
             self._last[key] = now
             skipped = self._suppressed.pop(key, 0)
         suffix = f" ({skipped} more since last report)" if skipped else ""
-        self.logger.log(level, msg + suffix, *args)
+        self.logger.log(level, msg + suffix, *args, exc_info=exc_info)
         return True

@@ -25,6 +25,9 @@ WORKERS_ALIVE = f"{PREFIX}_workers_alive"  # gauge
 EVENTS = f"{PREFIX}_events_total"  # counter, labels: type
 FACES = f"{PREFIX}_faces_total"  # counter: faces detected
 EMBEDDINGS = f"{PREFIX}_embeddings_total"  # counter: faces embedded
+EVENTS_DROPPED = f"{PREFIX}_events_dropped_total"  # counter, labels: reason (outbox_full)
+RETENTION_REMOVED = f"{PREFIX}_retention_removed_total"  # counter, labels: kind (visitors, crops, events, ...)
+STORE_ERRORS = f"{PREFIX}_store_errors_total"  # counter, labels: operation
 
 STAGES = ("capture_to_send", "broker", "decode", "detect", "embed", "search", "track", "publish")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

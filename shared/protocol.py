@@ -1,20 +1,19 @@
 """The versioned msgpack wire protocol spoken between ArgusNet processes.
 
-Four message types travel on the wire: ``Frame`` (camera -> broker -> worker), ``FaceBatch`` (worker -> tracker),
-``TrackEvent`` (tracker -> dashboard / JSONL) and ``Heartbeat`` (every process, with its credits). Each is a frozen,
-slotted dataclass. On the wire a message is one msgpack map ``{"v": SCHEMA_VERSION, "t": <type tag>, ...fields}``;
-float32 arrays travel as ``{"shape": [...], "data": <bin of little-endian float32>}``; tuples travel as arrays and
-``None`` as nil. Every field must be present (optional fields as nil); unknown fields are refused.
+Three message types travel on the wire: ``Frame`` (camera -> broker -> worker), ``TrackEvent`` (worker -> broker
+-> dashboard / JSONL) and ``Heartbeat`` (every process, with its credits). Each is a frozen, slotted dataclass. On
+the wire a message is one msgpack map ``{"v": SCHEMA_VERSION, "t": <type tag>, ...fields}``; bytes travel as bin,
+tuples as arrays and ``None`` as nil. Every field must be present (optional fields as nil); unknown fields are
+refused, so adding a field means a new SCHEMA_VERSION.
 
 Validation lives in one place: a table of field specs per type (``_SCHEMAS``). Constructors run it, so a message
 that exists is valid, whether built in code or decoded. The decoder is generic: it checks size, msgpack syntax,
-version, type tag and the field set, turns array maps into numpy arrays, then builds the dataclass.
+version, type tag and the field set, then builds the dataclass.
 
 Both constructors and the decoder raise ``shared.errors.ProtocolError(reason, message, field)``; ``reason`` is one
 of ``REASONS`` (a metric label set) and the message names the field and what was expected versus what was got.
 Constructors normalise what they accept: ints become floats in float fields, lists become tuples, numpy scalars
-become Python scalars, arrays become read-only C-contiguous little-endian float32 (writable inputs are copied, so
-later changes to the caller's array cannot alter a message).
+become Python scalars.
 """
 
 from __future__ import annotations
@@ -25,11 +24,20 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import msgpack
 import numpy as np
+from pydantic import Field
 
 from shared.errors import ProtocolError
 from shared.ids import ID_RULE, is_valid_id
+from shared.schema import Section
 
-SCHEMA_VERSION = 1
+
+class ProtocolConfig(Section):
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=2**30,
+                                   description="Wire messages larger than this are refused before decoding.")
+
+
+# 1: Frame, FaceBatch, TrackEvent, Heartbeat. 2: TrackEvent.merged_visitor added, FaceBatch removed.
+SCHEMA_VERSION = 2
 
 REASONS = (
     "oversize",         # payload longer than max_bytes (checked before unpacking)
@@ -43,21 +51,17 @@ REASONS = (
     "bad_value",        # a field is out of range, non-finite or inconsistent with another field
 )
 
-EVENT_TYPES = ("track_started", "track_identified", "track_updated", "track_ended")
+EVENT_TYPES = ("track_started", "track_identified", "track_ended")
 ROLES = ("broker", "worker", "camera")
 # camera ids, heartbeat senders: shared.ids.ID_RULE
-MAX_TEXT_LEN = 256         # model names and person names: 1..256 printable chars
+MAX_TEXT_LEN = 256         # person and visitor names: 1..256 printable chars
 MAX_IMAGE_SIDE = 16384     # frame width / height limit, in pixels
-MAX_FACES = 10_000         # faces in one FaceBatch
-MAX_EMBEDDING_DIM = 4096   # D of FaceBatch.embeddings
 MAX_CAMERAS = 1024         # cameras listed in one Heartbeat
 MAX_CREDITS = 2**31 - 1
 MAX_SEQ = 2**63 - 1
 
-_F32 = np.dtype("<f4")
-_MAX_DIM = 2**31 - 1
-# msgpack limits: no string of ours exceeds MAX_TEXT_LEN chars (<= 4 bytes each); arrays are shapes, boxes and
-# camera lists; maps are messages (<= 16 keys) and array maps (2 keys). Bins are bounded by the payload size.
+# msgpack limits: no string of ours exceeds MAX_TEXT_LEN chars (<= 4 bytes each); arrays are boxes and camera
+# lists; maps are messages (<= 16 keys). Bins are bounded by the payload size.
 _MAX_STR_BYTES = 4 * MAX_TEXT_LEN
 _MAX_ARRAY_LEN = MAX_CAMERAS
 _MAX_MAP_LEN = 32
@@ -186,37 +190,12 @@ def _idents(field: str, value: Any) -> tuple[str, ...]:
     return out
 
 
-def _array(shape: tuple[int | None, ...]) -> Check:
-    """Check for a finite float32 array of ``shape`` (None = any size on that axis, checked across fields)."""
-    text = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
-
-    def check(field: str, value: Any) -> np.ndarray:
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.dtype.itemsize != 4:
-            _fail("bad_type", field, f"a float32 numpy array of shape {text}", value)
-        if value.ndim != len(shape) or any(e is not None and e != a for e, a in zip(shape, value.shape)):
-            _fail("bad_value", field, f"shape {text}", value)
-        if not np.isfinite(value).all():
-            _fail("bad_value", field, "finite values only", value)
-        if value.dtype == _F32 and value.flags.c_contiguous and not value.flags.writeable:
-            return value
-        out = np.array(value, dtype=_F32, order="C")
-        out.setflags(write=False)
-        return out
-    return check
-
-
 @dataclass(frozen=True, slots=True)
 class _Field:
-    """One field of a message type: its name, the check that validates and normalises it, and for float32
-    arrays the number of dimensions they have on the wire."""
+    """One field of a message type: its name and the check that validates and normalises it."""
 
     name: str
     check: Check
-    array_ndim: int = 0
-
-
-def _arr(name: str, shape: tuple[int | None, ...]) -> _Field:
-    return _Field(name, _array(shape), len(shape))
 
 
 # ---------------------------------------------------------------------------------------------------- message types
@@ -241,39 +220,6 @@ class Frame:
         _validate(self)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class FaceBatch:
-    """The faces a worker found in one frame (N faces, possibly 0), in that frame's pixel coordinates.
-
-    camera_id, seq, capture_ts, width, height: copied from the Frame; model: the embedding model's name (1..256
-    printable chars); boxes: (N, 4) x1, y1, x2, y2; scores: (N,) detector scores; landmarks: (N, 5, 2) in the
-    order of ``shared.types.Detections``; embeddings: (N, D) with D = 0 when faces were not embedded. Arrays are
-    finite, read-only float32; N <= MAX_FACES, D <= MAX_EMBEDDING_DIM. Equality compares arrays by value;
-    instances are not hashable.
-    """
-
-    camera_id: str
-    seq: int
-    capture_ts: float
-    width: int
-    height: int
-    model: str
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray
-    embeddings: np.ndarray
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        _validate(self)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not FaceBatch:
-            return NotImplemented
-        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in _SCHEMAS[FaceBatch])
-
-
 @dataclass(frozen=True, slots=True)
 class TrackEvent:
     """A change in a face track, as the tracker reports it.
@@ -284,7 +230,9 @@ class TrackEvent:
     best other person (finite) or None; ts: when the event was emitted (unix s); capture_ts: capture time of the
     frame that caused it (unix s); box: last face box (x1, y1, x2, y2) or None; time_to_name_ms: from the track's
     first frame to its naming (>= 0) or None; duration_s: track length so far (>= 0) or None; visitor: True when
-    ``name`` is a provisional visitor id rather than an enrolled person.
+    ``name`` is a provisional visitor id rather than an enrolled person; merged_visitor: the visitor id
+    (visitor-N) this track was before it was recognised as the enrolled person in ``name``, only on
+    "track_identified" events (with visitor False), else None.
     """
 
     type: str
@@ -299,6 +247,7 @@ class TrackEvent:
     time_to_name_ms: float | None
     duration_s: float | None
     visitor: bool
+    merged_visitor: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -330,8 +279,8 @@ class Heartbeat:
         _validate(self)
 
 
-Message = Frame | FaceBatch | TrackEvent | Heartbeat
-M = TypeVar("M", Frame, FaceBatch, TrackEvent, Heartbeat)
+Message = Frame | TrackEvent | Heartbeat
+M = TypeVar("M", Frame, TrackEvent, Heartbeat)
 
 _SEQ = _int(0, MAX_SEQ)
 _SIDE = _int(1, MAX_IMAGE_SIDE)
@@ -339,49 +288,26 @@ _TS = _float()
 _SCHEMAS: dict[type, tuple[_Field, ...]] = {
     Frame: (_Field("camera_id", _ident), _Field("seq", _SEQ), _Field("capture_ts", _TS), _Field("send_ts", _TS),
             _Field("width", _SIDE), _Field("height", _SIDE), _Field("jpeg", _jpeg)),
-    FaceBatch: (_Field("camera_id", _ident), _Field("seq", _SEQ), _Field("capture_ts", _TS),
-                _Field("width", _SIDE), _Field("height", _SIDE), _Field("model", _text),
-                _arr("boxes", (None, 4)), _arr("scores", (None,)), _arr("landmarks", (None, 5, 2)),
-                _arr("embeddings", (None, None))),
     TrackEvent: (_Field("type", _choice(EVENT_TYPES)), _Field("camera", _ident), _Field("track", _SEQ),
                  _Field("name", _optional(_text)), _Field("similarity", _optional(_TS)),
                  _Field("margin", _optional(_TS)), _Field("ts", _TS), _Field("capture_ts", _TS),
                  _Field("box", _optional(_box)), _Field("time_to_name_ms", _optional(_float(0.0))),
-                 _Field("duration_s", _optional(_float(0.0))), _Field("visitor", _bool)),
+                 _Field("duration_s", _optional(_float(0.0))), _Field("visitor", _bool),
+                 _Field("merged_visitor", _optional(_text))),
     Heartbeat: (_Field("sender", _ident), _Field("role", _choice(ROLES)), _Field("seq", _SEQ), _Field("ts", _TS),
                 _Field("credits", _int(0, MAX_CREDITS)), _Field("cameras", _idents)),
 }
-_TAGS: dict[type, str] = {Frame: "frame", FaceBatch: "face_batch", TrackEvent: "track_event", Heartbeat: "heartbeat"}
+_TAGS: dict[type, str] = {Frame: "frame", TrackEvent: "track_event", Heartbeat: "heartbeat"}
 _BY_TAG: dict[str, type] = {tag: cls for cls, tag in _TAGS.items()}
 
 
 # ---------------------------------------------------------------------------------------------------- validation
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape \
-            and bool(np.array_equal(a, b))
-    return bool(a == b)
-
-
 def _validate(msg: Any) -> None:
     """Check and normalise every field of ``msg`` in place, then the rules that tie fields together."""
     for spec in _SCHEMAS[type(msg)]:
         object.__setattr__(msg, spec.name, spec.check(spec.name, getattr(msg, spec.name)))
-    if isinstance(msg, FaceBatch):
-        _check_face_batch(msg)
-    elif isinstance(msg, TrackEvent):
+    if isinstance(msg, TrackEvent):
         _check_track_event(msg)
-
-
-def _check_face_batch(msg: FaceBatch) -> None:
-    n = msg.boxes.shape[0]
-    if n > MAX_FACES:
-        _fail("bad_value", "boxes", f"at most {MAX_FACES} faces", msg.boxes)
-    for name in ("scores", "landmarks", "embeddings"):
-        if getattr(msg, name).shape[0] != n:
-            _fail("bad_value", name, f"{n} rows like boxes", getattr(msg, name))
-    if msg.embeddings.shape[1] > MAX_EMBEDDING_DIM:
-        _fail("bad_value", "embeddings", f"at most {MAX_EMBEDDING_DIM} columns", msg.embeddings)
 
 
 def _check_track_event(msg: TrackEvent) -> None:
@@ -389,38 +315,22 @@ def _check_track_event(msg: TrackEvent) -> None:
         _fail("bad_value", "visitor", "False when name is None", msg.visitor)
     if msg.name is None and msg.type == "track_identified":
         _fail("bad_value", "name", "a name in a track_identified event", msg.name)
+    if msg.merged_visitor is not None:  # a track_identified event always has a name (checked above)
+        if msg.type != "track_identified":
+            _fail("bad_value", "merged_visitor", "None unless the event is track_identified", msg.merged_visitor)
+        if msg.visitor:
+            _fail("bad_value", "merged_visitor", "None when visitor is True", msg.merged_visitor)
 
 
 # ---------------------------------------------------------------------------------------------------- codec
-def _to_wire(spec: _Field, value: Any) -> Any:
-    if spec.array_ndim:
-        return {"shape": list(value.shape), "data": value.tobytes()}
-    return value
-
-
-def _array_from_wire(spec: _Field, value: Any) -> np.ndarray:
-    """``{"shape": [...], "data": bin}`` -> read-only float32 array, checking the byte length against the shape."""
-    expected = f"a map {{shape: [{spec.array_ndim} ints], data: bin of little-endian float32}}"
-    if not isinstance(value, dict) or set(value) != {"shape", "data"}:
-        _fail("bad_type", spec.name, expected, value)
-    shape, data = value["shape"], value["data"]
-    if not isinstance(shape, list) or not all(_is_int(d) for d in shape) or not isinstance(data, bytes):
-        _fail("bad_type", spec.name, expected, value)
-    if len(shape) != spec.array_ndim or not all(0 <= d <= _MAX_DIM for d in shape):
-        _fail("bad_value", spec.name, f"a shape of {spec.array_ndim} sizes in [0, {_MAX_DIM}]", shape)
-    if len(data) != math.prod(shape) * 4:
-        _fail("bad_value", spec.name, f"{math.prod(shape) * 4} data bytes for shape {shape}", data)
-    return np.frombuffer(data, dtype=_F32).reshape(shape)
-
-
 def encode(msg: Message) -> bytes:
-    """The msgpack bytes of ``msg`` (a Frame, FaceBatch, TrackEvent or Heartbeat)."""
+    """The msgpack bytes of ``msg`` (a Frame, TrackEvent or Heartbeat)."""
     cls = type(msg)
     if cls not in _TAGS:
-        raise TypeError(f"encode() takes a Frame, FaceBatch, TrackEvent or Heartbeat, got {cls.__name__}")
+        raise TypeError(f"encode() takes a Frame, TrackEvent or Heartbeat, got {cls.__name__}")
     body: dict[str, Any] = {"v": SCHEMA_VERSION, "t": _TAGS[cls]}
     for spec in _SCHEMAS[cls]:
-        body[spec.name] = _to_wire(spec, getattr(msg, spec.name))
+        body[spec.name] = getattr(msg, spec.name)
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -459,7 +369,7 @@ def _message_class(obj: dict[Any, Any]) -> type:
 
 
 def _fields_from_wire(cls: type, obj: dict[Any, Any]) -> dict[str, Any]:
-    """Constructor arguments for ``cls`` from an unpacked map: exactly the schema's fields, arrays rebuilt."""
+    """Constructor arguments for ``cls`` from an unpacked map: exactly the schema's fields."""
     specs = _SCHEMAS[cls]
     known = {spec.name for spec in specs} | {"v", "t"}
     for key in obj:
@@ -471,8 +381,7 @@ def _fields_from_wire(cls: type, obj: dict[Any, Any]) -> dict[str, Any]:
         if spec.name not in obj:
             raise ProtocolError("missing_field", f"field {spec.name!r} of a {_TAGS[cls]!r} message: expected a "
                                 "value, got nothing", spec.name)
-        value = obj[spec.name]
-        kwargs[spec.name] = _array_from_wire(spec, value) if spec.array_ndim else value
+        kwargs[spec.name] = obj[spec.name]
     return kwargs
 
 
@@ -496,5 +405,5 @@ def decode_as(cls: type[M], data: bytes | bytearray | memoryview, max_bytes: int
     """Like ``decode`` but the message must be a ``cls``; a valid message of another type raises ProtocolError
     with reason "unexpected_type"."""
     if cls not in _TAGS:
-        raise TypeError(f"decode_as() takes Frame, FaceBatch, TrackEvent or Heartbeat, got {cls!r}")
+        raise TypeError(f"decode_as() takes Frame, TrackEvent or Heartbeat, got {cls!r}")
     return _decode(data, max_bytes, cls)  # type: ignore[no-any-return]

@@ -1,11 +1,14 @@
-"""The base of every configuration section (kept apart from shared.config so component configs, e.g.
-tracker/config.py, can build on it without importing the whole schema)."""
+"""The base of every configuration section and the helpers every component's configuration shares.
+
+Each component keeps its own sections beside its code (``gpu_worker/detect/config.py``, ``broker/config.py``,
+``store/config.py``, ...); the composition root (`argusnet.config.ArgusConfig`) gathers them.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Discriminator
+from pydantic import BaseModel, ConfigDict, Discriminator, ValidationError
 
 
 class Section(BaseModel):
@@ -23,3 +26,33 @@ def type_discriminator(default: str) -> Discriminator:
         return str(getattr(value, "type", default))
 
     return Discriminator(pick)
+
+
+def _sections(cls: type[Section] = Section) -> Iterator[type[Section]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _sections(sub)
+
+
+def union_tags() -> frozenset[str]:
+    """The ``type`` values of every backend section (``retinaface``, ``dlib``, ``bytetrack``, ``local``, ...):
+    pydantic puts them in the location of an error inside a discriminated union."""
+    return frozenset(str(cls.model_fields["type"].default) for cls in _sections() if "type" in cls.model_fields)
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """Dotted field path without the union tags pydantic inserts (``detector.max_side``, not
+    ``detector.retinaface.max_side``)."""
+    tags = union_tags()
+    parts = [str(p) for p in loc]
+    return ".".join(p for i, p in enumerate(parts) if not (i > 0 and p in tags)) or "<root>"
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        path = field_path(tuple(e["loc"]))
+        value = e.get("input")
+        shown = "(missing)" if e["type"] == "missing" else repr(value)
+        lines.append(f"  {path} = {shown}: {e['msg']}")
+    return "\n".join(lines)

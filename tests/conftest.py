@@ -34,7 +34,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def config():
-    from shared.config import load_config
+    from argusnet.config import load_config
 
     return load_config(environ={})
 

@@ -4,8 +4,13 @@ import pytest
 
 from gpu_worker.align import ARCFACE_112, TEMPLATES, align_faces, similarity_transform
 from gpu_worker.decision import DecisionRule, decide
-from gpu_worker.quality import check_enrolment_quality, check_single_face, pose_from_landmarks, FaceQuality
-from shared.config import QualityConfig
+from gpu_worker.quality import (
+    FaceQuality,
+    QualityConfig,
+    check_enrolment_quality,
+    check_single_face,
+    pose_from_landmarks,
+)
 from shared.errors import FaceQualityError
 from shared.types import Detections
 

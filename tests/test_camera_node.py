@@ -13,11 +13,11 @@ import pytest
 import zmq
 
 from camera_node.base import Captured, SourceError
-from camera_node.capture import FrameQueue, CapturedFrame, MotionGate, downscale
+from camera_node.capture import CapturedFrame, FrameQueue, MotionGate, downscale
+from camera_node.config import CameraConfig
 from camera_node.demo import PERIOD_S, render
 from camera_node.flow import FlowController
 from camera_node.sources import FileSource, open_source
-from shared.config import CameraConfig
 from shared.protocol import Frame, Heartbeat, decode, encode
 from shared.types import iou_matrix
 from tests.processes import REPO

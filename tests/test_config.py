@@ -1,7 +1,16 @@
-import pytest
+from typing import Annotated, Literal, get_args, get_origin
 
-from shared.config import ArgusConfig, load_config
+import pytest
+from pydantic import BaseModel
+
+from argusnet.config import ArgusConfig, load_config
+from camera_node.config import CameraConfig
+from gpu_worker.detect.config import RetinaFaceConfig
+from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
 from shared.errors import ConfigError
+from shared.schema import Section
+from store.config import LocalStoreConfig
+from tracker.config import ByteTrackConfig, SortConfig
 
 
 def test_defaults_are_valid():
@@ -61,16 +70,42 @@ def test_missing_file():
         load_config("/nonexistent/argus.yaml", environ={})
 
 
+def _models_in(annotation):
+    """The pydantic models an annotation names, unwrapping ``Annotated[...]`` (discriminated unions), unions
+    (``X | Y``, ``Optional[X]``, ``typing.Union``) and containers (``list[X]``, ``dict[str, X]``, ...)."""
+    origin = get_origin(annotation)
+    if origin is None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield annotation
+        return
+    args = get_args(annotation)
+    if origin is Annotated:
+        args = args[:1]  # the type; the rest is metadata (Tag, Discriminator, ...)
+    elif origin is Literal:
+        return
+    for arg in args:
+        yield from _models_in(arg)
+
+
 def test_every_field_is_described_and_models_forbid_extras():
+    visited: set[type[BaseModel]] = set()
+
     def walk(model):
+        if model in visited:
+            return
+        visited.add(model)
+        assert issubclass(model, Section), f"{model.__name__} is not a Section"
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
-            ann = field.annotation
-            for sub in getattr(ann, "__args__", ()) or (ann,):
-                if isinstance(sub, type) and hasattr(sub, "model_fields"):
-                    walk(sub)
+            for sub in _models_in(field.annotation):
+                walk(sub)
+
     walk(ArgusConfig)
+    # the backends inside discriminated unions (and the camera list) are walked too, not silently skipped
+    for model in (DlibEmbedderConfig, OnnxEmbedderConfig, ByteTrackConfig, SortConfig, LocalStoreConfig,
+                  RetinaFaceConfig, CameraConfig):
+        assert model in visited, f"{model.__name__} is not reached from ArgusConfig"
 
 
 @pytest.mark.parametrize("camera_id", ["..", ".cam", "-cam", "cam/1", ""])

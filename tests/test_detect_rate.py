@@ -11,11 +11,11 @@ import pytest
 
 from argusnet.commands.demo import DEMO_NAME, enrol_demo_person
 from camera_node.demo import render
-from gpu_worker.identity_store import LocalIdentityStore, open_visitors
 from gpu_worker.processing import DecodedFrame
 from gpu_worker.track_state import CameraState
 from gpu_worker.tracked import TrackBox, TrackedProcessor
 from shared.types import iou_matrix
+from store.config import LocalStoreConfig
 from tracker.config import ByteTrackConfig, SchedulerConfig
 from tracker.factory import build_tracker
 from tracker.scheduler import RecognitionScheduler
@@ -61,13 +61,12 @@ class CountingTimer:
 def test_detector_runs_on_the_due_frames_and_tracks_coast_in_between(engine, tmp_path, detect_fps, every):
     cfg = engine.cfg.model_copy(update={"tracking": engine.cfg.tracking.model_copy(
         update={"detect_fps": detect_fps})})
-    gallery = enrol_demo_person(engine, tmp_path / "gallery")
-    visitors = open_visitors(tmp_path / "gallery", gallery.model, gallery.dim, cfg.gallery)
+    store = enrol_demo_person(engine, LocalStoreConfig(path=tmp_path / "gallery"))
     seen: list[tuple[list[TrackBox], tuple]] = []
-    processor = TrackedProcessor(engine, LocalIdentityStore(gallery, visitors, cfg.visitors), cfg,
+    processor = TrackedProcessor(engine, store, cfg,
                                  on_tracks=lambda item, boxes: seen.append((boxes, poses[item.seq].face_box)))
     timer, events, poses = CountingTimer(), [], {}
-    with gallery, visitors:
+    with store:
         for i, t in enumerate(np.arange(2.0, 6.0, 1 / FPS)):  # the face walks across the frame, always visible
             image, poses[i] = render(float(t))
             events += processor.process([DecodedFrame("cam", i, 1000.0 + i / FPS, image, 0.0)], timer)

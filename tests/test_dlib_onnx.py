@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from argusnet.config import load_config
+from evaluation.chips import real_face_chips
 from gpu_worker.embed.dlib_convert import cached_onnx
 from gpu_worker.embed.dlib_format import _Reader, read_dlib_net
 from gpu_worker.embed.dlib_onnx import DlibOnnxEmbedder
 from gpu_worker.embed.dlib_resnet import DLIB_THRESHOLD, DlibEmbedder, dlib_model_path
 from gpu_worker.engine import Engine
-from gpu_worker.evaluation.chips import real_face_chips
-from shared.config import load_config
 from shared.errors import ModelError
 
 
@@ -51,7 +51,7 @@ def test_onnx_descriptors_match_dlib_on_every_real_face(data_dir, engine, onnx_e
 
 
 def test_same_verification_decisions_as_dlib(data_dir):
-    from gpu_worker.evaluation.verify import embed_photos, read_pairs
+    from evaluation.verify import embed_photos, read_pairs
 
     csv = data_dir / "deepface" / "master.csv"
     pairs = read_pairs(csv, csv.parent)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from gpu_worker.evaluation.detect import Annotated, average_precision, match_image
-from gpu_worker.evaluation.verify import best_threshold, roc_auc, tar_at_far
+from evaluation.detect import Annotated, average_precision, match_image
+from evaluation.verify import best_threshold, roc_auc, tar_at_far
 
 
 def test_auc_perfect_random_and_inverted():

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_worker.face_index import FaceIndex
-from gpu_worker.gallery import DB_FILE, INDEX_FILE, INDEX_META_FILE, Gallery
-from shared.config import GalleryConfig
 from shared.errors import GalleryError, GalleryExistsError
+from store.config import GalleryConfig
+from store.face_index import FaceIndex
+from store.local.gallery import DB_FILE, INDEX_FILE, INDEX_META_FILE, Gallery
+from store.types import FaceSample
 
 DIM = 16
 
@@ -30,9 +31,12 @@ def faces(n: int) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     return crops, np.tile(np.arange(10, dtype=np.float32).reshape(5, 2), (n, 1, 1)), [f"p{i}.jpg" for i in range(n)]
 
 
+def samples(vectors: np.ndarray, crops, landmarks, sources) -> list[FaceSample]:
+    return [FaceSample(v, c, lm, s) for v, c, lm, s in zip(vectors, crops, landmarks, sources)]
+
+
 def enrol(gallery: Gallery, name: str, vectors: np.ndarray) -> list[int]:
-    crops, landmarks, sources = faces(len(vectors))
-    return gallery.add_person(name, vectors, crops, landmarks, sources)
+    return gallery.add_person(name, samples(vectors, *faces(len(vectors))))
 
 
 @pytest.fixture
@@ -62,7 +66,7 @@ def test_persisted_and_reloaded_without_rebuild(tmp_path, rng, caplog):
     with Gallery.open(tmp_path / "g", cfg) as g:
         assert g.face_count == 4 and g.model == "m" and g.dim == DIM
         assert g.search(vectors[2:3], 1)[0][0].face_id == ids[2]
-        stored = list(g.faces_for_reembed())
+        stored = list(g.all_faces())
     assert "rebuilding" not in caplog.text
     assert [s.face_id for s in stored] == ids and stored[0].crop.shape == (32, 32, 3)
 
@@ -85,9 +89,9 @@ def test_refuses_other_model_and_bad_shapes(tmp_path, rng):
     with Gallery.create(tmp_path / "g", "dlib", DIM, GalleryConfig()) as g:
         crops, landmarks, sources = faces(1)
         with pytest.raises(GalleryError, match="holds dlib embeddings, refusing arcface"):
-            g.add_person("x", unit(rng, 1), crops, landmarks, sources, model="arcface")
+            g.add_person("x", samples(unit(rng, 1), crops, landmarks, sources), model="arcface")
         with pytest.raises(ValueError, match=r"expected shape \(N, 16\), got \(1, 8\)"):
-            g.add_person("x", unit(rng, 1, 8), crops, landmarks, sources)
+            g.add_person("x", samples(unit(rng, 1, 8), crops, landmarks, sources))
         assert g.face_count == 0 and g.persons() == []
 
 
@@ -140,7 +144,7 @@ def test_failed_add_writes_nothing(tmp_path, rng):
         crops, landmarks, sources = faces(2)
         crops[1] = np.zeros((0, 0, 3), np.uint8)  # JPEG encoding of the second crop fails mid-transaction
         with pytest.raises(Exception):
-            g.add_person("bob", unit(rng, 2), crops, landmarks, sources)
+            g.add_person("bob", samples(unit(rng, 2), crops, landmarks, sources))
         assert [p.name for p in g.persons()] == ["alice"] and g.face_count == 1
         assert len(g.search(unit(rng, 1), 5)[0]) == 1
     db = sqlite3.connect(tmp_path / "g" / DB_FILE)
@@ -150,11 +154,11 @@ def test_failed_add_writes_nothing(tmp_path, rng):
 def test_another_process_enrolment_is_picked_up_by_refresh(tmp_path, rng):
     cfg = GalleryConfig()
     with Gallery.create(tmp_path / "g", "m", DIM, cfg) as reader:
-        assert not reader.refresh()
+        assert not reader.sync()
         with Gallery.open(tmp_path / "g", cfg) as writer:
             bob = unit(rng, 1)
             enrol(writer, "bob", bob)
-        assert reader.refresh()
+        assert reader.sync()
         assert reader.search(bob, 1)[0][0].name == "bob"
 
 
@@ -179,14 +183,14 @@ def test_a_process_refuses_a_gallery_another_process_reembedded(tmp_path, rng):
             operator.replace_embeddings("new", DIM, dict(zip(ids, unit(rng, 2))))
         with pytest.raises(GalleryError, match="re-embedded with new by another process; this process embeds "
                                                "with old"):
-            worker.refresh()
+            worker.sync()
 
 
 def test_two_processes_expiring_the_same_person_both_succeed(tmp_path, rng):
     cfg = GalleryConfig()
     with Gallery.create(tmp_path / "g", "m", DIM, cfg) as first, Gallery.open(tmp_path / "g", cfg) as second:
         enrol(first, "visitor-1", unit(rng, 1))
-        second.refresh()
+        second.sync()
         listed = [p.name for p in second.persons()]
         assert first.expire(time.time() + 1) == ["visitor-1"]
         assert second.remove_person(listed[0], missing_ok=True) == 0  # what second.expire does for a name gone
@@ -247,10 +251,10 @@ def _open_visitors_at(directory: str, start_at: float) -> int:
     """In a fresh process: wait for the common start time, open (or create) the visitor gallery, count its persons."""
     import time as _time
 
-    from gpu_worker.identity_store import open_visitors
+    from store.local.store import VISITORS_DIR, _open_or_create
 
     _time.sleep(max(0.0, start_at - _time.time()))
-    with open_visitors(Path(directory), "dlib", DIM, GalleryConfig()) as g:
+    with _open_or_create(Path(directory) / VISITORS_DIR, "dlib", DIM, GalleryConfig()) as g:
         return len(g.persons())
 
 

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from shared.config import ImageLimits
 from shared.errors import ImageError
-from shared.images import decode_image, exif_orientation, read_image
+from shared.images import ImageLimits, decode_image, exif_orientation, read_image
 
 LIMITS = ImageLimits()
 

@@ -12,12 +12,13 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from argusnet.config import load_config
 from gpu_worker.align import TEMPLATES
 from gpu_worker.embed import build_embedder
 from gpu_worker.embed.base import Embedder
 from gpu_worker.embed.cards import BUILTIN_CARDS, VGGFACE2_224, ModelCard, load_card
 from gpu_worker.embed.onnx_embedder import OnnxEmbedder
-from shared.config import RuntimeConfig, load_config
+from gpu_worker.runtime import RuntimeConfig
 from shared.errors import ConfigError, ModelError
 
 DIM = 64
@@ -210,7 +211,7 @@ def test_card_from_yaml_and_build_embedder(tmp_path, model_path):
     assert load_card(card_file).name == "tiny_yaml"
     cfg = load_config(environ={}, overrides={"runtime": {"providers": ["cpu"]}, "embedder": {
         "type": "onnx", "card": str(card_file), "path": str(model_path), "batch_size": 2}})
-    built = build_embedder(cfg)
+    built = build_embedder(cfg.embedder, cfg.runtime)
     assert built.name == "tiny_yaml" and built.embed(chips(3)).shape == (3, DIM)
 
 

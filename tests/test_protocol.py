@@ -9,16 +9,26 @@ import math
 from typing import Any
 
 import msgpack
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from shared.errors import ProtocolError
 from shared.ids import ID_PATTERN
-from shared.protocol import (EVENT_TYPES, MAX_SEQ, REASONS, ROLES, SCHEMA_VERSION, FaceBatch, Frame, Heartbeat,
-                             TrackEvent, _SCHEMAS, decode, decode_as, encode)
+from shared.protocol import (
+    _SCHEMAS,
+    EVENT_TYPES,
+    MAX_SEQ,
+    REASONS,
+    ROLES,
+    SCHEMA_VERSION,
+    Frame,
+    Heartbeat,
+    TrackEvent,
+    decode,
+    decode_as,
+    encode,
+)
 
 LIMIT = 1 << 20
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,24 +41,10 @@ texts = st.text(st.characters(categories=["L", "M", "N", "P", "S"], include_char
 times = st.floats(allow_nan=False, allow_infinity=False)
 seqs = st.integers(0, MAX_SEQ)
 sides = st.integers(1, 16384)
-f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 nonneg = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
-
-
-def arrays(shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray]:
-    return hnp.arrays(np.float32, shape, elements=f32)
-
 
 frames = st.builds(Frame, camera_id=ids, seq=seqs, capture_ts=times, send_ts=times, width=sides, height=sides,
                    jpeg=st.binary(min_size=1, max_size=64))
-
-
-@st.composite
-def face_batches(draw: st.DrawFn) -> FaceBatch:
-    n = draw(st.integers(0, 4))
-    d = draw(st.sampled_from([0, 1, 3, 8]))
-    return FaceBatch(draw(ids), draw(seqs), draw(times), draw(sides), draw(sides), draw(texts),
-                     draw(arrays((n, 4))), draw(arrays((n,))), draw(arrays((n, 5, 2))), draw(arrays((n, d))))
 
 
 @st.composite
@@ -57,24 +53,19 @@ def track_events(draw: st.DrawFn) -> TrackEvent:
     name = draw(texts) if kind == "track_identified" else draw(st.none() | texts)
     visitor = draw(st.booleans()) if name is not None else False
     box = draw(st.none() | st.tuples(times, times, times, times))
+    merged = draw(st.none() | texts) if kind == "track_identified" and not visitor else None
     return TrackEvent(kind, draw(ids), draw(seqs), name, draw(st.none() | times), draw(st.none() | times),
-                      draw(times), draw(times), box, draw(st.none() | nonneg), draw(st.none() | nonneg), visitor)
+                      draw(times), draw(times), box, draw(st.none() | nonneg), draw(st.none() | nonneg), visitor,
+                      merged)
 
 
 heartbeats = st.builds(Heartbeat, sender=ids, role=st.sampled_from(ROLES), seq=seqs, ts=times,
                        credits=st.integers(0, 2**31 - 1), cameras=st.lists(ids, max_size=5, unique=True).map(tuple))
-messages = st.one_of(frames, face_batches(), track_events(), heartbeats)
+messages = st.one_of(frames, track_events(), heartbeats)
 
 
 def frame() -> Frame:
     return Frame("cam-1", 7, 1700000000.25, 1700000000.5, 640, 480, b"\xff\xd8\xff\xe0jpeg")
-
-
-def batch(n: int = 2, d: int = 3) -> FaceBatch:
-    rng = np.random.default_rng(0)
-    return FaceBatch("cam-1", 7, 1700000000.25, 640, 480, "arcface_w600k_r50",
-                     rng.random((n, 4), dtype=np.float32), rng.random(n, dtype=np.float32),
-                     rng.random((n, 5, 2), dtype=np.float32), rng.random((n, d), dtype=np.float32))
 
 
 def event() -> TrackEvent:
@@ -82,11 +73,16 @@ def event() -> TrackEvent:
                       (10.0, 20.0, 110.0, 140.0), 350.0, 1.5, False)
 
 
+def merged() -> TrackEvent:
+    """A visitor track recognised as an enrolled person."""
+    return dataclasses.replace(event(), merged_visitor="visitor-3")
+
+
 def heartbeat() -> Heartbeat:
     return Heartbeat("worker-0", "worker", 12, 1700000000.0, 4, ("cam-1", "cam-2"))
 
 
-SAMPLES = [frame(), batch(), event(), heartbeat()]
+SAMPLES = [frame(), event(), merged(), heartbeat()]
 
 
 def wire(msg: Any) -> dict[str, Any]:
@@ -112,7 +108,7 @@ def decode_or_error(data: bytes) -> None:
     except ProtocolError as err:
         assert err.reason in REASONS
         return
-    assert isinstance(msg, (Frame, FaceBatch, TrackEvent, Heartbeat))
+    assert isinstance(msg, (Frame, TrackEvent, Heartbeat))
     assert decode(encode(msg), LIMIT) == msg
 
 
@@ -121,17 +117,6 @@ def decode_or_error(data: bytes) -> None:
 @given(frames)
 def test_frame_round_trip(msg: Frame) -> None:
     assert decode_as(Frame, encode(msg), LIMIT) == msg
-
-
-@FAST
-@given(face_batches())
-def test_face_batch_round_trip(msg: FaceBatch) -> None:
-    out = decode_as(FaceBatch, encode(msg), LIMIT)
-    assert out == msg
-    for name in ("boxes", "scores", "landmarks", "embeddings"):
-        got, want = getattr(out, name), getattr(msg, name)
-        assert got.dtype == np.float32 and got.shape == want.shape
-        assert got.tobytes() == want.tobytes()  # bit-exact, -0.0 included
 
 
 @FAST
@@ -146,12 +131,33 @@ def test_heartbeat_round_trip(msg: Heartbeat) -> None:
     assert decode(encode(msg), LIMIT) == msg
 
 
+def test_merged_visitor_round_trip() -> None:
+    msg = merged()
+    out = decode_as(TrackEvent, encode(msg), LIMIT)
+    assert out == msg and out.merged_visitor == "visitor-3" and out.name == "alice" and not out.visitor
+    assert decode(encode(event()), LIMIT).merged_visitor is None
+
+
+def test_merged_visitor_defaults_to_none() -> None:
+    positional = TrackEvent("track_ended", "c", 1, None, None, None, 1.0, 2.0, None, None, 3.0, False)
+    keywords = TrackEvent(type="track_ended", camera="c", track=1, name=None, similarity=None, margin=None, ts=1.0,
+                          capture_ts=2.0, box=None, time_to_name_ms=None, duration_s=3.0, visitor=False)
+    assert positional == keywords and positional.merged_visitor is None
+    assert wire(positional)["merged_visitor"] is None  # present on the wire, as nil
+
+
 def test_envelope_and_types_on_the_wire() -> None:
-    body = wire(batch(n=2, d=3))
-    assert body["v"] == SCHEMA_VERSION and body["t"] == "face_batch"
-    assert body["embeddings"]["shape"] == [2, 3] and len(body["embeddings"]["data"]) == 24
-    assert np.frombuffer(body["boxes"]["data"], "<f4").tolist() == batch().boxes.ravel().tolist()
-    assert [wire(m)["t"] for m in SAMPLES] == ["frame", "face_batch", "track_event", "heartbeat"]
+    assert SCHEMA_VERSION == 2
+    body = wire(merged())
+    assert body["v"] == SCHEMA_VERSION and body["t"] == "track_event"
+    assert body["box"] == [10.0, 20.0, 110.0, 140.0] and body["merged_visitor"] == "visitor-3"
+    assert list(body) == ["v", "t"] + [f.name for f in dataclasses.fields(TrackEvent)]
+    assert wire(frame())["jpeg"] == frame().jpeg and wire(heartbeat())["cameras"] == ["cam-1", "cam-2"]
+    assert [wire(m)["t"] for m in SAMPLES] == ["frame", "track_event", "track_event", "heartbeat"]
+
+
+def test_event_types() -> None:
+    assert EVENT_TYPES == ("track_started", "track_identified", "track_ended")
 
 
 def test_int_is_accepted_for_float_and_normalised() -> None:
@@ -173,23 +179,12 @@ def test_reasons_are_unique_labels() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ messages in code
-def test_face_batch_arrays_are_frozen_copies() -> None:
-    boxes = np.zeros((1, 4), np.float32)
-    msg = FaceBatch("c", 0, 0.0, 10, 10, "m", boxes, np.zeros(1, np.float32), np.zeros((1, 5, 2), np.float32),
-                    np.zeros((1, 0), np.float32))
-    boxes[0, 0] = 5.0
-    assert msg.boxes[0, 0] == 0.0 and not msg.boxes.flags.writeable
-    with pytest.raises(ValueError):
-        msg.boxes[0, 0] = 1.0
+def test_messages_are_frozen_and_hashable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        msg.seq = 1  # type: ignore[misc]
-    assert msg != batch() and msg == msg and hash(frame()) == hash(frame())
-
-
-def test_face_batch_accepts_big_endian_float32() -> None:
-    b = batch()
-    msg = dataclasses.replace(b, boxes=b.boxes.astype(">f4"))
-    assert msg.boxes.dtype == np.dtype("<f4") and msg == b
+        frame().seq = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        merged().merged_visitor = None  # type: ignore[misc]
+    assert hash(frame()) == hash(frame()) and hash(merged()) == hash(merged()) and merged() != event()
 
 
 @pytest.mark.parametrize("make, reason, field", [
@@ -198,18 +193,20 @@ def test_face_batch_accepts_big_endian_float32() -> None:
     (lambda: dataclasses.replace(frame(), send_ts=math.nan), "bad_value", "send_ts"),
     (lambda: dataclasses.replace(frame(), jpeg=bytearray(b"x")), "bad_type", "jpeg"),
     (lambda: dataclasses.replace(frame(), capture_ts=10**400), "bad_value", "capture_ts"),
-    (lambda: dataclasses.replace(batch(), boxes=np.zeros((2, 4))), "bad_type", "boxes"),
-    (lambda: dataclasses.replace(batch(), boxes=[[0.0] * 4] * 2), "bad_type", "boxes"),
-    (lambda: dataclasses.replace(batch(), landmarks=np.zeros((2, 4, 2), np.float32)), "bad_value", "landmarks"),
-    (lambda: dataclasses.replace(batch(), scores=np.zeros(3, np.float32)), "bad_value", "scores"),
-    (lambda: dataclasses.replace(batch(), embeddings=np.zeros((1, 3), np.float32)), "bad_value", "embeddings"),
-    (lambda: dataclasses.replace(batch(), boxes=np.full((2, 4), np.inf, np.float32)), "bad_value", "boxes"),
-    (lambda: dataclasses.replace(batch(), model=""), "bad_value", "model"),
     (lambda: dataclasses.replace(event(), name=None), "bad_value", "name"),
     (lambda: dataclasses.replace(event(), type="track_ended", name=None, visitor=True), "bad_value", "visitor"),
     (lambda: dataclasses.replace(event(), box=(1.0, 2.0, 3.0)), "bad_value", "box"),
     (lambda: dataclasses.replace(event(), duration_s=-1.0), "bad_value", "duration_s"),
     (lambda: dataclasses.replace(event(), name="a\nb"), "bad_value", "name"),
+    (lambda: dataclasses.replace(event(), type="track_updated"), "bad_value", "type"),
+    (lambda: dataclasses.replace(event(), merged_visitor=""), "bad_value", "merged_visitor"),
+    (lambda: dataclasses.replace(event(), merged_visitor="a\nb"), "bad_value", "merged_visitor"),
+    (lambda: dataclasses.replace(event(), merged_visitor=3), "bad_type", "merged_visitor"),
+    (lambda: dataclasses.replace(merged(), type="track_started"), "bad_value", "merged_visitor"),
+    (lambda: dataclasses.replace(merged(), type="track_ended"), "bad_value", "merged_visitor"),
+    (lambda: dataclasses.replace(merged(), type="track_ended", name=None), "bad_value", "merged_visitor"),
+    (lambda: dataclasses.replace(merged(), visitor=True), "bad_value", "merged_visitor"),
+    (lambda: dataclasses.replace(merged(), name=None), "bad_value", "name"),
     (lambda: dataclasses.replace(heartbeat(), cameras=("a", "a")), "bad_value", "cameras"),
     (lambda: dataclasses.replace(heartbeat(), cameras="cam-1"), "bad_type", "cameras"),
     (lambda: dataclasses.replace(heartbeat(), credits=-1), "bad_value", "credits"),
@@ -224,9 +221,12 @@ def test_constructors_validate(make: Any, reason: str, field: str) -> None:
 def test_to_json_dict() -> None:
     out = event().to_json_dict()
     assert list(out) == [f.name for f in dataclasses.fields(TrackEvent)]
+    assert list(out)[-1] == "merged_visitor" and out["merged_visitor"] is None
     assert out["box"] == [10.0, 20.0, 110.0, 140.0] and out["name"] == "alice"
     assert json.loads(json.dumps(out)) == out
     assert dataclasses.replace(event(), box=None).to_json_dict()["box"] is None
+    out = merged().to_json_dict()
+    assert out["merged_visitor"] == "visitor-3" and json.loads(json.dumps(out)) == out
 
 
 def test_programmer_errors_are_not_protocol_errors() -> None:
@@ -257,7 +257,7 @@ def test_malformed(data: bytes) -> None:
     assert (err.reason, err.field) == ("malformed", None)
 
 
-@pytest.mark.parametrize("version", [None, 2, 0, "1", 1.0, True, [1]])
+@pytest.mark.parametrize("version", [None, 1, 3, 0, "2", 2.0, True, [2]])
 def test_version(version: Any) -> None:
     body = wire(heartbeat())
     if version is None:
@@ -270,12 +270,34 @@ def test_version(version: Any) -> None:
 
 def test_version_is_checked_before_fields() -> None:
     body = wire(heartbeat())
-    body.update(v=2, new_field=1)
+    body.update(v=1, new_field=1)
     del body["seq"]
     assert reject(pack(body)).reason == "version"
 
 
-@pytest.mark.parametrize("tag", ["Frame", "nope", 3, None, b"frame"])
+def _version_1(tag: str) -> dict[str, Any]:
+    """A complete schema-1 message of type ``tag`` as an unpacked map."""
+    if tag == "face_batch":  # a type that only schema 1 had
+        return {"v": 1, "t": "face_batch", "camera_id": "cam-1", "seq": 7, "capture_ts": 1.0, "width": 640,
+                "height": 480, "model": "arcface", "boxes": {"shape": [0, 4], "data": b""},
+                "scores": {"shape": [0], "data": b""}, "landmarks": {"shape": [0, 5, 2], "data": b""},
+                "embeddings": {"shape": [0, 0], "data": b""}}
+    body = wire(event() if tag == "track_event" else frame())
+    body["v"] = 1
+    body.pop("merged_visitor", None)  # schema 1 had no merged_visitor
+    return body
+
+
+@pytest.mark.parametrize("tag", ["track_event", "face_batch", "frame"])
+def test_version_1_messages_are_refused(tag: str) -> None:
+    """A complete schema-1 message (a TrackEvent without merged_visitor, a FaceBatch, a Frame) is refused as a
+    version mismatch, not as a missing field or an unknown type."""
+    err = reject(pack(_version_1(tag)))
+    assert (err.reason, err.field) == ("version", "v")
+    assert "schema version 2" in str(err)
+
+
+@pytest.mark.parametrize("tag", ["Frame", "nope", 3, None, b"frame", "face_batch"])
 def test_unknown_type(tag: Any) -> None:
     body = wire(frame())
     body["t"] = tag
@@ -311,10 +333,9 @@ def test_extra_field(msg: Any) -> None:
 @pytest.mark.parametrize("msg, field, value", [
     (frame(), "seq", True), (frame(), "seq", 1.0), (frame(), "width", "640"), (frame(), "camera_id", 5),
     (frame(), "capture_ts", "now"), (frame(), "capture_ts", False), (frame(), "jpeg", "jpeg"),
-    (batch(), "boxes", [[0, 0, 1, 1]] * 2), (batch(), "scores", {"shape": [2], "data": "xxxxxxxx"}),
-    (batch(), "scores", {"shape": [2.0], "data": b"\0" * 8}), (batch(), "scores", {"shape": [2]}),
-    (batch(), "scores", {"shape": [2], "data": b"\0" * 8, "dtype": "f4"}), (batch(), "model", None),
-    (event(), "visitor", 0), (event(), "name", 5), (event(), "box", "1,2,3,4"), (event(), "box", [1, 2, 3, "4"]),
+    (event(), "merged_visitor", 5), (event(), "merged_visitor", b"visitor-1"), (event(), "merged_visitor", False),
+    (event(), "merged_visitor", ["visitor-1"]), (event(), "visitor", 0), (event(), "name", 5),
+    (event(), "box", "1,2,3,4"), (event(), "box", [1, 2, 3, "4"]),
     (event(), "similarity", "0.9"), (event(), "type", 1), (heartbeat(), "cameras", "cam-1"),
     (heartbeat(), "cameras", ["cam-1", 2]), (heartbeat(), "credits", None), (heartbeat(), "role", None),
 ])
@@ -332,13 +353,9 @@ def test_bad_type(msg: Any, field: str, value: Any) -> None:
     (frame(), "camera_id", "cam 1"), (frame(), "camera_id", "c" * 65), (frame(), "jpeg", b""),
     (frame(), "camera_id", ".."), (frame(), "camera_id", ".hidden"), (frame(), "camera_id", "-rf"),
     (heartbeat(), "sender", ".."), (heartbeat(), "cameras", ["a", "../etc"]),
-    (batch(), "scores", {"shape": [2], "data": b"\0" * 7}), (batch(), "scores", {"shape": [3], "data": b"\0" * 12}),
-    (batch(), "scores", {"shape": [2, 1], "data": b"\0" * 8}),
-    (batch(), "boxes", {"shape": [2, 3], "data": b"\0" * 24}),
-    (batch(), "scores", {"shape": [-2], "data": b""}), (batch(), "embeddings", {"shape": [0, 2**40], "data": b""}),
-    (batch(), "scores", {"shape": [2], "data": np.array([0, np.nan], "<f4").tobytes()}),
-    (batch(), "embeddings", {"shape": [2, 5000], "data": b"\0" * 40000}),
-    (event(), "type", "track_lost"), (event(), "time_to_name_ms", -0.5), (event(), "box", [1, 2, 3]),
+    (event(), "type", "track_lost"), (event(), "type", "track_updated"), (event(), "merged_visitor", ""),
+    (event(), "merged_visitor", "v" * 257), (event(), "merged_visitor", "visitor-\x001"),
+    (event(), "time_to_name_ms", -0.5), (event(), "box", [1, 2, 3]),
     (event(), "box", [1, 2, 3, math.nan]), (event(), "name", ""), (event(), "name", None),
     (heartbeat(), "role", "boss"), (heartbeat(), "credits", -1), (heartbeat(), "cameras", ["a", "a"]),
     (heartbeat(), "ts", -math.inf),
@@ -346,6 +363,20 @@ def test_bad_type(msg: Any, field: str, value: Any) -> None:
 def test_bad_value(msg: Any, field: str, value: Any) -> None:
     body = wire(msg)
     body[field] = value
+    err = reject(pack(body))
+    assert (err.reason, err.field) == ("bad_value", field)
+    assert repr(field) in str(err) and "expected" in str(err)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"type": "track_started"}, "merged_visitor"), ({"type": "track_ended"}, "merged_visitor"),
+    ({"type": "track_ended", "name": None}, "merged_visitor"), ({"visitor": True}, "merged_visitor"),
+    ({"name": None}, "name"),
+])
+def test_merged_visitor_cross_field_rule_on_the_wire(changes: dict[str, Any], field: str) -> None:
+    """merged_visitor only on a track_identified event, of an enrolled person (visitor False, name set)."""
+    body = wire(merged())
+    body.update(changes)
     err = reject(pack(body))
     assert (err.reason, err.field) == ("bad_value", field)
     assert repr(field) in str(err) and "expected" in str(err)

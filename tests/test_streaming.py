@@ -19,6 +19,7 @@ import pytest
 import zmq
 
 from shared.protocol import Frame, Heartbeat, decode, encode
+from store.config import LocalStoreConfig
 from tests.processes import REPO, Cluster, total, wait_until
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def demo_gallery(tmp_path_factory, engine):
     from argusnet.commands.demo import enrol_demo_person
 
     directory = tmp_path_factory.mktemp("streaming") / "gallery"
-    enrol_demo_person(engine, directory).close()
+    enrol_demo_person(engine, LocalStoreConfig(path=directory)).close()
     return directory
 
 

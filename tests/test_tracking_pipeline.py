@@ -9,9 +9,19 @@ from pathlib import Path
 import cv2
 import pytest
 
-from gpu_worker.evaluation.synthetic import (FPS, HEIGHT, WIDTH, Appearance, Sequence, SpriteCache, backgrounds,
-                                             people, render)
-from gpu_worker.evaluation.track import enrol, evaluate_tracking
+from evaluation.synthetic import (
+    FPS,
+    HEIGHT,
+    WIDTH,
+    Appearance,
+    Sequence,
+    SpriteCache,
+    backgrounds,
+    people,
+    render,
+)
+from evaluation.track import enrol, evaluate_tracking
+from store.config import LocalStoreConfig
 from tests.processes import REPO
 
 pytestmark = pytest.mark.slow
@@ -28,7 +38,7 @@ def test_eval_track_meets_targets(engine, data_dir):
 def test_cli_track_on_the_arcade_clip(cli, tmp_path, engine):
     from argusnet.commands.demo import enrol_demo_person
 
-    enrol_demo_person(engine, tmp_path / "gallery").close()
+    enrol_demo_person(engine, LocalStoreConfig(path=tmp_path / "gallery")).close()
     video = REPO.parent / "shared" / "data" / "facenet-pytorch" / "arcade.mp4"
     if not video.is_file():
         pytest.skip("../shared/data absent")

@@ -1,6 +1,6 @@
 """Tracker, recognition-scheduling and identity-voting settings (one ``type`` field picks the tracker backend).
 
-Tuning advice sits in each field's description; `shared.config.TrackingConfig` gathers these sections.
+Tuning advice sits in each field's description; `gpu_worker.config.TrackingConfig` gathers these sections.
 """
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ import sys
 import threading
 from pathlib import Path
 
-from pydantic import ValidationError
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from argusnet.commands.common import config_from, process_id
-from shared.config import CameraConfig, format_validation_error
+from camera_node.config import CameraConfig
 from shared.errors import ArgusError, ConfigError, InputError
 from shared.keys import generate_keys
 from shared.metrics import serve
+from shared.schema import format_validation_error
 from shared.signals import stop_on_signals
 from shared.zmq_defaults import CLOSE_LINGER_MS
 

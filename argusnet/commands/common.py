@@ -1,4 +1,4 @@
-"""Pieces shared by the CLI commands: configuration, the engine, the default gallery directory, output."""
+"""Pieces shared by the CLI commands: configuration, the engine, the store (``--gallery DIR`` or ``store``), output."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from argusnet.config import ArgusConfig, load_config
 from gpu_worker.engine import Engine
-from shared.config import ArgusConfig, load_config
 from shared.ids import ID_RULE, is_valid_id
-
-APP_NAME = "argusnet"
+from store import open_store
+from store.base import Store
+from store.config import LocalStoreConfig, StoreConfig, default_store_dir
 
 
 def process_id(value: str) -> str:
@@ -24,17 +23,29 @@ def process_id(value: str) -> str:
     return value
 
 
-def default_gallery_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP_NAME)) / "gallery"
-
-
 def add_gallery_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", metavar="DIR", type=Path, default=None,
-                        help=f"gallery directory (default: {default_gallery_dir()})")
+                        help=f"local store directory, the same as store: {{type: local, path: DIR}} (default: the "
+                        f"configured store, else {default_store_dir()})")
 
 
-def gallery_dir(args: argparse.Namespace) -> Path:
-    return args.gallery if args.gallery is not None else default_gallery_dir()
+def store_config(args: argparse.Namespace, cfg: ArgusConfig) -> StoreConfig:
+    """``--gallery DIR`` wins, then the ``store`` section; ``up.gallery`` names a local store's directory when
+    ``store.path`` is not set (configs written before the store section)."""
+    if getattr(args, "gallery", None) is not None:
+        return LocalStoreConfig(path=args.gallery)
+    if cfg.store.type == "local" and cfg.store.path is None and cfg.up.gallery is not None:
+        return LocalStoreConfig(path=cfg.up.gallery)
+    return cfg.store
+
+
+def open_cli_store(args: argparse.Namespace, cfg: ArgusConfig, engine: Engine | None = None,
+                   create: bool = False) -> Store:
+    """The store a command works on; with ``engine``, a gallery of another embedder is refused (and ``create``
+    makes an empty store for it)."""
+    model = None if engine is None else engine.embedder.name
+    dim = None if engine is None else engine.embedder.dim
+    return open_store(store_config(args, cfg), cfg.gallery, model=model, dim=dim, create=create)
 
 
 def config_from(args: argparse.Namespace) -> ArgusConfig:

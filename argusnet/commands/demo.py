@@ -4,7 +4,6 @@ shifted, rescaled copy, with no camera and no data set needed."""
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -15,7 +14,9 @@ import numpy as np
 
 from argusnet.commands.common import engine_from
 from gpu_worker.engine import Engine
-from gpu_worker.gallery import Gallery
+from store import open_store
+from store.base import Store
+from store.config import LocalStoreConfig, StoreConfig
 
 DEMO_NAME = "Eileen Collins"
 
@@ -43,37 +44,39 @@ def moved_copy(image: np.ndarray, scale: float = 0.7, shift: tuple[int, int] = (
     return canvas
 
 
-def enrol_demo_person(engine: Engine, directory: Path) -> Gallery:
-    """Create a gallery in ``directory`` holding the portrait as DEMO_NAME (open with the caller)."""
+def enrol_demo_person(engine: Engine, cfg: StoreConfig) -> Store:
+    """Open (creating it when missing) the store ``cfg`` and enrol the portrait as DEMO_NAME in it (the caller
+    closes it). The face is computed before the store is touched, so a failure leaves no empty gallery."""
     face = engine.enrolment_face(astronaut(), "skimage.data.astronaut()")
-    gallery = Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
+    store = open_store(cfg, engine.cfg.gallery, engine.embedder.name, engine.embedder.dim, create=True)
     try:
-        gallery.add_person(DEMO_NAME, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
-    except BaseException:  # no empty demo gallery left behind for ensure_demo_gallery to skip forever
-        gallery.close()
-        shutil.rmtree(directory)
+        store.persons.add_person(DEMO_NAME, [face.sample()])
+    except BaseException:
+        store.close()
         raise
-    return gallery
+    return store
 
 
-def ensure_demo_gallery(engine: Engine, directory: Path) -> None:
-    """The demo gallery: created with the portrait enrolled on first use, left alone afterwards."""
-    if (directory / "gallery.sqlite").is_file():
-        return
-    enrol_demo_person(engine, directory).close()
-    print(f"enrolled {DEMO_NAME} (skimage.data.astronaut()) in the demo gallery {directory}", file=sys.stderr)
+def ensure_demo_gallery(engine: Engine, cfg: StoreConfig) -> None:
+    """The demo gallery: created with the portrait enrolled on first use, left alone when it has anyone."""
+    store = open_store(cfg, engine.cfg.gallery, engine.embedder.name, engine.embedder.dim, create=True)
+    with store:
+        if store.persons.persons():
+            return
+    enrol_demo_person(engine, cfg).close()
+    print(f"enrolled {DEMO_NAME} (skimage.data.astronaut()) in the demo gallery {store.describe()}", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     engine = engine_from(args)
     with tempfile.TemporaryDirectory(prefix="argusnet-demo-") as tmp:
         directory = args.gallery or Path(tmp) / "gallery"
-        with enrol_demo_person(engine, directory) as gallery:
+        with enrol_demo_person(engine, LocalStoreConfig(path=directory)) as store:
             print(f"enrolled {DEMO_NAME} from skimage.data.astronaut() with {engine.embedder.name} "
                   f"(detector on {engine.detector.provider}, embedder on {engine.embedder.provider})")
             probe = moved_copy(astronaut())
             start = time.perf_counter()
-            results = engine.identify(probe, gallery)
+            results = engine.identify(probe, store.persons)
             ms = (time.perf_counter() - start) * 1000
     for r in results:
         who = r.identity

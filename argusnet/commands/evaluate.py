@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from argusnet.commands.common import engine_from, print_json
-from gpu_worker.evaluation.common import write_json
+from evaluation.common import write_json
 from shared.errors import InputError
 
 DEFAULT_DATA = Path("..") / "shared" / "data"
@@ -53,19 +53,19 @@ def _finish(result: dict, out: Path | None) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gpu_worker.evaluation.verify import run_verify
+    from evaluation.verify import run_verify
 
     return _finish(run_verify(engine_from(args), args.pairs, args.images), args.json)
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    from gpu_worker.evaluation.identify import run_identify
+    from evaluation.identify import run_identify
 
     return _finish(run_identify(engine_from(args), args.identities, args.images), args.json)
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from gpu_worker.evaluation.track import evaluate_tracking
+    from evaluation.track import evaluate_tracking
 
     if args.sequences < 1:
         raise InputError(f"--sequences must be >= 1, got {args.sequences}")
@@ -78,6 +78,6 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from gpu_worker.evaluation.detect import run_detect
+    from evaluation.detect import run_detect
 
     return _finish(run_detect(engine_from(args), args.boxes, args.images), args.json)

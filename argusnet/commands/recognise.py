@@ -6,15 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from argusnet.commands.common import add_gallery_arg, config_from, engine_from, gallery_dir, print_json, round_or_none
+from argusnet.commands.common import (
+    add_gallery_arg,
+    config_from,
+    engine_from,
+    open_cli_store,
+    print_json,
+    round_or_none,
+)
 from gpu_worker.align import align_faces
-from gpu_worker.engine import EnrolmentFace, Engine, Identification
-from gpu_worker.gallery import Gallery
-from shared.errors import InputError
+from gpu_worker.engine import Engine, EnrolmentFace, Identification
+from shared.errors import GalleryMissingError, InputError
 from shared.images import read_image
+from store.export import export_gallery
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, metavar="OUT")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_gallery_export)
-    p = g.add_parser("reembed", help="recompute every embedding from the stored crops with the configured model")
+    p = g.add_parser("reembed", help="recompute every embedding (persons and visitors) from the stored crops with "
+                     "the configured model")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_gallery_reembed)
 
@@ -65,28 +72,13 @@ def enrolment_faces(engine: Engine, photos: list[Path]) -> tuple[list[EnrolmentF
     return accepted, refused
 
 
-def open_matching(directory: Path, engine: Engine) -> Gallery:
-    """Open a gallery and check that it holds embeddings of the configured model."""
-    from gpu_worker.main import open_gallery
-
-    return open_gallery(directory, engine)
-
-
-def gallery_exists(directory: Path) -> bool:
-    return directory.is_dir() and any(directory.iterdir())
-
-
-def open_or_create(directory: Path, engine: Engine) -> Gallery:
-    if gallery_exists(directory):
-        return open_matching(directory, engine)
-    return Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
-
-
 def cmd_enroll(args: argparse.Namespace) -> int:
     engine = engine_from(args)
-    directory = gallery_dir(args)
-    if gallery_exists(directory):
-        open_matching(directory, engine).close()  # fail fast on a bad gallery, before any photo work
+    cfg = engine.cfg
+    try:  # fail fast on a bad store (another model, unreadable), before any photo work
+        open_cli_store(args, cfg, engine).close()
+    except GalleryMissingError:
+        pass  # made below, once a photo passed the gate: a refused enrolment writes nothing
     faces, refused = enrolment_faces(engine, args.photos)
     for photo, reason in refused.items():
         print(f"refused {reason}", file=sys.stderr)
@@ -95,16 +87,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                          "(fix or drop them, or pass --skip-bad)")
     if not faces:
         raise InputError("no photo passed the quality gate; nothing was enrolled")
-    with open_or_create(directory, engine) as gallery:
-        gallery.add_person(args.name, np.stack([f.embedding for f in faces]), [f.crop for f in faces],
-                           np.stack([f.crop_landmarks for f in faces]), [f.source for f in faces])
-        persons, total = len(gallery.persons()), gallery.face_count
+    with open_cli_store(args, cfg, engine, create=True) as store:
+        store.persons.add_person(args.name, [f.sample() for f in faces])
+        persons, total, where = len(store.persons.persons()), store.persons.face_count, store.describe()
     result = {"name": args.name, "enrolled": [f.source for f in faces], "refused": refused,
-              "gallery": str(directory), "persons": persons, "faces": total}
+              "gallery": where, "persons": persons, "faces": total}
     if args.json:
         print_json(result)
     else:
-        print(f"enrolled {args.name}: {len(faces)} face(s); gallery {directory} holds {persons} person(s), "
+        print(f"enrolled {args.name}: {len(faces)} face(s); gallery {where} holds {persons} person(s), "
               f"{total} face(s)")
     return 0
 
@@ -118,8 +109,8 @@ def identification_json(item: Identification) -> dict:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     engine = engine_from(args)
-    with open_matching(gallery_dir(args), engine) as gallery:
-        results = engine.identify(read_image(args.photo, engine.cfg.images), gallery)
+    with open_cli_store(args, engine.cfg, engine) as store:
+        results = engine.identify(read_image(args.photo, engine.cfg.images), store.persons)
     faces = [identification_json(r) for r in results]
     if args.json:
         print_json({"photo": str(args.photo), "model": engine.embedder.name, "faces": faces})
@@ -134,9 +125,9 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_list(args: argparse.Namespace) -> int:
-    with Gallery.open(gallery_dir(args), config_from(args).gallery) as gallery:
-        persons = gallery.persons()
-        model = gallery.model
+    with open_cli_store(args, config_from(args)) as store:
+        persons = store.persons.persons()
+        model = store.persons.model
     if args.json:
         print_json({"model": model, "persons": [{"name": p.name, "faces": p.faces, "created": p.created}
                                                 for p in persons]})
@@ -148,28 +139,33 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
-    with Gallery.open(gallery_dir(args), config_from(args).gallery) as gallery:
-        removed = gallery.remove_person(args.name)
+    with open_cli_store(args, config_from(args)) as store:
+        removed = store.persons.remove_person(args.name)
     print(f"removed {args.name}: {removed} face(s)")
     return 0
 
 
 def cmd_gallery_export(args: argparse.Namespace) -> int:
-    with Gallery.open(gallery_dir(args), config_from(args).gallery) as gallery:
-        gallery.export(args.out)
+    with open_cli_store(args, config_from(args)) as store:
+        export_gallery(store.persons, args.out)
     print(f"exported to {args.out}")
     return 0
+
+
+def _reembed(gallery, embedder) -> int:
+    new = {}
+    for face in tqdm(gallery.all_faces(), desc="reembed", unit="face", disable=None, leave=False):
+        chip = align_faces(face.crop, face.landmarks[None], embedder.template)
+        new[face.face_id] = embedder.embed(chip)[0]
+    gallery.replace_embeddings(embedder.name, embedder.dim, new)
+    return len(new)
 
 
 def cmd_gallery_reembed(args: argparse.Namespace) -> int:
     engine = engine_from(args)
     embedder = engine.embedder
-    with Gallery.open(gallery_dir(args), engine.cfg.gallery) as gallery:
-        new: dict[int, np.ndarray] = {}
-        for face in tqdm(list(gallery.faces_for_reembed()), desc="reembed", unit="face", disable=None, leave=False):
-            chip = align_faces(face.crop, face.landmarks[None], embedder.template)
-            new[face.face_id] = embedder.embed(chip)[0]
-        gallery.replace_embeddings(embedder.name, embedder.dim, new)
-        count = gallery.face_count
-    print(f"re-embedded {count} face(s) with {embedder.name}")
+    with open_cli_store(args, engine.cfg) as store:
+        count = _reembed(store.persons, embedder)
+        visitors = _reembed(store.visitors, embedder)
+    print(f"re-embedded {count} face(s) with {embedder.name}" + (f" and {visitors} visitor face(s)" if visitors else ""))
     return 0

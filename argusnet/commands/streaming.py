@@ -7,12 +7,18 @@ import sys
 import threading
 from pathlib import Path
 
-from argusnet.commands.common import add_gallery_arg, config_from, default_gallery_dir, process_id
+from argusnet.commands.common import (
+    add_gallery_arg,
+    config_from,
+    process_id,
+    store_config,
+)
+from argusnet.config import ArgusConfig
 from argusnet.events import EventPrinter
 from argusnet.launcher import ChildSpec, Supervisor, free_port
-from shared.config import ArgusConfig
-from shared.errors import InputError
+from shared.errors import GalleryError, InputError
 from shared.signals import stop_on_signals
+from store.config import StoreConfig
 
 STOP_CAMERAS, STOP_WORKERS, STOP_BROKER, STOP_PRINTER = 0, 1, 2, 3
 
@@ -62,8 +68,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     broker = cfg.broker.model_copy(update={k: v for k, v in (("backend", args.backend),
                                                               ("events_in", args.events_in)) if v is not None})
     port = cfg.worker.metrics_port if args.metrics_port is None else args.metrics_port
-    gallery = args.gallery or cfg.up.gallery or default_gallery_dir()
-    return run_worker(cfg, broker, gallery, args.id or default_worker_id(), port)
+    cfg = cfg.model_copy(update={"store": store_config(args, cfg)})
+    return run_worker(cfg, broker, args.id or default_worker_id(), port)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -79,13 +85,14 @@ def port_or_free(port: int) -> int:
     return port if port != 0 else free_port()
 
 
-def child_specs(cfg: ArgusConfig, gallery: Path, jsonl: Path | None) -> list[ChildSpec]:
+def child_specs(cfg: ArgusConfig, store: StoreConfig, jsonl: Path | None) -> list[ChildSpec]:
     broker_port = port_or_free(cfg.broker.metrics_port)
     specs = [ChildSpec("broker", ("broker", "--metrics-port", str(broker_port)), STOP_BROKER, broker_port)]
     for i in range(1, cfg.up.workers + 1):
         port = free_port() if cfg.worker.metrics_port == 0 or cfg.up.workers > 1 else cfg.worker.metrics_port
-        specs.append(ChildSpec(f"worker-{i}", ("worker", "--id", f"worker-{i}", "--gallery", str(gallery),
-                                               "--metrics-port", str(port)), STOP_WORKERS, port, wait_ready=True))
+        gallery = ("--gallery", str(store.directory())) if store.type == "local" else ()
+        specs.append(ChildSpec(f"worker-{i}", ("worker", "--id", f"worker-{i}", *gallery, "--metrics-port",
+                                               str(port)), STOP_WORKERS, port, wait_ready=True))
     for index, camera in enumerate(cfg.up.cameras):
         port = port_or_free(camera.metrics_port)
         specs.append(ChildSpec(f"camera-{camera.id}", ("camera", "--index", str(index), "--broker",
@@ -96,18 +103,23 @@ def child_specs(cfg: ArgusConfig, gallery: Path, jsonl: Path | None) -> list[Chi
     return specs
 
 
-def prepare_gallery(args: argparse.Namespace, cfg: ArgusConfig) -> Path:
-    """The gallery the workers use. Without --config (the demo) it is created with the portrait enrolled."""
-    gallery = cfg.up.gallery or default_gallery_dir()
+def prepare_gallery(args: argparse.Namespace, cfg: ArgusConfig) -> StoreConfig:
+    """The store the workers use. Without --config (the demo) it is created with the portrait enrolled; with
+    --config it must exist (the workers check it when they start)."""
+    store = store_config(args, cfg)
     if args.config is None:
         from argusnet.commands.demo import ensure_demo_gallery
         from gpu_worker.engine import Engine
 
-        ensure_demo_gallery(Engine(cfg), gallery)
-    elif not (gallery / "gallery.sqlite").is_file():
-        raise InputError(f"no gallery at {gallery} (up.gallery): enrol people first with `argusnet enroll NAME "
-                         f"PHOTO... --gallery {gallery}`")
-    return gallery
+        ensure_demo_gallery(Engine(cfg), store)
+    else:
+        from store import open_store
+
+        try:
+            open_store(store, cfg.gallery).close()
+        except GalleryError as exc:
+            raise InputError(f"{exc} (store / up.gallery)") from exc
+    return store
 
 
 def cmd_up(args: argparse.Namespace) -> int:

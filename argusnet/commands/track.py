@@ -8,8 +8,14 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from argusnet.commands.common import add_gallery_arg, engine_from, gallery_dir, print_json, process_id
-from gpu_worker.main import build_processor, open_stores
+from argusnet.commands.common import (
+    add_gallery_arg,
+    engine_from,
+    open_cli_store,
+    print_json,
+    process_id,
+)
+from gpu_worker.factory import build_processor
 from gpu_worker.video import StageTimes, run_frames, video_frames
 from shared.errors import InputError
 
@@ -33,9 +39,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     names: Counter = Counter()
     args.events_jsonl.parent.mkdir(parents=True, exist_ok=True)
     timer = StageTimes()
-    with open_stores(gallery_dir(args), engine) as (gallery, visitors), \
-            open(args.events_jsonl, "w", encoding="utf-8") as out:
-        processor = build_processor(engine, gallery, visitors)
+    with open_cli_store(args, engine.cfg, engine) as store, open(args.events_jsonl, "w", encoding="utf-8") as out:
+        processor = build_processor(engine, store, engine.cfg, live_ttl_s=engine.cfg.retention.live_ttl_s)
 
         def on_event(event) -> None:
             out.write(json.dumps(event.to_json_dict()) + "\n")

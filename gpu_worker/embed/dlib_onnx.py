@@ -8,9 +8,13 @@ import numpy as np
 
 from gpu_worker.embed.base import l2_normalise
 from gpu_worker.embed.dlib_convert import INPUT, cached_onnx
-from gpu_worker.embed.dlib_resnet import DLIB_150, DLIB_THRESHOLD, MODEL_NAME, dlib_model_path
-from gpu_worker.runtime import create_session, session_provider
-from shared.config import RuntimeConfig
+from gpu_worker.embed.dlib_resnet import (
+    DLIB_150,
+    DLIB_THRESHOLD,
+    MODEL_NAME,
+    dlib_model_path,
+)
+from gpu_worker.runtime import RuntimeConfig, create_session, session_provider
 from shared.types import check_array
 
 

@@ -17,8 +17,7 @@ import onnxruntime as ort
 from gpu_worker.embed.base import l2_normalise
 from gpu_worker.embed.cards import ModelCard
 from gpu_worker.embed.fetch import expected_sha256
-from gpu_worker.runtime import create_session, session_provider
-from shared.config import RuntimeConfig
+from gpu_worker.runtime import RuntimeConfig, create_session, session_provider
 from shared.errors import ModelError
 from shared.types import check_array
 

@@ -24,8 +24,7 @@ import cv2
 import numpy as np
 
 from gpu_worker.detect.base import Detector
-from shared.images import read_image
-from shared.config import ImageLimits
+from shared.images import ImageLimits, read_image
 
 WIDTH, HEIGHT, FPS = 640, 480, 10.0
 MIN_VISIBLE = 0.5

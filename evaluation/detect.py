@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.common import require_file, resolve
 from gpu_worker.engine import Engine
-from gpu_worker.evaluation.common import require_file, resolve
 from shared.errors import InputError
 from shared.images import read_image
 from shared.types import iou_matrix

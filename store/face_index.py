@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from shared.config import GalleryConfig
 from shared.types import check_array
+from store.config import GalleryConfig
 
 TOMBSTONE_REBUILD_FRACTION = 0.25
 PARALLEL_SEARCH_WORK = 2_000_000  # vectors x queries above which a search uses FAISS's threads

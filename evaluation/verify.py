@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from evaluation.common import embed_photos, require_file, resolve
 from gpu_worker.engine import Engine
-from gpu_worker.evaluation.common import embed_photos, require_file, resolve
 from shared.errors import InputError
 
 TRUE_WORDS = {"yes", "true", "1", "same"}

@@ -10,8 +10,7 @@ import numpy as np
 from gpu_worker.align import align_faces
 from gpu_worker.embed.dlib_resnet import DLIB_150
 from gpu_worker.engine import Engine
-from shared.config import ImageLimits
-from shared.images import read_image
+from shared.images import ImageLimits, read_image
 
 PHOTO_DIRS = ("deepface", "facenet-pytorch")
 

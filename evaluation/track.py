@@ -1,4 +1,4 @@
-"""`argusnet eval track`: the tracked pipeline on synthetic sequences (gpu_worker.evaluation.synthetic), scored
+"""`argusnet eval track`: the tracked pipeline on synthetic sequences (evaluation.synthetic), scored
 with TrackEval's HOTA, CLEAR (MOTA, ID switches) and Identity (IDF1) metrics, plus naming correctness.
 
 The enrolled identities are enrolled from photos no sequence shows; strangers are never enrolled. A predicted
@@ -18,17 +18,26 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.synthetic import (
+    FPS,
+    GroundTruthBox,
+    SpriteCache,
+    backgrounds,
+    make_sequence,
+    people,
+    render,
+    write_mot,
+)
 from gpu_worker.engine import Engine
-from gpu_worker.evaluation.synthetic import (FPS, GroundTruthBox, SpriteCache, backgrounds, make_sequence, people,
-                                             render, write_mot)
-from gpu_worker.gallery import Gallery
-from gpu_worker.identity_store import LocalIdentityStore, open_visitors
 from gpu_worker.processing import DecodedFrame
 from gpu_worker.tracked import TrackBox, TrackedProcessor
 from shared.errors import FaceQualityError
 from shared.images import read_image
 from shared.protocol import TrackEvent
 from shared.types import iou_matrix
+from store import open_store
+from store.base import Store
+from store.config import LocalStoreConfig
 
 log = logging.getLogger(__name__)
 MATCH_IOU = 0.5
@@ -48,8 +57,10 @@ class SequenceRun:
     events: list[TrackEvent] = field(default_factory=list)
 
 
-def enrol(engine: Engine, directory: Path, persons) -> Gallery:
-    gallery = Gallery.create(directory, engine.embedder.name, engine.embedder.dim, engine.cfg.gallery)
+def enrol(engine: Engine, directory: Path, persons) -> Store:
+    """A new local store in ``directory`` with every enrolled person of the sequences (the caller closes it)."""
+    store = open_store(LocalStoreConfig(path=directory), engine.cfg.gallery, engine.embedder.name,
+                       engine.embedder.dim, create=True)
     for person in persons:
         if not person.enrolled:
             continue
@@ -57,8 +68,8 @@ def enrol(engine: Engine, directory: Path, persons) -> Gallery:
             face = engine.enrolment_face(read_image(person.enrol_photo, engine.cfg.images), str(person.enrol_photo))
         except FaceQualityError as exc:
             raise ValueError(f"enrolment photo of {person.name} refused: {exc}") from exc
-        gallery.add_person(person.name, face.embedding[None], [face.crop], face.crop_landmarks[None], [face.source])
-    return gallery
+        store.persons.add_person(person.name, [face.sample()])
+    return store
 
 
 def run_sequence(processor: TrackedProcessor, seq, sprites: SpriteCache, camera: str) -> SequenceRun:
@@ -140,9 +151,7 @@ def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int 
     runs, seqs = [], []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="argusnet-evaltrack-") as tmp:
-        gallery = enrol(engine, Path(tmp) / "gallery", persons)
-        visitors = open_visitors(Path(tmp) / "gallery", gallery.model, gallery.dim, engine.cfg.gallery)
-        store = LocalIdentityStore(gallery, visitors, engine.cfg.visitors)
+        store = enrol(engine, Path(tmp) / "gallery", persons)
         processor = TrackedProcessor(engine, store, engine.cfg)
         for i in tqdm(range(sequences), desc="eval track", unit="seq", disable=None, leave=False):
             seq = make_sequence(i, persons, bgs, seed=seed, fps=fps)
@@ -152,8 +161,7 @@ def evaluate_tracking(engine: Engine, data_dir: Path, sequences: int, seed: int 
                 out_dir.mkdir(parents=True, exist_ok=True)
                 write_mot(out_dir / f"seq{i}-gt.txt", [t for frame in runs[-1].truth for t in frame])
         embeddings, faces_seen = processor.embeddings, processor.faces_seen
-        visitors.close()
-        gallery.close()
+        store.close()
     tracks = {(i, b.track) for i, r in enumerate(runs) for frame in r.predicted for b in frame}
     named_ms = [e.time_to_name_ms for r in runs for e in r.events
                 if e.type == "track_identified" and e.time_to_name_ms is not None]

@@ -8,6 +8,9 @@ Layout of a gallery directory::
                      for, and the index file's hash (two processes writing at once can pair one's index with the
                      other's json: the hash tells, and the index is rebuilt)
 
+Schema version 2 added the ``merges`` table (a visitor merged into a person); a version 1 gallery is upgraded in
+place when it is opened.
+
 Every change runs in one SQLite transaction that also bumps ``meta.generation``; the index file is rewritten
 after the commit. A crash in between leaves an index whose generation is behind: it is rebuilt from SQLite on
 the next open, as is a missing or unreadable one. A gallery records the embedder model it was built with and
@@ -25,21 +28,21 @@ import sqlite3
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import simplejpeg
 
-from gpu_worker.face_index import FaceIndex
-from shared.config import GalleryConfig
 from shared.errors import GalleryError, GalleryExistsError
 from shared.files import atomic_write
+from store.config import GalleryConfig
+from store.face_index import FaceIndex
+from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILE = "gallery.sqlite"
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
@@ -67,37 +70,12 @@ CREATE TABLE rejections (
     PRIMARY KEY (person_id, not_name)
 );
 """
+# version 1 -> 2: a visitor merged into a person (its name resolves to the person)
+UPGRADE_2 = """
+CREATE TABLE IF NOT EXISTS merges (name TEXT PRIMARY KEY, into_name TEXT NOT NULL, created REAL NOT NULL);
+"""
 
 
-@dataclass(frozen=True)
-class PersonHit:
-    """A person's best face for one query."""
-
-    name: str
-    similarity: float
-    face_id: int
-
-
-@dataclass(frozen=True)
-class PersonInfo:
-    """created: when the person was added; last_seen: when their newest face was added (unix s)."""
-
-    name: str
-    faces: int
-    created: float
-    last_seen: float
-
-
-@dataclass(frozen=True)
-class StoredFace:
-    """A face's aligned crop (H, W, 3) RGB uint8 with its 5 landmarks in crop pixels, its embedding and source."""
-
-    face_id: int
-    person: str
-    crop: np.ndarray
-    landmarks: np.ndarray
-    embedding: np.ndarray
-    source: str
 
 
 def _rename_into_place(staging: Path, directory: Path) -> None:
@@ -157,7 +135,7 @@ class Gallery:
         try:
             db = cls._connect(staging / DB_FILE)
             try:
-                db.executescript(SCHEMA)
+                db.executescript(SCHEMA + UPGRADE_2)
                 db.executemany("INSERT INTO meta VALUES (?, ?)", [
                     ("schema_version", str(SCHEMA_VERSION)), ("model", model), ("dim", str(dim)),
                     ("generation", "0"), ("created", repr(time.time()))])
@@ -180,10 +158,7 @@ class Gallery:
             raise GalleryError(f"{directory} is not an ArgusNet gallery (no {DB_FILE} in it)")
         db = cls._connect(path)
         try:  # on any refusal the connection is closed before the error leaves
-            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is None or version[0] != str(SCHEMA_VERSION):
-                raise GalleryError(f"{path}: gallery schema version {version and version[0]} is not supported "
-                                   f"(this ArgusNet reads version {SCHEMA_VERSION})")
+            cls._upgrade(db, path)
             return cls(directory, db, cfg)
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -191,6 +166,27 @@ class Gallery:
         except BaseException:
             db.close()
             raise
+
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection, path: Path) -> None:
+        """Refuse a version this code does not know; upgrade version 1 in place (one transaction)."""
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is not None and version[0] == "1":
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                again = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if again[0] == "1":  # another process may have upgraded it while this one waited for the lock
+                    db.execute(UPGRADE_2.strip())
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                    log.info("gallery %s upgraded from schema version 1 to %d", path, SCHEMA_VERSION)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            version = (str(SCHEMA_VERSION),)
+        if version is None or version[0] != str(SCHEMA_VERSION):
+            raise GalleryError(f"{path}: gallery schema version {version and version[0]} is not supported "
+                               f"(this ArgusNet reads versions 1 and {SCHEMA_VERSION})")
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -290,7 +286,7 @@ class Gallery:
         meta = {"generation": generation, "faces": len(index), "sha256": hashlib.sha256(data).hexdigest()}
         atomic_write(self.directory / INDEX_META_FILE, json.dumps(meta).encode(), durable=True)
 
-    def refresh(self) -> bool:
+    def sync(self) -> bool:
         """Reload when another process changed the gallery (an enrolment while a worker runs). True if it did."""
         with self._lock:
             if self._db_generation() == self._generation:
@@ -317,33 +313,89 @@ class Gallery:
             raise ValueError("embeddings: contain NaN or infinity")
         return embeddings
 
-    def add_person(self, name: str, embeddings: np.ndarray, crops: Sequence[np.ndarray], landmarks: np.ndarray,
-                   sources: Sequence[str], model: str | None = None) -> list[int]:
-        """Add faces to ``name`` (created if new), all or nothing. Returns the new face ids."""
+    def _check_faces(self, faces: Sequence[FaceSample]) -> np.ndarray:
+        if not faces:
+            raise ValueError("expected at least one face, got none")
+        for i, face in enumerate(faces):
+            landmarks = np.asarray(face.landmarks)
+            if landmarks.shape != (5, 2):
+                raise ValueError(f"face {i}: expected landmarks of shape (5, 2), got {landmarks.shape}")
+            crop = np.asarray(face.crop)
+            if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
+                raise ValueError(f"face {i}: expected an (H, W, 3) uint8 crop, got {crop.shape} {crop.dtype}")
+        return self._check_embeddings(self.model, np.stack([np.asarray(f.embedding, np.float32) for f in faces]))
+
+    def add_person(self, name: str, faces: Sequence[FaceSample], model: str | None = None) -> list[int]:
+        """Add faces to ``name`` (created if new), all or nothing. Returns the new face ids. ``model``: the
+        embedder that made the embeddings, when it may differ from the gallery's (refused then)."""
         name = name.strip()
         if not name:
             raise GalleryError("a person's name must not be empty")
-        embeddings = self._check_embeddings(self.model if model is None else model, embeddings)
-        n = len(embeddings)
-        landmarks = np.asarray(landmarks, dtype=np.float32)
-        if len(crops) != n or len(sources) != n or landmarks.shape != (n, 5, 2):
-            raise ValueError(f"add_person: expected {n} crops, {n} sources and landmarks of shape ({n}, 5, 2), got "
-                             f"{len(crops)}, {len(sources)} and {landmarks.shape}")
-        now = time.time()
+        if model is not None and model != self.model:
+            raise GalleryError(f"gallery {self.directory} holds {self.model} embeddings, refusing {model} ones")
+        embeddings = self._check_faces(faces)
         with self._lock:
             self._sync()
             with self._transaction():
-                person_id = self._person_id(name, create_at=now)
-                self._db.execute("UPDATE persons SET last_seen = ? WHERE id = ?", (now, person_id))
-                ids = [self._db.execute(
-                    "INSERT INTO faces (person_id, model, embedding, crop, landmarks, source, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (person_id, self.model, embeddings[i].tobytes(), _encode_crop(crops[i]), landmarks[i].tobytes(),
-                     str(sources[i]), now)).lastrowid for i in range(n)]
-                self._index.add(np.asarray(ids, np.int64), embeddings)
-            self._owner.update((int(i), name) for i in ids)
+                ids = self._insert_faces(name, faces, embeddings, time.time())
             self._committed()
-            return [int(i) for i in ids]
+            return ids
+
+    def _insert_faces(self, name: str, faces: Sequence[FaceSample], embeddings: np.ndarray, now: float) -> list[int]:
+        """Inside a transaction: the person (created if new) and their faces, in SQLite and the index."""
+        person_id = self._person_id(name, create_at=now)
+        self._db.execute("UPDATE persons SET last_seen = ? WHERE id = ?", (now, person_id))
+        ids = [int(self._db.execute(
+            "INSERT INTO faces (person_id, model, embedding, crop, landmarks, source, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (person_id, self.model, embeddings[i].tobytes(), _encode_crop(face.crop),
+             np.asarray(face.landmarks, np.float32).tobytes(), str(face.source), now)).lastrowid)
+            for i, face in enumerate(faces)]
+        self._index.add(np.asarray(ids, np.int64), embeddings)
+        self._owner.update((i, name) for i in ids)
+        return ids
+
+    def match_or_create(self, faces: Sequence[FaceSample], threshold: float, prefix: str,
+                        max_faces: int) -> VisitorMatch:
+        """One write transaction (SQLite's write lock serialises every process): pick up other processes' changes,
+        search, then mark the best match seen or mint ``prefix-N`` with the first ``max_faces`` faces."""
+        embeddings = self._check_faces(faces)
+        now = time.time()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._sync()
+                match = self._best_match(embeddings, threshold)
+                if match is not None:
+                    self._db.execute("UPDATE persons SET last_seen = MAX(last_seen, ?) WHERE name = ?",
+                                     (now, match.visitor))
+                    self._db.execute("COMMIT")
+                    return match
+                name = f"{prefix}-{self._next_number(prefix)}"
+                self._insert_faces(name, faces[:max_faces], embeddings[:max_faces], now)
+                self._pending_generation = self._bump()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback_and_reload()
+                raise
+            self._committed()
+            return VisitorMatch(name, None, True)
+
+    def _best_match(self, embeddings: np.ndarray, threshold: float) -> VisitorMatch | None:
+        if not self._owner:
+            return None
+        best: VisitorMatch | None = None
+        for hits in self._search_locked(embeddings, 4):
+            if hits and hits[0].similarity >= threshold and (best is None or hits[0].similarity > best.similarity):
+                best = VisitorMatch(hits[0].name, hits[0].similarity, False)
+        return best
+
+    def _next_number(self, prefix: str) -> int:
+        """Inside a transaction: the next number of the ``prefix`` counter (never handed out before)."""
+        key = f"counter:{prefix}"
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        number = 1 if row is None else int(row[0]) + 1
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(number)))
+        return number
 
     def remove_person(self, name: str, missing_ok: bool = False) -> int:
         """Remove a person and all their faces; returns how many faces went. ``missing_ok``: a person who is not
@@ -428,13 +480,10 @@ class Gallery:
 
     def allocate_name(self, prefix: str) -> str:
         """A fresh ``prefix-N`` name, never handed out before by this gallery (a counter kept in SQLite)."""
-        key = f"counter:{prefix}"
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-                number = 1 if row is None else int(row[0]) + 1
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(number)))
+                number = self._next_number(prefix)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -479,16 +528,19 @@ class Gallery:
         """For each query, persons ranked by their best face's cosine similarity (each person once)."""
         embeddings = self._check_embeddings(self.model, embeddings)
         with self._lock:
-            found = self._index.search(embeddings, k)
-            results: list[list[PersonHit]] = []
-            for ids, sims in zip(found.ids, found.similarities):
-                best: dict[str, PersonHit] = {}
-                for face_id, sim in zip(ids, sims):
-                    name = self._owner.get(int(face_id))
-                    if name is not None and name not in best:
-                        best[name] = PersonHit(name, float(sim), int(face_id))
-                results.append(list(best.values()))
-            return results
+            return self._search_locked(embeddings, k)
+
+    def _search_locked(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        found = self._index.search(embeddings, k)
+        results: list[list[PersonHit]] = []
+        for ids, sims in zip(found.ids, found.similarities):
+            best: dict[str, PersonHit] = {}
+            for face_id, sim in zip(ids, sims):
+                name = self._owner.get(int(face_id))
+                if name is not None and name not in best:
+                    best[name] = PersonHit(name, float(sim), int(face_id))
+            results.append(list(best.values()))
+        return results
 
     def persons(self) -> list[PersonInfo]:
         with self._lock:
@@ -500,14 +552,14 @@ class Gallery:
     def _stored_faces(self, where: str = "", args: tuple = ()) -> list[StoredFace]:
         with self._lock:
             rows = self._db.execute("SELECT faces.id, persons.name, faces.crop, faces.landmarks, faces.embedding, "
-                                    "faces.source FROM faces JOIN persons ON persons.id = faces.person_id "
-                                    f"{where} ORDER BY faces.id", args).fetchall()
+                                    "faces.source, faces.created FROM faces JOIN persons ON persons.id = "
+                                    f"faces.person_id {where} ORDER BY faces.id", args).fetchall()
         return [StoredFace(int(face_id), name, simplejpeg.decode_jpeg(crop, colorspace="RGB"),
                            np.frombuffer(landmarks, dtype=np.float32).reshape(5, 2).copy(),
-                           np.frombuffer(embedding, dtype=np.float32).copy(), source)
-                for face_id, name, crop, landmarks, embedding, source in rows]
+                           np.frombuffer(embedding, dtype=np.float32).copy(), source, float(created))
+                for face_id, name, crop, landmarks, embedding, source, created in rows]
 
-    def faces_for_reembed(self) -> list[StoredFace]:
+    def all_faces(self) -> list[StoredFace]:
         return self._stored_faces()
 
     def faces_of(self, name: str) -> list[StoredFace]:
@@ -517,23 +569,24 @@ class Gallery:
             raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
         return faces
 
-    def embeddings_of(self, name: str) -> np.ndarray:
-        """All stored embeddings of one person, (N, dim)."""
-        return np.stack([f.embedding for f in self.faces_of(name)])
 
-    def export(self, path: Path) -> None:
-        """Write the gallery as JSON: model, dim and each person with their faces' sources and embeddings."""
+    # ----- merges ------------------------------------------------------------------------------------------
+    def record_merge(self, name: str, into: str) -> int:
+        """``name`` is ``into`` from now on: its faces leave this gallery (they stop answering searches) and the
+        merge is recorded; how many faces went."""
         with self._lock:
-            rows = self._db.execute("SELECT persons.name, persons.created, faces.id, faces.source, faces.created, "
-                                    "faces.embedding FROM persons LEFT JOIN faces ON faces.person_id = persons.id "
-                                    "ORDER BY persons.name, faces.id").fetchall()
-        persons: dict[str, dict] = {}
-        for name, created, face_id, source, face_created, blob in rows:
-            person = persons.setdefault(name, {"name": name, "created": created, "faces": []})
-            if face_id is not None:
-                vector = np.frombuffer(blob, dtype=np.float32)
-                person["faces"].append({"id": face_id, "source": source, "created": face_created,
-                                        "embedding": [round(float(v), 7) for v in vector]})
-        document = {"format": "argusnet-gallery", "version": SCHEMA_VERSION, "model": self.model, "dim": self.dim,
-                    "persons": list(persons.values())}
-        atomic_write(Path(path), json.dumps(document, indent=1).encode(), durable=True)
+            self._sync()
+            ids = [face_id for face_id, owner in self._owner.items() if owner == name]
+            with self._transaction():
+                self._db.execute("DELETE FROM persons WHERE name = ?", (name,))
+                self._db.execute("INSERT OR REPLACE INTO merges VALUES (?, ?, ?)", (name, into, time.time()))
+            self._index.remove(np.asarray(ids, np.int64))
+            for face_id in ids:
+                del self._owner[face_id]
+            self._committed()
+            return len(ids)
+
+    def merged_into(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT into_name FROM merges WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])

@@ -1,0 +1,85 @@
+"""Worker settings (batching, tracking) and the settings the worker's parts read from the composition root.
+
+``EngineSettings`` and ``WorkerSettings`` name the sections the engine and the frame processors read; the
+composition root (`argusnet.config.ArgusConfig`) has them all, and the worker never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import Field
+
+from gpu_worker.decision import RecognitionConfig
+from gpu_worker.detect.config import RetinaFaceConfig
+from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
+from gpu_worker.quality import QualityConfig
+from gpu_worker.runtime import RuntimeConfig
+from shared.images import ImageLimits
+from shared.schema import Section
+from store.config import GalleryConfig, VisitorConfig
+from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig, VotingConfig
+
+
+class WorkerConfig(Section):
+    max_batch: int = Field(default=4, ge=1, le=256, description="Frames detected together in one batch.")
+    max_wait_ms: float = Field(default=10.0, ge=0.0, le=5000.0,
+                               description="How long a batch waits to fill before it runs anyway.")
+    capacity: int = Field(default=4, ge=1, le=1024, description="Frames a worker accepts ahead (its credits).")
+    metrics_port: int = Field(default=9200, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
+
+class TrackingConfig(Section):
+    processor: Literal["tracked", "per_frame"] = Field(
+        default="tracked", description="tracked: recognise once per track (default); per_frame: embed every face of "
+        "every frame, as the prototype did (for comparison).")
+    tracker: TrackerConfig = Field(default_factory=ByteTrackConfig, description="Tracker backend (type: bytetrack "
+                                   "or sort).")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="When tracks are embedded.")
+    voting: VotingConfig = Field(default_factory=VotingConfig, description="How a track's name is decided.")
+    visitor_after: int = Field(default=3, ge=1, le=100,
+                               description="A track still unknown after this many embeddings becomes a visitor.")
+    camera_idle_s: float = Field(default=5.0, gt=0.0, le=3600.0,
+                                 description="A camera silent this long on this worker has its tracks ended.")
+    detect_fps: float = Field(
+        default=10.0, ge=0.0, le=1000.0,
+        description="How often the detector must look at each camera: it runs on as few of a camera's frames as keep "
+        "the time between two detected frames at most 1/detect_fps seconds; on the frames between, tracks move by "
+        "their Kalman prediction and nothing is recognised. 0 = detect every frame. The default 10 detects every "
+        "frame of cameras below 20 fps, every other frame at 20-29 fps and every third at 30 fps: it halves a "
+        "worker's detection work on 25 fps cameras at a small cost in box accuracy (BENCHMARKS.md). Raise it for "
+        "fast motion; lower it (as Frigate's detect fps) to serve more cameras per worker.")
+
+
+class EngineSettings(Protocol):
+    """What the recognition engine reads."""
+
+    @property
+    def runtime(self) -> RuntimeConfig: ...
+
+    @property
+    def detector(self) -> RetinaFaceConfig: ...
+
+    @property
+    def embedder(self) -> DlibEmbedderConfig | OnnxEmbedderConfig: ...
+
+    @property
+    def gallery(self) -> GalleryConfig: ...
+
+    @property
+    def recognition(self) -> RecognitionConfig: ...
+
+    @property
+    def quality(self) -> QualityConfig: ...
+
+    @property
+    def images(self) -> ImageLimits: ...
+
+
+class WorkerSettings(EngineSettings, Protocol):
+    """What the frame processors read on top of the engine's sections."""
+
+    @property
+    def tracking(self) -> TrackingConfig: ...
+
+    @property
+    def visitors(self) -> VisitorConfig: ...

@@ -1,0 +1,193 @@
+"""The store interface: what every backend (local now; Redis next) provides, as Protocols.
+
+A ``Store`` bundles five parts: ``persons`` (the enrolled gallery), ``visitors`` (provisional identities of people
+nobody enrolled), ``media`` (track crops), ``events`` (the event history) and ``live`` (the tracks alive now).
+Identity operations that span parts (an operator naming a visitor, a visitor merged into the person a track was
+later named as) are written once over these Protocols in `store.identity`; retention in `store.retention`.
+Every backend passes the contract suite in ``tests/test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from store.types import (
+    EventQuery,
+    EventRecord,
+    FaceSample,
+    LiveTrack,
+    LoggedEvent,
+    PersonHit,
+    PersonInfo,
+    StoredFace,
+    VisitorInfo,
+    VisitorMatch,
+)
+
+
+class PersonGallery(Protocol):
+    """Enrolled persons and their faces, searchable by embedding. ``model``/``dim``: the embedder it holds."""
+
+    model: str
+    dim: int
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        """For each query (N, dim), persons ranked by their best face's cosine similarity (each person once)."""
+        ...
+
+    def add_person(self, name: str, faces: Sequence[FaceSample]) -> list[int]:
+        """Add faces to ``name`` (created if new), all or nothing; the new face ids."""
+        ...
+
+    def remove_person(self, name: str, missing_ok: bool = False) -> int:
+        """Remove a person and all their faces; how many faces went (GalleryError when unknown)."""
+        ...
+
+    def persons(self) -> list[PersonInfo]: ...
+
+    def faces_of(self, name: str) -> list[StoredFace]:
+        """Every stored face of one person (GalleryError when unknown)."""
+        ...
+
+    def all_faces(self) -> list[StoredFace]: ...
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        """Switch to ``model``: every face gets a new embedding, all or nothing."""
+        ...
+
+    @property
+    def face_count(self) -> int: ...
+
+    def sync(self) -> bool:
+        """Pick up changes other processes made (an enrolment while a worker runs); True when there were any."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class VisitorStore(Protocol):
+    """Provisional ``visitor-N`` identities shared by every worker of the store."""
+
+    def match_or_create(self, faces: Sequence[FaceSample], threshold: float, max_faces: int) -> VisitorMatch:
+        """ONE atomic operation: the visitor whose faces best match any of ``faces`` at ``threshold`` or above
+        (marked seen now), or else a new visitor holding the first ``max_faces`` of them. Two workers calling it
+        for one stranger at the same instant get the same visitor."""
+        ...
+
+    def seen(self, visitor: str, faces: Sequence[FaceSample], max_faces: int, when: float | None = None) -> None:
+        """Mark a visitor seen and add faces, keeping at most ``max_faces``; a visitor that was merged, promoted or
+        expired meanwhile is left alone."""
+        ...
+
+    def reject(self, visitor: str, not_name: str) -> None:
+        """Record that ``visitor`` is not ``not_name`` (GalleryError when the visitor is unknown)."""
+        ...
+
+    def rejections(self) -> dict[str, frozenset[str]]: ...
+
+    def faces_of(self, visitor: str) -> list[StoredFace]: ...
+
+    def all_faces(self) -> list[StoredFace]: ...
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        """Switch to ``model`` (with the person gallery, by `argusnet gallery reembed`)."""
+        ...
+
+    def list(self) -> list[VisitorInfo]: ...
+
+    def merge(self, visitor: str, person: str) -> int:
+        """The visitor is ``person``: its faces stop answering as a visitor and its name resolves to the person
+        from now on; how many faces went (0 when it was already gone)."""
+        ...
+
+    def merged_into(self, visitor: str) -> str | None:
+        """The person a visitor was merged into, or None."""
+        ...
+
+    def expire(self, older_than: float) -> list[str]:
+        """Forget every visitor not seen since ``older_than`` (unix s); their names."""
+        ...
+
+    def sync(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class MediaStore(Protocol):
+    """Track crops as JPEG bytes under a key (``camera/track``)."""
+
+    def put_crop(self, camera: str, track: int, crop: np.ndarray, when: float | None = None) -> str:
+        """Store a track's best face (H, W, 3) RGB uint8; its key."""
+        ...
+
+    def get_crop(self, key: str) -> bytes:
+        """The JPEG bytes of a stored crop (KeyError when there is none)."""
+        ...
+
+    def remove(self, key: str) -> bool: ...
+
+    def expire(self, older_than: float) -> int:
+        """Delete crops stored before ``older_than`` (unix s); how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventLog(Protocol):
+    """The durable history of track events: what a dashboard shows and an erasure must reach."""
+
+    def append(self, records: Sequence[EventRecord]) -> list[int]:
+        """Append in order; the new ids (increasing)."""
+        ...
+
+    def query(self, query: EventQuery) -> list[LoggedEvent]:
+        """Matching events, newest first."""
+        ...
+
+    def rename_identity(self, old: str, new: str) -> int:
+        """Events naming ``old`` (a visitor) now name ``new`` (the person it was merged into); how many."""
+        ...
+
+    def expire(self, older_than: float) -> int:
+        """Delete events captured before ``older_than`` (unix s); how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LiveTracks(Protocol):
+    """The tracks alive now, per camera; an entry that is not refreshed within its TTL expires by itself."""
+
+    def put(self, track: LiveTrack, ttl_s: float) -> None: ...
+
+    def remove(self, camera: str, track: int) -> None: ...
+
+    def alive(self, camera: str | None = None, now: float | None = None) -> list[LiveTrack]:
+        """Tracks whose TTL has not run out at ``now`` (default: the time now)."""
+        ...
+
+    def rename_identity(self, old: str, new: str) -> int: ...
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop entries whose TTL ran out (they are already invisible to ``alive``); how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    """One backend's five parts, opened together."""
+
+    persons: PersonGallery
+    visitors: VisitorStore
+    media: MediaStore
+    events: EventLog
+    live: LiveTracks
+
+    def describe(self) -> str:
+        """Where the data is (a directory, a URL without its password), for logs and messages."""
+        ...
+
+    def close(self) -> None: ...

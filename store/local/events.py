@@ -1,0 +1,57 @@
+"""The local event log: one row per event in ``store.sqlite`` (the event as JSON, plus the columns it is queried
+by)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from store.codec import event_from_json, event_json, renamed_event
+from store.local.sqlite import RecordsDb
+from store.types import EventQuery, EventRecord, LoggedEvent
+
+MAX_QUERY_LIMIT = 10_000
+
+
+class LocalEventLog:
+    def __init__(self, records: RecordsDb) -> None:
+        self._records = records
+
+    def append(self, records: Sequence[EventRecord]) -> list[int]:
+        if not records:
+            return []
+        with self._records.transaction() as db:
+            return [int(db.execute("INSERT INTO events (capture_ts, camera, name, body, crop, worker) VALUES "
+                                   "(?, ?, ?, ?, ?, ?)",
+                                   (r.event.capture_ts, r.event.camera, r.event.name, event_json(r.event), r.crop,
+                                    r.worker)).lastrowid) for r in records]
+
+    def query(self, query: EventQuery) -> list[LoggedEvent]:
+        if not 1 <= query.limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit: expected 1..{MAX_QUERY_LIMIT}, got {query.limit}")
+        where, args = [], []
+        for column, op, value in (("capture_ts", ">=", query.since), ("capture_ts", "<", query.until),
+                                  ("camera", "=", query.camera), ("name", "=", query.identity),
+                                  ("id", ">", query.after_id)):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        sql = "SELECT id, body, crop, worker FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._records.read(sql + " ORDER BY id DESC LIMIT ?", (*args, query.limit))
+        return [LoggedEvent(int(i), event_from_json(body), crop, worker) for i, body, crop, worker in rows]
+
+    def rename_identity(self, old: str, new: str) -> int:
+        with self._records.transaction() as db:
+            rows = db.execute("SELECT id, body FROM events WHERE name = ?", (old,)).fetchall()
+            for event_id, body in rows:
+                event = renamed_event(event_from_json(body), old, new)
+                db.execute("UPDATE events SET name = ?, body = ? WHERE id = ?", (new, event_json(event), event_id))
+        return len(rows)
+
+    def expire(self, older_than: float) -> int:
+        with self._records.transaction() as db:
+            return db.execute("DELETE FROM events WHERE capture_ts < ?", (older_than,)).rowcount
+
+    def close(self) -> None:
+        """The record database is closed by the store that owns it."""

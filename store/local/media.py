@@ -1,0 +1,96 @@
+"""The local media store: track crops as JPEG files ``crops/<camera>/<track>.jpg`` in the store directory, indexed
+with their time and size in ``store.sqlite`` (so retention and disk budgets never walk the folder)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+
+from shared.files import atomic_write
+from shared.ids import ID_RULE, is_valid_id
+from store.local.sqlite import RecordsDb
+
+log = logging.getLogger(__name__)
+
+CROPS_DIR = "crops"
+CROP_JPEG_QUALITY = 90
+
+
+def crop_key(camera: str, track: int) -> str:
+    if not is_valid_id(camera):  # the id names a folder: never '..' or a path (the protocol checks it too)
+        raise ValueError(f"camera id must be {ID_RULE}, got {camera!r}")
+    if not isinstance(track, int) or track < 0:
+        raise ValueError(f"track id must be an int >= 0, got {track!r}")
+    return f"{camera}/{track}"
+
+
+def _parse_key(key: str) -> tuple[str, int]:
+    camera, sep, track = key.partition("/")
+    if not sep or not track.isdigit() or not is_valid_id(camera):
+        raise KeyError(f"not a crop key (camera/track): {key!r}")
+    return camera, int(track)
+
+
+class LocalMediaStore:
+    def __init__(self, directory: Path, records: RecordsDb) -> None:
+        self.root = Path(directory) / CROPS_DIR
+        self._records = records
+        if records.created:
+            self._index_existing_files()
+
+    def _path(self, key: str) -> Path:
+        camera, track = _parse_key(key)
+        return self.root / camera / f"{track}.jpg"
+
+    def _index_existing_files(self) -> None:
+        """Upgrade of a store written before the crop index: index the crop files already there, by mtime."""
+        rows = []
+        for path in self.root.glob("*/*.jpg"):
+            if is_valid_id(path.parent.name) and path.stem.isdigit():
+                stat = path.stat()
+                rows.append((f"{path.parent.name}/{path.stem}", stat.st_mtime, stat.st_size))
+        if rows:
+            with self._records.transaction() as db:
+                db.executemany("INSERT OR IGNORE INTO media VALUES (?, ?, ?)", rows)
+            log.info("indexed %d crop file(s) already in %s", len(rows), self.root)
+
+    def put_crop(self, camera: str, track: int, crop: np.ndarray, when: float | None = None) -> str:
+        key = crop_key(camera, track)
+        data = simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
+                                      colorspace="RGB")
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
+        with self._records.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO media VALUES (?, ?, ?)",
+                       (key, time.time() if when is None else when, len(data)))
+        return key
+
+    def get_crop(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"no crop {key!r}") from None
+
+    def remove(self, key: str) -> bool:
+        path = self._path(key)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        with self._records.transaction() as db:
+            db.execute("DELETE FROM media WHERE key = ?", (key,))
+        return existed
+
+    def expire(self, older_than: float) -> int:
+        keys = [k for (k,) in self._records.read("SELECT key FROM media WHERE created < ?", (older_than,))]
+        for key in keys:  # another worker sharing this store may remove the same files: missing is fine
+            self._path(key).unlink(missing_ok=True)
+        with self._records.transaction() as db:
+            db.executemany("DELETE FROM media WHERE key = ?", [(k,) for k in keys])
+        return len(keys)
+
+    def close(self) -> None:
+        """The record database is closed by the store that owns it."""

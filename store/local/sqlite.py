@@ -1,0 +1,108 @@
+"""The local store's record database, ``store.sqlite`` in the store directory: the event log, the live tracks and
+the index of crop files. One connection per process, shared by those three parts under one lock (WAL mode, so
+workers and the dashboard on this host read and write it at once)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from shared.errors import GalleryError, StoreError
+
+RECORDS_FILE = "store.sqlite"
+RECORDS_SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    capture_ts REAL NOT NULL,
+    camera TEXT NOT NULL,
+    name TEXT,
+    body TEXT NOT NULL,
+    crop TEXT,
+    worker TEXT
+);
+CREATE INDEX IF NOT EXISTS events_capture ON events(capture_ts);
+CREATE INDEX IF NOT EXISTS events_camera ON events(camera, id);
+CREATE INDEX IF NOT EXISTS events_name ON events(name, id);
+CREATE TABLE IF NOT EXISTS live_tracks (
+    camera TEXT NOT NULL,
+    track INTEGER NOT NULL,
+    name TEXT,
+    body TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (camera, track)
+);
+CREATE TABLE IF NOT EXISTS media (key TEXT PRIMARY KEY, created REAL NOT NULL, bytes INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS media_created ON media(created);
+"""
+
+
+class RecordsDb:
+    """A locked SQLite connection to ``store.sqlite``; ``created`` tells whether this open made the file."""
+
+    def __init__(self, directory: Path) -> None:
+        path = Path(directory) / RECORDS_FILE
+        self.path = path
+        self.created = not path.exists()
+        self.lock = threading.RLock()
+        try:
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise GalleryError(f"cannot open the store's record database {path}: {exc}") from exc
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self.db.executescript(SCHEMA)  # idempotent; executescript runs outside any transaction
+            with self.transaction():
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise GalleryError(f"{path} is not a readable store database: {exc}") from exc
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(RECORDS_SCHEMA_VERSION),))
+        elif row[0] != str(RECORDS_SCHEMA_VERSION):
+            raise GalleryError(f"{self.path}: store schema version {row[0]} is not supported (this ArgusNet reads "
+                               f"version {RECORDS_SCHEMA_VERSION})")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the process lock; rolled back on any error."""
+        with self.lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"{self.path}: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.lock:
+            try:
+                return self.db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()

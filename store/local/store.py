@@ -1,0 +1,111 @@
+"""The local backend (``store: {type: local, path: DIR}``): one directory on this host.
+
+Layout::
+
+    gallery.sqlite, index.faiss, index.json   enrolled persons and their faces (store.local.gallery)
+    visitors/                                 provisional visitors, a gallery of the same layout
+    crops/<camera>/<track>.jpg                the best face of each ended track
+    store.sqlite                              the event log, the live tracks and the crop index
+
+A directory written by an earlier ArgusNet (galleries of schema version 1, crops without an index) is upgraded in
+place when it is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from shared.errors import GalleryError, GalleryExistsError, GalleryMissingError
+from store.config import GalleryConfig, LocalStoreConfig
+from store.local.events import LocalEventLog
+from store.local.gallery import DB_FILE, Gallery
+from store.local.live import LocalLiveTracks
+from store.local.media import LocalMediaStore
+from store.local.sqlite import RecordsDb
+from store.local.visitors import LocalVisitorStore
+
+log = logging.getLogger(__name__)
+
+VISITORS_DIR = "visitors"
+
+
+def gallery_exists(directory: Path) -> bool:
+    return (Path(directory) / DB_FILE).is_file()
+
+
+def _open_or_create(directory: Path, model: str, dim: int, cfg: GalleryConfig) -> Gallery:
+    """A gallery created empty on first use; the loser of a race to create it opens the winner's."""
+    if not gallery_exists(directory):
+        try:
+            return Gallery.create(directory, model, dim, cfg)
+        except GalleryExistsError:
+            log.info("gallery %s was created by another process at the same moment: opening it", directory)
+    return Gallery.open(directory, cfg)
+
+
+def _persons(directory: Path, cfg: GalleryConfig, model: str | None, dim: int | None, create: bool) -> Gallery:
+    if not gallery_exists(directory):
+        if not create or model is None or dim is None:
+            raise GalleryMissingError(f"no gallery at {directory} (enrol someone first: `argusnet enroll NAME PHOTO... "
+                               f"--gallery {directory}`)")
+        return _open_or_create(directory, model, dim, cfg)
+    gallery = Gallery.open(directory, cfg)
+    if model is not None and gallery.model != model:
+        gallery.close()
+        raise GalleryError(f"gallery {directory} holds {gallery.model} embeddings but the configured embedder is "
+                           f"{model}; run `argusnet gallery reembed --gallery {directory}` or use another gallery")
+    return gallery
+
+
+class LocalStore:
+    """Persons, visitors, crops, events and live tracks in one directory. Use as a context manager."""
+
+    def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, records: RecordsDb) -> None:
+        self.directory = directory
+        self.persons = persons
+        self.visitors = LocalVisitorStore(visitors)
+        self._records = records
+        self.media = LocalMediaStore(directory, records)
+        self.events = LocalEventLog(records)
+        self.live = LocalLiveTracks(records)
+
+    @classmethod
+    def open(cls, cfg: LocalStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
+             create: bool = False) -> "LocalStore":
+        """Open the store; ``model``: refuse a gallery of another embedder; ``create``: make it when missing
+        (needs ``model`` and ``dim``)."""
+        directory = cfg.directory()
+        persons = _persons(directory, gallery, model, dim, create)
+        try:
+            visitors = _open_or_create(directory / VISITORS_DIR, persons.model, persons.dim, gallery)
+        except BaseException:
+            persons.close()
+            raise
+        if model is not None and visitors.model != model:  # a reembed that stopped half-way
+            visitors.close()
+            persons.close()
+            raise GalleryError(f"visitor gallery {directory / VISITORS_DIR} holds {visitors.model} embeddings but "
+                               f"the configured embedder is {model}: run `argusnet gallery reembed --gallery "
+                               f"{directory}`")
+        try:
+            records = RecordsDb(directory)
+        except BaseException:
+            visitors.close()
+            persons.close()
+            raise
+        return cls(directory, persons, visitors, records)
+
+    def describe(self) -> str:
+        return str(self.directory)
+
+    def close(self) -> None:
+        self.visitors.close()
+        self.persons.close()
+        self._records.close()
+
+    def __enter__(self) -> "LocalStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

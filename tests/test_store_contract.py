@@ -1,0 +1,276 @@
+"""The store contract: every backend (``store.type``) must pass every test here (boxmot-style contract tests).
+
+Parametrised over ``BACKENDS``; the Redis backend joins the list when it lands. Each test opens a fresh store
+through `store.open_store`, exactly as the CLI, the workers and the dashboard do.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.errors import GalleryError
+from shared.protocol import TrackEvent
+from store import open_store
+from store.base import Store
+from store.config import GalleryConfig, LocalStoreConfig, RetentionConfig, VisitorConfig
+from store.identity import merge_visitor, promote_visitor
+from store.retention import RetentionJob
+from store.types import EventQuery, EventRecord, FaceSample, LiveTrack
+
+DIM = 32
+MODEL = "test_model"
+BACKENDS = ["local"]
+
+
+def store_config(backend: str, where: Path):
+    if backend == "local":
+        return LocalStoreConfig(path=where / "store")
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def opener(backend, tmp_path):
+    opened: list[Store] = []
+
+    def open_(create: bool = True, model: str | None = MODEL) -> Store:
+        store = open_store(store_config(backend, tmp_path), GalleryConfig(), model, DIM, create=create)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def unit(rng: np.random.Generator, n: int = 1) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def face(vector: np.ndarray, source: str = "photo.jpg", shade: int = 100) -> FaceSample:
+    return FaceSample(vector, np.full((48, 40, 3), shade, np.uint8), np.arange(10, dtype=np.float32).reshape(5, 2),
+                      source)
+
+
+def near(rng: np.random.Generator, v: np.ndarray, noise: float = 0.02) -> np.ndarray:
+    out = v + noise * rng.standard_normal(v.shape).astype(np.float32)
+    return (out / np.linalg.norm(out)).astype(np.float32)
+
+
+def event(kind: str, camera: str, track: int, ts: float, name: str | None = None, visitor: bool = False) -> TrackEvent:
+    return TrackEvent(type=kind, camera=camera, track=track, name=name, similarity=0.9 if name else None, margin=None,
+                      ts=ts, capture_ts=ts, box=(1.0, 2.0, 30.0, 40.0), time_to_name_ms=None, duration_s=0.0,
+                      visitor=visitor)
+
+
+# ------------------------------------------------------------------------------------------------ persons
+def test_add_search_remove(opener):
+    rng = np.random.default_rng(1)
+    store = opener()
+    alice, bob = unit(rng, 2), unit(rng, 1)
+    ids = store.persons.add_person("alice", [face(v) for v in alice])
+    store.persons.add_person("bob", [face(bob[0])])
+    assert len(ids) == 2 and store.persons.face_count == 3
+    hits = store.persons.search(alice[1:2], 5)[0]
+    assert [h.name for h in hits] == ["alice", "bob"] and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert [p.name for p in store.persons.persons()] == ["alice", "bob"]
+    assert [f.source for f in store.persons.faces_of("alice")] == ["photo.jpg", "photo.jpg"]
+    assert store.persons.remove_person("alice") == 2
+    assert [h.name for h in store.persons.search(alice[1:2], 5)[0]] == ["bob"]
+    with pytest.raises(GalleryError, match="no person named 'alice'"):
+        store.persons.remove_person("alice")
+    with pytest.raises(GalleryError, match="no person named 'nobody'"):
+        store.persons.faces_of("nobody")
+
+
+def test_persistence_across_reopen_and_model_guard(opener):
+    rng = np.random.default_rng(2)
+    first = opener()
+    vector = unit(rng)
+    first.persons.add_person("carol", [face(vector[0])])
+    first.close()
+    again = opener(create=False)
+    assert again.persons.search(vector, 1)[0][0].name == "carol"
+    stored = again.persons.faces_of("carol")[0]
+    assert np.allclose(stored.embedding, vector[0]) and stored.crop.shape == (48, 40, 3)
+    with pytest.raises(GalleryError, match="configured embedder is other_model"):
+        opener(create=False, model="other_model")
+
+
+def test_a_missing_store_is_refused_unless_created(opener):
+    with pytest.raises(GalleryError, match="no gallery"):
+        opener(create=False)
+
+
+def test_changes_of_another_opener_are_picked_up_by_sync(opener):
+    rng = np.random.default_rng(3)
+    reader, writer = opener(), opener()
+    vector = unit(rng)
+    assert not reader.persons.sync()
+    writer.persons.add_person("dave", [face(vector[0])])
+    assert reader.persons.sync()
+    assert reader.persons.search(vector, 1)[0][0].name == "dave"
+
+
+# ------------------------------------------------------------------------------------------------ visitors
+def test_match_or_create_matches_or_mints_and_keeps_max_faces(opener):
+    rng = np.random.default_rng(4)
+    store = opener()
+    base = unit(rng)[0]
+    made = store.visitors.match_or_create([face(base), face(near(rng, base)), face(near(rng, base))], 0.9, 2)
+    assert (made.visitor, made.created, made.similarity) == ("visitor-1", True, None)
+    again = store.visitors.match_or_create([face(near(rng, base))], 0.9, 2)
+    assert again.visitor == "visitor-1" and not again.created and again.similarity > 0.9
+    other = store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 2)
+    assert other.visitor == "visitor-2" and other.created
+    listed = {v.visitor: v for v in store.visitors.list()}
+    assert listed["visitor-1"].faces == 2
+    store.visitors.seen("visitor-2", [face(unit(rng)[0]), face(unit(rng)[0])], max_faces=2)
+    assert {v.visitor: v.faces for v in store.visitors.list()} == {"visitor-1": 2, "visitor-2": 2}
+    store.visitors.seen("visitor-99", [face(unit(rng)[0])], max_faces=2)  # gone meanwhile: left alone
+    assert len(store.visitors.list()) == 2
+
+
+def _match_or_create_at(backend: str, where: str, start_at: float, seed: int) -> str:
+    """In a fresh process: wait for the common instant, then match_or_create the same stranger."""
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(0).standard_normal(DIM).astype(np.float32)
+    base /= np.linalg.norm(base)
+    store = open_store(store_config(backend, Path(where)), GalleryConfig(), MODEL, DIM)
+    try:
+        time.sleep(max(0.0, start_at - time.time()))
+        return store.visitors.match_or_create([face(near(rng, base))], 0.9, 5).visitor
+    finally:
+        store.close()
+
+
+def test_two_processes_creating_the_same_visitor_at_once_make_exactly_one(opener, backend, tmp_path):
+    opener().close()  # the store exists; its visitor part is empty
+    start_at = time.time() + 3.0
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        names = list(pool.map(_match_or_create_at, [backend] * 4, [str(tmp_path)] * 4, [start_at] * 4, range(4)))
+    assert names == ["visitor-1"] * 4
+    assert [v.visitor for v in opener(create=False).visitors.list()] == ["visitor-1"]
+
+
+def test_rejections_and_promotion(opener):
+    rng = np.random.default_rng(5)
+    store = opener()
+    vector = unit(rng)[0]
+    visitor = store.visitors.match_or_create([face(vector)], 0.9, 5).visitor
+    store.visitors.reject(visitor, "eve")
+    assert store.visitors.rejections() == {visitor: frozenset({"eve"})}
+    with pytest.raises(GalleryError, match="no person named 'visitor-7'"):
+        store.visitors.reject("visitor-7", "eve")
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 100.0, visitor, visitor=True))])
+    report = promote_visitor(store, visitor, "Frank")
+    assert (report.faces_added, report.faces_removed, report.events) == (1, 1, 1)
+    assert store.persons.search(vector[None], 1)[0][0].name == "Frank"
+    assert store.visitors.list() == [] and store.visitors.merged_into(visitor) == "Frank"
+    assert [e.event.name for e in store.events.query(EventQuery(identity="Frank"))] == ["Frank"]
+    with pytest.raises(GalleryError, match="not a visitor id"):
+        promote_visitor(store, "Frank", "George")
+
+
+def test_merge_moves_history_to_the_person_and_the_visitor_stops_answering(opener):
+    rng = np.random.default_rng(6)
+    store = opener()
+    person = unit(rng)[0]
+    store.persons.add_person("Grace", [face(person)])
+    visitor = store.visitors.match_or_create([face(near(rng, person, 0.2))], 0.9, 5).visitor
+    store.events.append([EventRecord(event("track_started", "cam", 5, 100.0)),
+                         EventRecord(event("track_identified", "cam", 5, 101.0, visitor, visitor=True))])
+    store.live.put(LiveTrack("cam", 5, visitor, True, None, (0, 0, 9, 9), 100.0, 101.0), ttl_s=30)
+    report = merge_visitor(store, visitor, "Grace")
+    assert (report.faces_added, report.faces_removed, report.events, report.live_tracks) == (0, 1, 1, 1)
+    again = store.visitors.match_or_create([face(near(rng, person, 0.2))], 0.9, 5)
+    assert again.visitor != visitor and again.created  # the merged visitor's faces no longer answer
+    named = store.events.query(EventQuery(identity="Grace"))
+    assert [(e.event.type, e.event.visitor) for e in named] == [("track_identified", False)]
+    assert store.events.query(EventQuery(identity=visitor)) == []
+    assert [(t.name, t.visitor) for t in store.live.alive()] == [("Grace", False)]
+
+
+# ------------------------------------------------------------------------------------------------ media
+def test_crops_round_trip_and_expire(opener):
+    store = opener()
+    crop = np.zeros((60, 50, 3), np.uint8)
+    crop[:, :25] = 200
+    key = store.media.put_crop("cam-1", 42, crop, when=1000.0)
+    data = store.media.get_crop(key)
+    import simplejpeg
+
+    decoded = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    assert decoded.shape == crop.shape and np.abs(decoded.astype(int) - crop).mean() < 3
+    assert store.media.expire(older_than=999.0) == 0
+    assert store.media.expire(older_than=1001.0) == 1
+    with pytest.raises(KeyError):
+        store.media.get_crop(key)
+    with pytest.raises(ValueError, match="camera id"):
+        store.media.put_crop("../etc", 1, crop)
+
+
+# ------------------------------------------------------------------------------------------------ events
+def test_events_query_by_time_camera_and_identity_newest_first(opener):
+    store = opener()
+    ids = store.events.append([EventRecord(event("track_started", "a", 1, 10.0)),
+                               EventRecord(event("track_identified", "a", 1, 11.0, "Ann")),
+                               EventRecord(event("track_started", "b", 2, 12.0)),
+                               EventRecord(event("track_ended", "a", 1, 13.0, "Ann"), crop="a/1", worker="w1")])
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    everything = store.events.query(EventQuery())
+    assert [e.event.capture_ts for e in everything] == [13.0, 12.0, 11.0, 10.0]
+    assert (everything[0].crop, everything[0].worker) == ("a/1", "w1")
+    assert [e.event.track for e in store.events.query(EventQuery(camera="b"))] == [2]
+    assert [e.event.type for e in store.events.query(EventQuery(identity="Ann"))] == ["track_ended",
+                                                                                    "track_identified"]
+    assert [e.event.capture_ts for e in store.events.query(EventQuery(since=11.0, until=13.0))] == [12.0, 11.0]
+    assert [e.id for e in store.events.query(EventQuery(after_id=ids[1]))] == ids[:1:-1]
+    assert len(store.events.query(EventQuery(limit=2))) == 2
+    assert store.events.query(EventQuery())[0].event == everything[0].event  # round trip of every field
+    assert store.events.expire(older_than=12.0) == 2
+    assert [e.event.capture_ts for e in store.events.query(EventQuery())] == [13.0, 12.0]
+
+
+# ------------------------------------------------------------------------------------------------ live tracks
+def test_live_tracks_expire_by_themselves(opener):
+    store = opener()
+    now = time.time()
+    store.live.put(LiveTrack("a", 1, "Ann", False, 0.95, (1, 2, 3, 4), now, now), ttl_s=0.3)
+    store.live.put(LiveTrack("b", 2, None, False, None, None, now, now), ttl_s=60)
+    assert [(t.camera, t.track) for t in store.live.alive()] == [("a", 1), ("b", 2)]
+    assert [t.name for t in store.live.alive(camera="a")] == ["Ann"]
+    assert store.live.alive(camera="a")[0].box == (1.0, 2.0, 3.0, 4.0)
+    time.sleep(0.4)
+    assert [(t.camera, t.track) for t in store.live.alive()] == [("b", 2)]  # nobody removed it
+    assert store.live.expire() == 1
+    store.live.remove("b", 2)
+    assert store.live.alive() == []
+
+
+# ------------------------------------------------------------------------------------------------ retention
+def test_retention_job_expires_each_kind(opener):
+    rng = np.random.default_rng(8)
+    store = opener()
+    store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5)
+    store.media.put_crop("cam", 1, np.zeros((8, 8, 3), np.uint8), when=time.time() - 7200)
+    store.media.put_crop("cam", 2, np.zeros((8, 8, 3), np.uint8))
+    store.events.append([EventRecord(event("track_started", "cam", 1, time.time() - 3 * 86400)),
+                         EventRecord(event("track_started", "cam", 2, time.time()))])
+    store.live.put(LiveTrack("cam", 9, None, False, None, None, 0.0, 0.0), ttl_s=0.01)
+    time.sleep(0.05)
+    job = RetentionJob(store, RetentionConfig(crops_h=1.0, events_days=1.0), VisitorConfig(retention_h=1.0))
+    assert job.run_once().total() == 3  # the old crop, the old event and the dead live track; the visitor stays
+    report = job.run_once(now=time.time() + 2 * 3600)
+    assert (report.visitors, report.crops, report.events) == (1, 1, 0)
