@@ -7,12 +7,12 @@ import logging
 import sys
 from typing import Sequence
 
-from argusnet.commands import bench, camera, demo, evaluate, models, recognise, streaming, track, visitors
+from argusnet.commands import audit, bench, camera, demo, evaluate, models, recognise, streaming, track, visitors
 from shared.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ArgusError
 from shared.logs import setup_logging
 
 log = logging.getLogger("argusnet")
-COMMAND_MODULES = (recognise, evaluate, models, visitors, track, streaming, camera, bench, demo)
+COMMAND_MODULES = (recognise, evaluate, models, visitors, track, streaming, camera, bench, demo, audit)
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,12 +23,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+CONFIG_HELP = "YAML configuration file (ARGUSNET__SECTION__FIELD environment variables override it)"
+
+
+class CommandParser(Parser):
+    """A subcommand's parser: it takes ``--config`` too (``argusnet up --config F`` as well as ``argusnet --config F
+    up``; the subcommand's value wins). Its default is left unset, so that a subcommand without the option keeps
+    the value given before it. Nested subcommands (``gallery list``) get it as well."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="argusnet", description="ArgusNet: face recognition for camera networks.")
-    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (ARGUSNET__SECTION__FIELD "
-                        "environment variables override it)")
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from broker.config import BrokerConfig
 from camera_node.config import CameraConfig
@@ -45,12 +46,25 @@ class UpConfig(Section):
     gallery: Path | None = Field(default=None, description="Store directory of a local store (the same as "
                                  "store.path, which wins when both are set); default: the user data directory.")
 
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        """Two cameras with one id would share a tracker, a crop folder and a broker routing id."""
+        first: dict[str, int] = {}
+        for index, camera in enumerate(cameras):
+            if camera.id in first:
+                raise PydanticCustomError(
+                    "duplicate_camera_id", "up.cameras[{index}].id '{id}' is already the id of up.cameras[{first}]; "
+                    "camera ids must be unique", {"index": index, "id": camera.id, "first": first[camera.id]})
+            first[camera.id] = index
+        return cameras
+
 class ArgusConfig(Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="ONNX Runtime settings.")
     detector: DetectorConfig = Field(default_factory=RetinaFaceConfig, description="Face detector backend.")
     embedder: EmbedderConfig = Field(default_factory=DlibEmbedderConfig, description="Face embedder backend.")
     store: StoreConfig = Field(default_factory=LocalStoreConfig, description="Where the gallery, visitors, crops, "
-                               "events and live tracks are kept (type: local).")
+                               "events and live tracks are kept (type: local or redis).")
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="How long each kind of data is "
                                        "kept; enforced by one retention job.")
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery index settings.")

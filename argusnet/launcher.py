@@ -16,6 +16,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Sequence
+
+from shared.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,74 @@ def free_port(attempts: int = 200) -> int:
     raise RuntimeError(f"no free TCP port on 127.0.0.1 in [{PORT_FLOOR}, {low}) after {attempts} tries")
 
 
+def reserve_ports(ports: Iterable[int]) -> None:
+    """Never hand out these ports (configured ones a child binds later, free right now) from ``free_port``."""
+    _issued.update(p for p in ports if p)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """A TCP address a child of `argusnet up` will listen on: the configuration field it comes from, the value as
+    configured (for messages), and the host and port to check."""
+
+    field: str
+    value: str
+    host: str
+    port: int
+
+
+WILDCARD_HOSTS = {"*": "0.0.0.0", "": "0.0.0.0"}
+
+
+def tcp_listen(field_name: str, endpoint: str) -> Listen | None:
+    """The address of a ZeroMQ ``tcp://HOST:PORT`` endpoint (``*`` = every interface, ``[::1]`` IPv6); None for
+    other transports (ipc://, inproc://) and for ports chosen at bind time (``*``, ``!``)."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, sep, port = endpoint[len("tcp://"):].rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return Listen(field_name, endpoint, WILDCARD_HOSTS.get(host, host), int(port))
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now ("is in use", ...), or None when it could. The probe sets
+    SO_REUSEADDR as ZeroMQ and the metrics server do, so only a listening socket (not TIME_WAIT) counts."""
+    if host in {name for _index, name in socket.if_nameindex()}:
+        return None  # ZeroMQ binds an interface by name (tcp://eth0:5555); its address is not ours to guess
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"names no address this machine can listen on ({exc.strerror})"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be listened on ({exc.strerror})"
+    return None
+
+
+def _overlap(a: Listen, b: Listen) -> bool:
+    return a.port == b.port and (a.host == b.host or "0.0.0.0" in (a.host, b.host) or "::" in (a.host, b.host))
+
+
+def check_listen(addresses: Sequence[Listen]) -> None:
+    """InputError naming the field of the first address that two children share or that cannot be listened on
+    (another `argusnet up` runs on these ports, say), before anything is started."""
+    for i, address in enumerate(addresses):
+        other = next((o for o in addresses[:i] if _overlap(o, address)), None)
+        if other is not None:
+            raise InputError(f"{address.field} {address.value} is also {other.field} ({other.value}): every "
+                             "server of `argusnet up` needs a port of its own")
+        problem = bind_problem(address.host, address.port)
+        if problem is not None:
+            raise InputError(f"{address.field} {address.value} {problem}: is another `argusnet up` (or another "
+                             "program) running on it? Choose another port in the configuration")
+
+
 def _serves_metrics(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as response:
@@ -81,6 +152,7 @@ class ChildSpec:
     metrics_port: int | None = None
     start_stage: int = 0
     wait_ready: bool = False
+    metrics_field: str = "metrics port"  # the configuration field metrics_port comes from, for messages
 
 
 @dataclass

@@ -44,7 +44,9 @@ def encode_jpeg(image, quality: int) -> bytes:
 
 
 class CameraMetrics:
-    def __init__(self, registry: Any) -> None:
+    """A node's metrics; its labelled counters exist at 0 for every known label value from the start."""
+
+    def __init__(self, registry: Any, camera: str) -> None:
         self.frames = Counter(m.CAMERA_FRAMES, "Camera frames by outcome: captured, sent, unchanged (motion gate), "
                               "queue_full (dropped), reopened (source), read_error (a frame the source could not "
                               "deliver)", ["camera", "outcome"], registry=registry)
@@ -57,6 +59,12 @@ class CameraMetrics:
         self.stage = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
                                registry=registry)
         self.protocol_errors = Counter(m.PROTOCOL_ERRORS, "Bad messages dropped", ["reason"], registry=registry)
+        for outcome in m.CAMERA_OUTCOMES:
+            self.frames.labels(camera=camera, outcome=outcome)
+        for reason in m.CAMERA_DROP_REASONS:
+            self.dropped.labels(camera=camera, reason=reason)
+        for reason in m.PROTOCOL_ERROR_REASONS:
+            self.protocol_errors.labels(reason=reason)
 
 
 class CameraNode:
@@ -67,7 +75,7 @@ class CameraNode:
         self.cfg = cfg
         self.endpoint = broker_endpoint
         self.max_bytes = protocol.max_message_bytes
-        self.metrics = CameraMetrics(registry)
+        self.metrics = CameraMetrics(registry, cfg.id)
         self.flow = FlowController(cfg)
         self.queue = FrameQueue(cfg.queue)
         self.ctx = context or zmq.Context.instance()

@@ -90,10 +90,18 @@ class StreamSource:
         self._cap.release()
 
 
+def file_path(source: str) -> Path | None:
+    """The local video file a ``CameraConfig.source`` names; None for ``demo``, a USB index or a URL."""
+    if source == "demo" or source.isdigit() or "://" in source:
+        return None
+    return Path(source)
+
+
 def open_source(cfg: CameraConfig, interrupt: threading.Event | None = None) -> Source:
     """The source named by ``cfg.source``: ``demo``, a digit string (USB index), a URL, or a file path."""
     if cfg.source == "demo":
         return DemoSource(cfg.fps, interrupt)
-    if cfg.source.isdigit() or "://" in cfg.source:
+    path = file_path(cfg.source)
+    if path is None:
         return StreamSource(cfg.source)
-    return FileSource(Path(cfg.source), cfg.loop, cfg.pace, interrupt)
+    return FileSource(path, cfg.loop, cfg.pace, interrupt)

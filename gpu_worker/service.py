@@ -23,7 +23,7 @@ from gpu_worker.processing import DecodedFrame, FrameProcessor
 from shared import metrics as m
 from shared.errors import ProtocolError
 from shared.logs import RateLimitedLog
-from shared.protocol import Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
+from shared.protocol import EVENT_TYPES, Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
 from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, HEARTBEAT_INTERVAL_S, configure
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,36 @@ class WorkerMetrics:
         self.queue_depth = Gauge(m.QUEUE_DEPTH, "Frames waiting", ["queue"], registry=registry)
         self.stage = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
                                registry=registry)
-        self.end_to_end = Histogram(m.END_TO_END_LATENCY, "Capture to event published", buckets=m.LATENCY_BUCKETS,
+        self.end_to_end = Histogram(m.END_TO_END_LATENCY, "Capture to track_started / track_identified published",
+                                    buckets=m.LATENCY_BUCKETS, registry=registry)
+        self.track_lost = Histogram(m.TRACK_LOST_DELAY, "Last capture of a track to its track_ended published (the "
+                                    "time the tracker waits before giving a face up)", buckets=m.TRACK_LOST_BUCKETS,
                                     registry=registry)
         self.events = Counter(m.EVENTS, "Track events published", ["type"], registry=registry)
         self.events_dropped = Counter(m.EVENTS_DROPPED, "Track events dropped before publishing", ["reason"],
                                       registry=registry)
-        self.events_dropped.labels(reason="outbox_full")
+        for reason in m.EVENTS_DROPPED_REASONS:
+            self.events_dropped.labels(reason=reason)
+        for reason in m.PROTOCOL_ERROR_REASONS:
+            self.protocol_errors.labels(reason=reason)
+        self._events = {kind: self.events.labels(type=kind) for kind in EVENT_TYPES}
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage=stage).observe(seconds)
+
+    def camera_seen(self, camera: str) -> None:
+        """A camera's first frame: its per-camera counters exist at 0 from now on."""
+        self.frames_in.labels(camera=camera)
+        self.frames_out.labels(camera=camera)
+        for reason in m.WORKER_DROP_REASONS:
+            self.dropped.labels(camera=camera, reason=reason)
+
+    def published(self, event: TrackEvent, now: float) -> None:
+        """Count a published event; capture -> publish is the end-to-end latency of a track that started or was
+        named, and the track-lost delay of one that ended (its capture_ts is the last frame it was seen on)."""
+        self._events[event.type].inc()
+        delay = max(0.0, now - event.capture_ts)
+        (self.track_lost if event.type == "track_ended" else self.end_to_end).observe(delay)
 
 
 @dataclass
@@ -186,7 +207,9 @@ class WorkerService:
         received = time.time()
         self.metrics.frames_in.labels(camera=frame.camera_id).inc()
         self.metrics.stage.labels(stage="broker").observe(max(0.0, received - frame.send_ts))
-        self.cameras.add(frame.camera_id)
+        if frame.camera_id not in self.cameras:
+            self.metrics.camera_seen(frame.camera_id)
+            self.cameras.add(frame.camera_id)
         try:
             start = time.perf_counter()
             image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
@@ -212,8 +235,7 @@ class WorkerService:
             start = time.perf_counter()
             pub.send_multipart([event.camera.encode(), encode(event)])
             self.metrics.observe("publish", time.perf_counter() - start)
-            self.metrics.events.labels(type=event.type).inc()
-            self.metrics.end_to_end.observe(max(0.0, time.time() - event.capture_ts))
+            self.metrics.published(event, time.time())
 
     def _send_heartbeat(self, dealer: zmq.Socket, credits: int) -> None:
         self._hb_seq += 1

@@ -10,13 +10,17 @@ import logging
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from shared.protocol import EVENT_TYPES, REASONS
+
 PREFIX = "argusnet"
 
 MODEL_PROVIDER = f"{PREFIX}_model_provider_info"  # gauge=1, labels: model, provider
 PROTOCOL_ERRORS = f"{PREFIX}_protocol_errors_total"  # counter, labels: reason
 IMAGES_REFUSED = f"{PREFIX}_images_refused_total"  # counter, labels: reason
 STAGE_LATENCY = f"{PREFIX}_stage_latency_seconds"  # histogram, labels: stage
-END_TO_END_LATENCY = f"{PREFIX}_end_to_end_latency_seconds"  # histogram: capture -> event published
+END_TO_END_LATENCY = f"{PREFIX}_end_to_end_latency_seconds"  # histogram: capture -> track_started or
+# track_identified published (track_ended is published once the tracker gave the face up: TRACK_LOST_DELAY)
+TRACK_LOST_DELAY = f"{PREFIX}_track_lost_delay_seconds"  # histogram: last capture of a track -> track_ended published
 FRAMES_IN = f"{PREFIX}_frames_in_total"  # counter, labels: camera
 FRAMES_OUT = f"{PREFIX}_frames_out_total"  # counter, labels: camera
 FRAMES_DROPPED = f"{PREFIX}_frames_dropped_total"  # counter, labels: camera, reason
@@ -29,8 +33,26 @@ EVENTS_DROPPED = f"{PREFIX}_events_dropped_total"  # counter, labels: reason (ou
 RETENTION_REMOVED = f"{PREFIX}_retention_removed_total"  # counter, labels: kind (visitors, crops, events, ...)
 STORE_ERRORS = f"{PREFIX}_store_errors_total"  # counter, labels: operation
 
+WORKER_CAMERAS = f"{PREFIX}_worker_cameras"  # gauge, labels: worker (broker)
+WORKER_CREDITS = f"{PREFIX}_worker_credits"  # gauge, labels: worker (broker)
+BROKER_QUEUE_DEPTH = f"{PREFIX}_broker_queue_depth"  # gauge, labels: camera
+AUTH_REFUSED = f"{PREFIX}_auth_refused_total"  # counter, labels: reason (AUTH_REFUSED_REASONS)
+UNCREDITED_FRAMES = f"{PREFIX}_uncredited_frames_total"  # counter, labels: camera
+
+# The label values every process exports at 0 from its start (per-camera ones once the camera is first seen), so
+# that a rate() or an alert on a series sees it before the first increment.
+PROTOCOL_ERROR_REASONS = (*REASONS, "bad_frames", "unexpected_message")  # decoding + a wrong envelope or peer
+WORKER_DROP_REASONS = ("bad_jpeg", "worker_full", "processing_error", "shutdown")
+BROKER_DROP_REASONS = ("no_worker", "queue_full", "camera_gone")
+CAMERA_DROP_REASONS = ("camera_queue_full", "camera_not_connected")
+CAMERA_OUTCOMES = ("captured", "sent", "unchanged", "queue_full", "not_connected", "reopened", "read_error",
+                   "shutdown")
+AUTH_REFUSED_REASONS = ("unknown_key", "mechanism_mismatch", "handshake_aborted", "handshake")
+EVENTS_DROPPED_REASONS = ("outbox_full",)
+
 STAGES = ("capture_to_send", "broker", "decode", "detect", "embed", "search", "track", "publish")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TRACK_LOST_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)  # a tracker waits seconds, not ms
 
 log = logging.getLogger(__name__)
 

@@ -48,11 +48,18 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(p for i, p in enumerate(parts) if not (i > 0 and p in tags)) or "<root>"
 
 
+MAX_SHOWN_VALUE = 120  # a longer value (a whole list of cameras) is cut: the message names the culprit itself
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_VALUE else text[:MAX_SHOWN_VALUE - 3] + "..."
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         path = field_path(tuple(e["loc"]))
-        value = e.get("input")
-        shown = "(missing)" if e["type"] == "missing" else repr(value)
+        shown = "(missing)" if e["type"] == "missing" else _shown(e.get("input"))
         lines.append(f"  {path} = {shown}: {e['msg']}")
     return "\n".join(lines)

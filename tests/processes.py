@@ -59,6 +59,7 @@ class Cluster:
                           "events_in": self.endpoint("events_in"), "events_out": self.endpoint("events_out"),
                           "metrics_port": self.ports["broker_metrics"]},
                "up": {"gallery": str(gallery)},
+               "worker": {"metrics_port": 0},  # `up`'s worker on a free port, not the default 9200 of every test
                # one ONNX thread per session: two workers with spinning thread pools on a 2-core CI machine can
                # stall an I/O thread past the broker's heartbeat limit
                "runtime": {"threads": 1}}

@@ -79,6 +79,9 @@ def test_gallery_list_export_remove(cli, gallery, tmp_path, people):
     assert json.loads(cli("gallery", "list", "--gallery", copy, "--json").out)["persons"] == []
     r = cli("gallery", "remove", "nobody", "--gallery", copy)
     assert r.code == 2 and "nobody" in r.err
+    audit = json.loads(cli("audit", "list", "--gallery", copy, "--json").out)["records"]
+    assert [(a["action"], a["subject"]) for a in audit] == [("enrol", "solo"), ("remove", "solo")]
+    assert b"solo" not in (copy / "audit.jsonl").read_bytes()  # subjects are pseudonymous in the log itself
 
 
 def png_bomb(path: Path) -> Path:
@@ -129,6 +132,36 @@ def test_unknown_gallery_directory(cli, tmp_path, people):
     r = cli("enroll", "x", people[0][0], "--gallery", not_a_gallery)
     assert r.code == 2 and (not_a_gallery / "x.txt").read_text() == "hello"
     assert sorted(p.name for p in not_a_gallery.iterdir()) == ["x.txt"]
+
+
+def test_a_face_already_enrolled_as_another_person_is_refused_unless_allowed(cli, tmp_path, people):
+    directory = tmp_path / "g"
+    photo = people[0][0]
+    assert cli("enroll", "alice", photo, "--gallery", directory).code == 0
+    before = snapshot(directory)
+    r = cli("enroll", "bob", people[1][0], photo, "--gallery", directory)
+    assert r.code == 2, r.err
+    assert "'alice'" in r.err and "similarity 1.000" in r.err and "nothing was enrolled" in r.err, r.err
+    assert "Traceback" not in r.err and str(photo) in r.err and str(people[1][0]) not in r.err
+    assert snapshot(directory) == before
+    r = cli("enroll", "alice", people[0][1], "--gallery", directory)  # another photo of the same person is fine
+    assert r.code == 0, r.err
+    r = cli("enroll", "bob", photo, "--gallery", directory, "--allow-duplicate", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["persons"] == 2 and [d["person"] for d in out["duplicates"]] == ["alice"]
+
+
+def test_config_is_taken_after_the_subcommand_too_and_that_value_wins(cli, tmp_path):
+    r = cli("up", "--help")
+    assert r.code == 0 and "--config FILE" in r.out
+    good, missing = tmp_path / "good.yaml", tmp_path / "missing.yaml"
+    good.write_text("up: {workers: 1}\n")
+    r = cli("--config", missing, "up", "--config", good, "--duration", "0")
+    assert r.code == 2 and "--duration must be > 0" in r.err, r.err
+    for args in (("--config", good, "up", "--config", missing), ("gallery", "list", "--config", missing)):
+        r = cli(*args)
+        assert r.code == 2 and f"configuration file not found: {missing}" in r.err, r.err
 
 
 def test_bad_config_value_is_exit_2(cli, people, gallery):

@@ -114,3 +114,20 @@ def test_camera_ids_that_could_escape_a_folder_are_refused(tmp_path, camera_id):
     path.write_text(f"up:\n  cameras:\n    - id: '{camera_id}'\n      source: demo\n")
     with pytest.raises(ConfigError, match=r"up\.cameras\.0\.id"):
         load_config(path, environ={})
+
+
+def test_duplicate_camera_ids_are_refused_naming_the_second_one(tmp_path):
+    path = tmp_path / "argus.yaml"
+    path.write_text("up:\n  cameras:\n    - {id: door, source: demo}\n    - {id: hall, source: demo}\n"
+                    "    - {id: door, source: other.mp4}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert "up.cameras[2].id 'door' is already the id of up.cameras[0]" in str(err.value)
+
+
+def test_a_long_bad_value_is_shown_cut_short():
+    cameras = [{"id": "cam", "source": "demo", "fps": 5.0}] * 40
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={}, overrides={"up": {"cameras": cameras}})
+    line = next(line for line in str(err.value).splitlines() if "up.cameras[1].id" in line)
+    assert len(line) < 400 and "..." in line

@@ -239,13 +239,16 @@ def test_curve_only_allow_listed_camera_processes_are_served(tmp_path, demo_gall
         cluster.close()
 
 
-def start_up(tmp_path, gallery) -> tuple[Cluster, subprocess.Popen, Path]:
-    """`argusnet up` with one worker and the demo camera on ports of its own; events to events.jsonl."""
+def start_up(tmp_path, gallery, config_after_up: bool = False) -> tuple[Cluster, subprocess.Popen, Path]:
+    """`argusnet up` with one worker and the demo camera on ports of its own; events to events.jsonl. The
+    configuration is given before `up` (``argusnet --config F up``) or after it (``argusnet up --config F``)."""
     cluster = Cluster(tmp_path, gallery, extra={"up": {"workers": 1}})
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "argusnet", "--config", str(cluster.config), "up",
-                             "--events-jsonl", str(events), "--logs", str(tmp_path / "logs")], cwd=REPO,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    config = ["--config", str(cluster.config)]
+    command = ["up", *config] if config_after_up else [*config, "up"]
+    proc = subprocess.Popen([sys.executable, "-m", "argusnet", *command, "--events-jsonl", str(events), "--logs",
+                             str(tmp_path / "logs")], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     return cluster, proc, events
 
 
@@ -262,8 +265,10 @@ def event_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
-def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
-    cluster, proc, events = start_up(tmp_path, demo_gallery)
+def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path):
+    """`up --config F` with the configured demo camera and a store nobody made yet: the demo gallery is created."""
+    gallery = tmp_path / "new-gallery"
+    cluster, proc, events = start_up(tmp_path, gallery, config_after_up=True)
     try:
         def identified() -> bool:
             return any(e["type"] == "track_identified" for e in event_records(events))
@@ -275,6 +280,8 @@ def test_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path, demo_gallery):
         assert left.stdout.strip() == "", f"processes left running: {left.stdout}"
         err = proc.stderr.read()
         assert "metrics of broker: http://127.0.0.1:" in err and "metrics of worker-1" in err
+        assert "enrolled Eileen Collins" in err and f"crops: {gallery / 'crops'}/" in err
+        assert f"event log: {gallery / 'store.sqlite'}" in err
         for name in ("broker", "worker-1", "camera-demo", "events"):
             assert (tmp_path / "logs" / f"{name}.log").exists()
         record = next(e for e in event_records(events) if e["type"] == "track_identified")
@@ -303,3 +310,77 @@ def test_up_restarts_a_crashed_worker_and_events_continue(tmp_path, demo_gallery
         assert "worker-1 exited with code -9; restarting" in proc.stderr.read()
     finally:
         kill_up(proc)
+
+
+def test_fresh_processes_export_every_known_label_at_zero(cluster):
+    """Before any error, every protocol error reason and event type is a series at 0 (a rate() or an alert sees
+    it from the start); per-camera drop reasons appear with the camera's first frame."""
+    from shared.metrics import BROKER_DROP_REASONS, CAMERA_DROP_REASONS, WORKER_DROP_REASONS
+    from shared.protocol import EVENT_TYPES, REASONS
+
+    cluster.broker()
+    cluster.worker("w1")
+    late = cluster.not_ready(["broker", "w1"])
+    assert not late, late
+    broker, worker = cluster.metrics("broker"), cluster.metrics("w1")
+    for reason in (*REASONS, "bad_frames", "unexpected_message"):
+        assert broker[PROTOCOL_ERRORS][(("reason", reason),)] == 0, reason
+        assert worker[PROTOCOL_ERRORS][(("reason", reason),)] == 0, reason
+    for kind in EVENT_TYPES:
+        assert worker["argusnet_events_total"][(("type", kind),)] == 0, kind
+    assert worker["argusnet_end_to_end_latency_seconds_count"][()] == 0
+    assert worker["argusnet_track_lost_delay_seconds_count"][()] == 0
+    assert set(broker["argusnet_auth_refused_total"].values()) == {0}
+    cluster.camera("cam", "demo", "--fps", "5")
+    late = cluster.not_ready(["cam"])
+    assert not late, late
+    camera = cluster.metrics("cam")
+    for reason in CAMERA_DROP_REASONS:
+        assert (("camera", "cam"), ("reason", reason)) in camera[DROPPED], reason
+    assert camera[PROTOCOL_ERRORS][(("reason", "malformed"),)] == 0
+    assert wait_until(lambda: total(cluster.metrics("w1"), FRAMES_IN, camera="cam") > 0, 60)
+    broker, worker = cluster.metrics("broker"), cluster.metrics("w1")
+    for name, reasons in ((broker, BROKER_DROP_REASONS), (worker, WORKER_DROP_REASONS)):
+        for reason in reasons:
+            assert (("camera", "cam"), ("reason", reason)) in name[DROPPED], reason
+
+
+def test_a_second_up_on_the_same_ports_exits_2_at_once(tmp_path, demo_gallery, cli):
+    cluster, first, _events = start_up(tmp_path, demo_gallery)
+    try:
+        assert wait_until(lambda: bool(cluster.metrics("broker")) or first.poll() is not None, 60, 0.2)
+        assert first.poll() is None
+        second_events = tmp_path / "second.jsonl"
+        started = time.monotonic()
+        r = cli("up", "--config", cluster.config, "--events-jsonl", second_events, timeout=60)
+        assert r.code == 2, r.err
+        assert time.monotonic() - started < 30
+        assert f"broker.frontend {cluster.endpoint('frontend')} is in use" in r.err, r.err
+        assert "argusnet up:" not in r.err and "Traceback" not in r.err and not second_events.exists()
+        assert first.poll() is None, "the first `up` was disturbed"
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=40) == 0
+    finally:
+        kill_up(first)
+
+
+def test_up_refuses_bad_cameras_and_a_metrics_port_in_use_before_starting_anything(tmp_path, demo_gallery, cli):
+    import socket
+
+    missing = tmp_path / "missing.mp4"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cases = {
+            f"up.cameras[1].source {str(missing)!r}: the file does not exist": [
+                {"id": "usb", "source": "0"}, {"id": "door", "source": str(missing)}],
+            f"up.cameras[0].metrics_port {port} is in use": [{"id": "demo", "source": "demo", "metrics_port": port}],
+            "up.cameras[1].id 'demo' is already the id of up.cameras[0]": [{"id": "demo", "source": "demo"}] * 2,
+        }
+        for i, (message, cameras) in enumerate(cases.items()):
+            cluster = Cluster(tmp_path, demo_gallery, extra={"up": {"cameras": cameras}})
+            events = tmp_path / f"events-{i}.jsonl"
+            r = cli("up", "--config", cluster.config, "--events-jsonl", events, timeout=60)
+            assert r.code == 2 and message in r.err, r.err
+            assert "argusnet up:" not in r.err and "Traceback" not in r.err and not events.exists()

@@ -63,6 +63,9 @@ def test_visitors_cli_list_reject_name(tmp_path, cli):
     assert json.loads(cli("visitors", "list", "--gallery", gallery, "--json").out)["visitors"] == []
     r = cli("visitors", "name", "visitor-9", "Eve", "--gallery", gallery)
     assert r.code == 2 and "no person named 'visitor-9'" in r.err
+    audit = json.loads(cli("audit", "list", "--gallery", gallery, "--json").out)["records"]
+    assert [(a["action"], a["subject"]) for a in audit] == [("reject", "Ann"), ("name_visitor", "Bob")]
+    assert cli("audit", "verify", "--gallery", gallery).code == 0
 
 
 def test_rejected_name_is_never_given_to_that_visitors_track(tmp_path, engine):

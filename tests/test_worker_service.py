@@ -86,7 +86,8 @@ def tracked(engine, tmp_path):
 
 def test_tracks_of_a_silent_camera_end_within_camera_idle_plus_one_second(tracked):
     processor, store = tracked
-    harness = Harness(processor, CollectorRegistry())
+    registry = CollectorRegistry()
+    harness = Harness(processor, registry)
     try:
         seen: list[TrackEvent] = []
         for i in range(25):  # 2.5 s of the demo walk at 10 fps, the face in view throughout
@@ -100,12 +101,29 @@ def test_tracks_of_a_silent_camera_end_within_camera_idle_plus_one_second(tracke
             ended += [time.monotonic() for e in harness.events(0.1) if e.type == "track_ended"]
         assert ended, "a silent camera's track never ended"
         assert ended[0] - last_frame <= IDLE_S + 1.0, ended[0] - last_frame
+        harness.events(0.5)  # the last event's metrics are updated just after it was sent
+        assert_latency_counts_only_started_and_identified(registry)
         logged = store.events.query(EventQuery(camera="cam"))
         assert logged[0].event.type == "track_ended" and logged[0].crop is not None  # with its best face
         assert store.media.get_crop(logged[0].crop)[:3] == b"\xff\xd8\xff"
         assert store.live.alive(camera="cam") == []
     finally:
         harness.close()
+
+
+def assert_latency_counts_only_started_and_identified(registry: CollectorRegistry) -> None:
+    """End-to-end latency is observed for track_started / track_identified only; track_ended goes to the
+    track-lost delay histogram (its capture_ts is the track's last frame, so it would read as seconds of latency)."""
+    def count(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    ended = count("argusnet_events_total", type="track_ended")
+    assert ended >= 1
+    named = count("argusnet_events_total", type="track_started") + count("argusnet_events_total",
+                                                                         type="track_identified")
+    assert count("argusnet_end_to_end_latency_seconds_count") == named > 0
+    assert count("argusnet_track_lost_delay_seconds_count") == ended
+    assert count("argusnet_track_lost_delay_seconds_sum") >= IDLE_S * ended  # a face is given up after IDLE_S
 
 
 def test_a_failing_batch_is_logged_with_its_traceback_and_counted(tracked, caplog):

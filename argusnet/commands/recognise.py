@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from argusnet.commands.audit import record_change
 from argusnet.commands.common import (
     add_gallery_arg,
     config_from,
@@ -20,6 +23,7 @@ from gpu_worker.align import align_faces
 from gpu_worker.engine import Engine, EnrolmentFace, Identification
 from shared.errors import GalleryMissingError, InputError
 from shared.images import read_image
+from store.base import PersonGallery
 from store.export import export_gallery
 
 
@@ -31,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="enrol the photos that pass the quality gate and report the others (default: refuse all "
                    "when any photo is refused)")
+    p.add_argument("--allow-duplicate", action="store_true",
+                   help="enrol a photo even when its face already matches another enrolled person at or above the "
+                   "recognition threshold (default: refuse, nothing is enrolled)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=cmd_enroll)
 
@@ -72,6 +79,53 @@ def enrolment_faces(engine: Engine, photos: list[Path]) -> tuple[list[EnrolmentF
     return accepted, refused
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """An enrolment photo whose face already matches another enrolled person."""
+
+    source: str
+    person: str
+    similarity: float
+
+    def describe(self, threshold: float) -> str:
+        return (f"{self.source}: the face already matches enrolled person {self.person!r} (similarity "
+                f"{self.similarity:.3f} >= recognition threshold {threshold:.3f})")
+
+
+def duplicates(gallery: PersonGallery, faces: list[EnrolmentFace], name: str, threshold: float) -> list[Duplicate]:
+    """The faces whose best match among the persons other than ``name`` reaches ``threshold``."""
+    if not faces or gallery.face_count == 0:
+        return []
+    own = next((p.faces for p in gallery.persons() if p.name == name), 0)
+    ranked = gallery.search(np.stack([f.embedding for f in faces]), own + 1)  # the best other face is in there
+    found = []
+    for face, hits in zip(faces, ranked):
+        other = next((h for h in hits if h.name != name), None)
+        if other is not None and other.similarity >= threshold:
+            found.append(Duplicate(face.source, other.name, other.similarity))
+    return found
+
+
+def check_duplicates(args: argparse.Namespace, engine: Engine, faces: list[EnrolmentFace]) -> list[Duplicate]:
+    """Refuse (InputError, nothing written) faces of another enrolled person unless --allow-duplicate; the
+    duplicates that were allowed."""
+    try:
+        store = open_cli_store(args, engine.cfg, engine)
+    except GalleryMissingError:
+        return []  # nobody is enrolled there yet
+    with store:
+        found = duplicates(store.persons, faces, args.name, engine.rule.threshold)
+    for dup in found:
+        print(("allowed " if args.allow_duplicate else "refused ") + dup.describe(engine.rule.threshold),
+              file=sys.stderr)
+    if found and not args.allow_duplicate:
+        first = found[0]
+        raise InputError(f"{len(found)} photo(s) show a face already enrolled as another person ({first.person!r}, "
+                         f"similarity {first.similarity:.3f}); nothing was enrolled (pass --allow-duplicate to enrol "
+                         "them anyway)")
+    return found
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     engine = engine_from(args)
     cfg = engine.cfg
@@ -87,11 +141,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                          "(fix or drop them, or pass --skip-bad)")
     if not faces:
         raise InputError("no photo passed the quality gate; nothing was enrolled")
+    allowed = check_duplicates(args, engine, faces)
     with open_cli_store(args, cfg, engine, create=True) as store:
         store.persons.add_person(args.name, [f.sample() for f in faces])
         persons, total, where = len(store.persons.persons()), store.persons.face_count, store.describe()
+    record_change(args, "enrol", args.name, faces=len(faces), duplicates_allowed=len(allowed))
     result = {"name": args.name, "enrolled": [f.source for f in faces], "refused": refused,
-              "gallery": where, "persons": persons, "faces": total}
+              "duplicates": [{"photo": d.source, "person": d.person, "similarity": round(d.similarity, 4)}
+                             for d in allowed], "gallery": where, "persons": persons, "faces": total}
     if args.json:
         print_json(result)
     else:
@@ -141,6 +198,7 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
     with open_cli_store(args, config_from(args)) as store:
         removed = store.persons.remove_person(args.name)
+    record_change(args, "remove", args.name, faces=removed)
     print(f"removed {args.name}: {removed} face(s)")
     return 0
 
@@ -167,5 +225,6 @@ def cmd_gallery_reembed(args: argparse.Namespace) -> int:
     with open_cli_store(args, engine.cfg) as store:
         count = _reembed(store.persons, embedder)
         visitors = _reembed(store.visitors, embedder)
+    record_change(args, "reembed", None, model=embedder.name, faces=count, visitor_faces=visitors)
     print(f"re-embedded {count} face(s) with {embedder.name}" + (f" and {visitors} visitor face(s)" if visitors else ""))
     return 0

@@ -15,7 +15,8 @@ from argusnet.commands.common import (
 )
 from argusnet.config import ArgusConfig
 from argusnet.events import EventPrinter
-from argusnet.launcher import ChildSpec, Supervisor, free_port
+from argusnet.launcher import ChildSpec, Listen, Supervisor, check_listen, free_port, reserve_ports, tcp_listen
+from camera_node.sources import file_path
 from shared.errors import GalleryError, InputError
 from shared.signals import stop_on_signals
 from store.config import StoreConfig
@@ -86,59 +87,101 @@ def port_or_free(port: int) -> int:
 
 
 def child_specs(cfg: ArgusConfig, store: StoreConfig, jsonl: Path | None) -> list[ChildSpec]:
+    reserve_ports([cfg.broker.metrics_port, cfg.worker.metrics_port, *(c.metrics_port for c in cfg.up.cameras)])
     broker_port = port_or_free(cfg.broker.metrics_port)
-    specs = [ChildSpec("broker", ("broker", "--metrics-port", str(broker_port)), STOP_BROKER, broker_port)]
+    specs = [ChildSpec("broker", ("broker", "--metrics-port", str(broker_port)), STOP_BROKER, broker_port,
+                       metrics_field=_metrics_field("broker.metrics_port", cfg.broker.metrics_port, "broker"))]
     for i in range(1, cfg.up.workers + 1):
-        port = free_port() if cfg.worker.metrics_port == 0 or cfg.up.workers > 1 else cfg.worker.metrics_port
+        assigned = cfg.worker.metrics_port == 0 or cfg.up.workers > 1
+        port = free_port() if assigned else cfg.worker.metrics_port
         gallery = ("--gallery", str(store.directory())) if store.type == "local" else ()
         specs.append(ChildSpec(f"worker-{i}", ("worker", "--id", f"worker-{i}", *gallery, "--metrics-port",
-                                               str(port)), STOP_WORKERS, port, wait_ready=True))
+                                               str(port)), STOP_WORKERS, port, wait_ready=True,
+                               metrics_field=_metrics_field("worker.metrics_port", 0 if assigned else port,
+                                                            f"worker-{i}")))
     for index, camera in enumerate(cfg.up.cameras):
         port = port_or_free(camera.metrics_port)
         specs.append(ChildSpec(f"camera-{camera.id}", ("camera", "--index", str(index), "--broker",
                                                        cfg.broker.frontend, "--metrics-port", str(port)),
-                               STOP_CAMERAS, port, start_stage=1))
+                               STOP_CAMERAS, port, start_stage=1,
+                               metrics_field=_metrics_field(f"up.cameras[{index}].metrics_port",
+                                                            camera.metrics_port, f"camera-{camera.id}")))
     printer = ("events",) if jsonl is None else ("events", "--jsonl", str(jsonl))
     specs.append(ChildSpec("events", printer, STOP_PRINTER))
     return specs
 
 
-def prepare_gallery(args: argparse.Namespace, cfg: ArgusConfig) -> StoreConfig:
-    """The store the workers use. Without --config (the demo) it is created with the portrait enrolled; with
-    --config it must exist (the workers check it when they start)."""
-    store = store_config(args, cfg)
-    if args.config is None:
+def _metrics_field(name: str, configured: int, child: str) -> str:
+    return name if configured else f"the metrics port assigned to {child}"
+
+
+def listen_addresses(cfg: ArgusConfig, specs: list[ChildSpec]) -> list[Listen]:
+    """Every TCP address the children will listen on: the broker's tcp:// endpoints and each metrics port (the
+    metrics servers listen on 127.0.0.1)."""
+    endpoints = [tcp_listen(f"broker.{name}", getattr(cfg.broker, name))
+                 for name in ("frontend", "backend", "events_in", "events_out")]
+    metrics = [Listen(s.metrics_field, str(s.metrics_port), "127.0.0.1", s.metrics_port) for s in specs
+               if s.metrics_port is not None]
+    return [a for a in endpoints if a is not None] + metrics
+
+
+def check_sources(cfg: ArgusConfig) -> None:
+    """A camera whose source is a local file that does not exist would only fail (and be restarted) later."""
+    for index, camera in enumerate(cfg.up.cameras):
+        path = file_path(camera.source)
+        if path is not None and not path.is_file():
+            what = "is a directory, not a video file" if path.is_dir() else "does not exist"
+            raise InputError(f"up.cameras[{index}].source {camera.source!r}: the file {what} (a source is `demo`, "
+                             "a video file, an rtsp:// or http:// URL, or a USB device index such as 0)")
+
+
+def prepare_gallery(args: argparse.Namespace, cfg: ArgusConfig, store: StoreConfig) -> None:
+    """Without --config (the demo), or with a configured `demo` camera, the store is created with the portrait
+    enrolled when nobody is in it; otherwise it must exist (the workers check it when they start)."""
+    if args.config is None or any(c.source == "demo" for c in cfg.up.cameras):
         from argusnet.commands.demo import ensure_demo_gallery
         from gpu_worker.engine import Engine
 
         ensure_demo_gallery(Engine(cfg), store)
-    else:
-        from store import open_store
+        return
+    from store import open_store
 
-        try:
-            open_store(store, cfg.gallery).close()
-        except GalleryError as exc:
-            raise InputError(f"{exc} (store / up.gallery)") from exc
-    return store
+    try:
+        open_store(store, cfg.gallery).close()
+    except GalleryError as exc:
+        raise InputError(f"{exc} (store / up.gallery)") from exc
+
+
+def _print_plan(args: argparse.Namespace, cfg: ArgusConfig, store: StoreConfig, specs: list[ChildSpec]) -> None:
+    print("argusnet up: " + ", ".join(s.name for s in specs), file=sys.stderr)
+    for spec in specs:
+        if spec.metrics_port is not None:
+            print(f"  metrics of {spec.name}: http://127.0.0.1:{spec.metrics_port}/metrics", file=sys.stderr)
+    print(f"  events: {cfg.broker.events_out}" + ("" if args.events_jsonl is None else f" -> {args.events_jsonl}"),
+          file=sys.stderr)
+    if store.type == "local":
+        directory = store.directory()
+        print(f"  crops: {directory / 'crops'}/, event log: {directory / 'store.sqlite'}", file=sys.stderr)
+    else:
+        print(f"  crops and event log: {store.describe()}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     if args.duration is not None and args.duration <= 0:
         raise InputError(f"--duration must be > 0 seconds, got {args.duration}")
-    gallery = prepare_gallery(args, cfg)
+    store = store_config(args, cfg)
+    specs = child_specs(cfg, store, args.events_jsonl)
+    check_sources(cfg)
+    check_listen(listen_addresses(cfg, specs))  # before anything is written or started
+    prepare_gallery(args, cfg, store)
     if args.events_jsonl is not None:
         args.events_jsonl.parent.mkdir(parents=True, exist_ok=True)
         args.events_jsonl.write_text("")
     if args.logs is not None:
         args.logs.mkdir(parents=True, exist_ok=True)
-    specs = child_specs(cfg, gallery, args.events_jsonl)
-    print("argusnet up: " + ", ".join(s.name for s in specs), file=sys.stderr)
-    for spec in specs:
-        if spec.metrics_port is not None:
-            print(f"  metrics of {spec.name}: http://127.0.0.1:{spec.metrics_port}/metrics", file=sys.stderr)
-    print(f"  events: {cfg.broker.events_out}" + ("" if args.events_jsonl is None else f" -> {args.events_jsonl}"),
-          file=sys.stderr, flush=True)
+    _print_plan(args, cfg, store, specs)
     stop = threading.Event()
     stop_on_signals(stop)
     supervisor = Supervisor(specs, None if args.config is None else Path(args.config), args.logs, args.log_level)

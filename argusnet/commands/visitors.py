@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from argusnet.commands.audit import record_change
 from argusnet.commands.common import (
     add_gallery_arg,
     config_from,
@@ -54,6 +55,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_name(args: argparse.Namespace) -> int:
     with open_cli_store(args, config_from(args)) as store:
         report = promote_visitor(store, args.visitor, args.name)
+    record_change(args, "name_visitor", args.name, visitor=args.visitor, faces=report.faces_added)
     print(f"{args.visitor} is now {args.name}: {report.faces_added} face(s) added to the gallery, "
           f"{report.events} event(s) renamed")
     return 0
@@ -62,5 +64,6 @@ def cmd_name(args: argparse.Namespace) -> int:
 def cmd_reject(args: argparse.Namespace) -> int:
     with open_cli_store(args, config_from(args)) as store:
         store.visitors.reject(args.visitor, args.name)
+    record_change(args, "reject", args.name, visitor=args.visitor)
     print(f"recorded: {args.visitor} is not {args.name}")
     return 0
