@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.argusnet-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench lock clean
+.PHONY: install redis-server demo test bench lock clean
 
 install: $(STAMP)
 
@@ -25,7 +25,14 @@ DEMO_SECONDS ?= 30
 demo: install
 	$(BIN)/argusnet up --duration $(DEMO_SECONDS)
 
-test: install
+# The Redis store's tests start their own redis-server (tests/redis_server.py): install it when it is missing
+# (Debian/Ubuntu: apt-get as root, else through sudo).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
+
+test: install redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every benchmark of BENCHMARKS.md (about 20 minutes on 2 cores; search builds a 1M-face HNSW index).

@@ -1,5 +1,5 @@
 """The storage layer: gallery, visitors, crops, event log and live tracks behind one interface (`store.base`),
-with one backend per ``store.type`` (`store.local` now). Nothing outside this package opens SQLite, reads an index
+with one backend per ``store.type`` (`store.local`, `store.redis`). Nothing outside this package opens SQLite, reads an index
 file or walks crop folders."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from store.base import (
     Store,
     VisitorStore,
 )
-from store.config import GalleryConfig, LocalStoreConfig, StoreConfig
+from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig, StoreConfig
 
 
 def open_store(cfg: StoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
@@ -23,8 +23,12 @@ def open_store(cfg: StoreConfig, gallery: GalleryConfig, model: str | None = Non
         from store.local.store import LocalStore
 
         return LocalStore.open(cfg, gallery, model, dim, create)
+    if cfg.type == "redis":
+        from store.redis.store import RedisStore
+
+        return RedisStore.open(cfg, gallery, model, dim, create)
     raise ValueError(f"unknown store type {cfg.type!r}")
 
 
-__all__ = ["EventLog", "GalleryConfig", "LiveTracks", "LocalStoreConfig", "MediaStore", "PersonGallery", "Store",
-           "StoreConfig", "VisitorStore", "open_store"]
+__all__ = ["EventLog", "GalleryConfig", "LiveTracks", "LocalStoreConfig", "MediaStore", "PersonGallery",
+           "RedisStoreConfig", "Store", "StoreConfig", "VisitorStore", "open_store"]

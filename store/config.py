@@ -3,12 +3,15 @@ gallery's search index, visitors, and how long each kind of data is kept (``rete
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import SplitResult, urlsplit
 
 import platformdirs
-from pydantic import Field, Tag
+from pydantic import Field, Tag, field_validator, model_validator
 
+from shared.ids import ID_RULE, is_valid_id
 from shared.schema import Section, type_discriminator
 
 APP_NAME = "argusnet"
@@ -33,7 +36,90 @@ class LocalStoreConfig(Section):
         return str(self.directory())
 
 
-StoreConfig = Annotated[Annotated[LocalStoreConfig, Tag("local")], type_discriminator("local")]
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def _split_redis_url(url: str) -> SplitResult:
+    """The parts of a ``redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]`` URL; ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError(f"expected a redis://HOST:PORT/DB or rediss://HOST:PORT/DB URL, got scheme "
+                         f"{parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError("the URL names no host (redis://HOST:PORT/DB)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    if port == 0:
+        raise ValueError("bad port: 0")
+    db = parts.path.lstrip("/")
+    if parts.path not in ("", "/") and not (db.isdigit() and "/" not in db):
+        raise ValueError(f"the database must be a number (redis://HOST:PORT/DB), got {parts.path!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("options in the URL are not read: use the store section's fields")
+    return parts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RedisStoreConfig(Section):
+    type: Literal["redis"] = Field(default="redis", description="A Redis server (7 or later) holds persons, "
+                                   "visitors, crops, events and live tracks, shared by workers on any host; each "
+                                   "process searches its own in-memory FAISS replica of the gallery.")
+    url: str = Field(description="redis://HOST:PORT/DB (rediss:// for TLS). A server off loopback needs a "
+                     "password: put it in password_file, not here.")
+    password_file: Path | None = Field(default=None, description="A file holding the Redis password (its first "
+                                       "line); required for a server off loopback, never defaulted.")
+    prefix: str = Field(default="argusnet", description=f"Key namespace: every key is PREFIX:...; {ID_RULE}. "
+                        "Stores sharing one Redis database need different prefixes.")
+    socket_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0, description="Connect and reply timeout of "
+                                    "each Redis command: a dead server fails an operation after this long.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        _split_redis_url(url)
+        return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if not is_valid_id(prefix):
+            raise ValueError(f"expected {ID_RULE}")
+        return prefix
+
+    @model_validator(mode="after")
+    def _check_password(self) -> "RedisStoreConfig":
+        parts = _split_redis_url(self.url)
+        if parts.password is not None and self.password_file is not None:
+            raise ValueError("the URL holds a password and password_file is set: give it once, in password_file")
+        if parts.password is None and self.password_file is None and not _is_loopback(parts.hostname or ""):
+            raise ValueError(f"Redis at {parts.hostname} is off loopback: set store.password_file (a file holding "
+                             "the server's password)")
+        return self
+
+    def describe(self) -> str:
+        """The URL without its password (for logs and messages)."""
+        parts = _split_redis_url(self.url)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        return parts._replace(netloc=netloc).geturl()
+
+
+StoreConfig = Annotated[Annotated[LocalStoreConfig, Tag("local")] | Annotated[RedisStoreConfig, Tag("redis")],
+                        type_discriminator("local")]
 
 
 class GalleryConfig(Section):

@@ -72,3 +72,24 @@ def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float
 @pytest.fixture(scope="session")
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A redis-server of the test session (stopped at its end); its URL is also in the environment
+    (``tests.redis_server.URL_ENV``) so that processes a test spawns reach it. Tests share it under distinct
+    key prefixes."""
+    from redis_server import URL_ENV, start_redis
+
+    try:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    previous = os.environ.get(URL_ENV)
+    os.environ[URL_ENV] = server.url
+    yield server.url
+    server.stop()
+    if previous is None:
+        os.environ.pop(URL_ENV, None)
+    else:
+        os.environ[URL_ENV] = previous

@@ -9,7 +9,7 @@ from gpu_worker.detect.config import RetinaFaceConfig
 from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
 from shared.errors import ConfigError
 from shared.schema import Section
-from store.config import LocalStoreConfig
+from store.config import LocalStoreConfig, RedisStoreConfig
 from tracker.config import ByteTrackConfig, SortConfig
 
 
@@ -104,7 +104,7 @@ def test_every_field_is_described_and_models_forbid_extras():
     walk(ArgusConfig)
     # the backends inside discriminated unions (and the camera list) are walked too, not silently skipped
     for model in (DlibEmbedderConfig, OnnxEmbedderConfig, ByteTrackConfig, SortConfig, LocalStoreConfig,
-                  RetinaFaceConfig, CameraConfig):
+                  RedisStoreConfig, RetinaFaceConfig, CameraConfig):
         assert model in visited, f"{model.__name__} is not reached from ArgusConfig"
 
 
@@ -131,3 +131,36 @@ def test_a_long_bad_value_is_shown_cut_short():
         load_config(environ={}, overrides={"up": {"cameras": cameras}})
     line = next(line for line in str(err.value).splitlines() if "up.cameras[1].id" in line)
     assert len(line) < 400 and "..." in line
+
+
+def test_a_redis_store_from_the_environment():
+    cfg = load_config(environ={"ARGUSNET__STORE__TYPE": "redis", "ARGUSNET__STORE__URL": "redis://127.0.0.1:6380/2",
+                               "ARGUSNET__STORE__PREFIX": "site_a"})
+    assert isinstance(cfg.store, RedisStoreConfig)
+    assert (cfg.store.url, cfg.store.prefix, cfg.store.password_file) == ("redis://127.0.0.1:6380/2", "site_a", None)
+    assert isinstance(load_config(environ={}).store, LocalStoreConfig)  # no type: the local store, as before
+
+
+def test_a_redis_url_is_described_without_its_password():
+    assert RedisStoreConfig(url="redis://bob:hunter2@localhost:6379/1").describe() == "redis://bob@localhost:6379/1"
+    assert RedisStoreConfig(url="rediss://:hunter2@[::1]:6390").describe() == "rediss://[::1]:6390"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ARGUSNET__STORE__URL": "http://127.0.0.1:6379/0"}, r"store\.url = 'http://127.0.0.1:6379/0'.*scheme 'http'"),
+    ({"ARGUSNET__STORE__URL": "redis://127.0.0.1:6379/x"}, r"store\.url .*database must be a number"),
+    ({"ARGUSNET__STORE__URL": "redis://10.1.2.3:6379/0"}, r"off loopback: set store\.password_file"),
+    ({"ARGUSNET__STORE__URL": "redis://127.0.0.1/0", "ARGUSNET__STORE__PREFIX": "a:b"}, r"store\.prefix = 'a:b'"),
+    ({"ARGUSNET__STORE__URL": "redis://127.0.0.1/0", "ARGUSNET__STORE__SOCKET_TIMEOUT_S": "0"},
+     r"store\.socket_timeout_s = 0"),
+    ({}, r"store\.url = \(missing\)"),
+])
+def test_bad_redis_store_settings_are_refused(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={"ARGUSNET__STORE__TYPE": "redis", **env})
+
+
+def test_an_off_loopback_redis_with_a_password_file_is_accepted(tmp_path):
+    cfg = load_config(environ={"ARGUSNET__STORE__TYPE": "redis", "ARGUSNET__STORE__URL": "redis://10.1.2.3:6379/0",
+                               "ARGUSNET__STORE__PASSWORD_FILE": str(tmp_path / "pw")})
+    assert cfg.store.password_file == tmp_path / "pw"

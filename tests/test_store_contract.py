@@ -1,12 +1,16 @@
 """The store contract: every backend (``store.type``) must pass every test here (boxmot-style contract tests).
 
-Parametrised over ``BACKENDS``; the Redis backend joins the list when it lands. Each test opens a fresh store
-through `store.open_store`, exactly as the CLI, the workers and the dashboard do.
+Parametrised over ``BACKENDS``. Each test opens a fresh store through `store.open_store`, exactly as the CLI, the
+workers and the dashboard do: a local store in the test's temporary directory, or a Redis store on the session's
+redis-server (`tests/redis_server.py`) under a key prefix of its own, derived from that directory (so a process
+the test spawns finds the same store from the same arguments).
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,24 +22,30 @@ from shared.errors import GalleryError
 from shared.protocol import TrackEvent
 from store import open_store
 from store.base import Store
-from store.config import GalleryConfig, LocalStoreConfig, RetentionConfig, VisitorConfig
+from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig, RetentionConfig, VisitorConfig
 from store.identity import merge_visitor, promote_visitor
 from store.retention import RetentionJob
 from store.types import EventQuery, EventRecord, FaceSample, LiveTrack
 
 DIM = 32
 MODEL = "test_model"
-BACKENDS = ["local"]
+BACKENDS = ["local", "redis"]
+REDIS_URL_ENV = "ARGUSNET_TEST_REDIS_URL"  # tests/redis_server.URL_ENV, set by the redis_url fixture
 
 
 def store_config(backend: str, where: Path):
     if backend == "local":
         return LocalStoreConfig(path=where / "store")
+    if backend == "redis":
+        prefix = "t" + hashlib.sha256(str(where).encode()).hexdigest()[:16]
+        return RedisStoreConfig(url=os.environ[REDIS_URL_ENV], prefix=prefix)
     raise ValueError(backend)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")
     return request.param
 
 

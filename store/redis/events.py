@@ -1,0 +1,200 @@
+"""The Redis event log: a stream ``PREFIX:events`` plus an index per identity.
+
+Event ids: every append runs one script that takes each event's id from the counter ``PREFIX:events:seq`` (INCR)
+and adds the event to the stream under the entry id ``N-0``. So ``LoggedEvent.id`` is the stream entry's first
+part, ids are increasing ints that are never handed out twice (even after the stream is trimmed), and a query
+after an id is a stream range. Each entry holds the capture time, camera, name, the event as JSON
+(`store.codec`), crop and worker.
+
+Stream entries cannot be changed, so a rename (a visitor merged into a person) is recorded in the hash
+``PREFIX:events:renames`` (visitor -> person) and applied when events are read; the sorted set of the visitor's
+event ids (``PREFIX:events:name:<hex name>``) is moved into the person's in the same script, and appends resolve
+the rename too, so a query by identity reads one sorted set. Queries without an identity walk the stream newest
+first (XREVRANGE) and filter.
+
+Expiry walks the stream oldest first, a page at a time, and deletes the events captured before the cut; it stops
+after a page holding an event captured ``EXPIRE_SKEW_S`` or more after the cut (appends come roughly in capture
+order), so an event appended that much later than those around it is deleted up to that much late, never kept.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator, Sequence
+
+import redis
+
+from store.codec import event_from_json, event_json, renamed_event
+from store.redis.client import redis_op
+from store.redis.keys import StoreKeys, name_key
+from store.types import EventQuery, EventRecord, LoggedEvent
+
+MAX_QUERY_LIMIT = 10_000
+PAGE = 500
+EXPIRE_SKEW_S = 3600.0
+MAX_RENAME_HOPS = 16
+
+RESOLVE_LUA = """
+local function resolve(renames, name)
+  for _ = 1, 16 do
+    local nxt = redis.call('HGET', renames, name)
+    if not nxt then return name end
+    name = nxt
+  end
+  return name
+end
+local function hex(s)
+  return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end))
+end
+"""
+APPEND_SCRIPT = RESOLVE_LUA + """
+local ids = {}
+for i = 2, #ARGV do
+  local r = cjson.decode(ARGV[i])
+  local n = redis.call('INCR', KEYS[1])
+  local fields = {'ts', r.ts, 'camera', r.camera, 'body', r.body}
+  if r.name then
+    table.insert(fields, 'name'); table.insert(fields, r.name)
+    redis.call('ZADD', ARGV[1] .. ':' .. hex(resolve(KEYS[3], r.name)), n, n)
+  end
+  if r.crop then table.insert(fields, 'crop'); table.insert(fields, r.crop) end
+  if r.worker then table.insert(fields, 'worker'); table.insert(fields, r.worker) end
+  redis.call('XADD', KEYS[2], n .. '-0', unpack(fields))
+  ids[#ids + 1] = n
+end
+return ids
+"""
+RENAME_SCRIPT = """
+local n = redis.call('ZCARD', KEYS[1])
+if n > 0 then
+  redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')
+  redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return n
+"""
+
+
+def _record_json(record: EventRecord) -> str:
+    data = {"ts": repr(float(record.event.capture_ts)), "camera": record.event.camera,
+            "body": event_json(record.event), "name": record.event.name, "crop": record.crop,
+            "worker": record.worker}
+    return json.dumps({k: v for k, v in data.items() if v is not None})
+
+
+def _event_id(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def _resolve(renames: dict[bytes, bytes], name: str) -> str:
+    for _ in range(MAX_RENAME_HOPS):
+        nxt = renames.get(name.encode("utf-8"))
+        if nxt is None:
+            return name
+        name = nxt.decode("utf-8")
+    return name
+
+
+def _matches(event: LoggedEvent, query: EventQuery) -> bool:
+    ts = event.event.capture_ts
+    return ((query.since is None or ts >= query.since) and (query.until is None or ts < query.until)
+            and (query.camera is None or event.event.camera == query.camera)
+            and (query.identity is None or event.event.name == query.identity))
+
+
+class RedisEventLog:
+    def __init__(self, client: redis.Redis, keys: StoreKeys, where: str) -> None:
+        self._r = client
+        self._k = keys
+        self.where = where
+        self._append = client.register_script(APPEND_SCRIPT)
+        self._rename = client.register_script(RENAME_SCRIPT)
+
+    @redis_op("appending events")
+    def append(self, records: Sequence[EventRecord]) -> list[int]:
+        if not records:
+            return []
+        ids = self._append(keys=[self._k.event_seq, self._k.events, self._k.renames],
+                           args=[self._k.event_names_base, *map(_record_json, records)])
+        return [int(i) for i in ids]
+
+    def _logged(self, entry_id: bytes, fields: dict[bytes, bytes], renames: dict[bytes, bytes]) -> LoggedEvent:
+        event = event_from_json(fields[b"body"].decode("utf-8"))
+        if event.name is not None:
+            event = renamed_event(event, event.name, _resolve(renames, event.name))
+        crop, worker = fields.get(b"crop"), fields.get(b"worker")
+        return LoggedEvent(_event_id(entry_id), event, None if crop is None else crop.decode("utf-8"),
+                           None if worker is None else worker.decode("utf-8"))
+
+    def _newest_first(self, after_id: int | None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        low = "-" if after_id is None else f"({after_id}-0"
+        high = "+"
+        while True:
+            entries = self._r.xrevrange(self._k.events, max=high, min=low, count=PAGE)
+            yield from entries
+            if len(entries) < PAGE:
+                return
+            high = b"(" + entries[-1][0]
+
+    def _of_identity(self, identity: str, after_id: int | None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        low = "-inf" if after_id is None else f"({after_id}"
+        high = "+inf"
+        while True:
+            ids = self._r.zrevrangebyscore(self._k.events_of(identity), high, low, start=0, num=PAGE)
+            pipe = self._r.pipeline(transaction=False)
+            for event_id in ids:
+                pipe.xrange(self._k.events, min=f"{int(event_id)}-0", max=f"{int(event_id)}-0")
+            for found in pipe.execute():
+                yield from found  # an event expired since the ids were read is simply not there
+            if len(ids) < PAGE:
+                return
+            high = f"({int(ids[-1])}"
+
+    @redis_op("querying events")
+    def query(self, query: EventQuery) -> list[LoggedEvent]:
+        if not 1 <= query.limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit: expected 1..{MAX_QUERY_LIMIT}, got {query.limit}")
+        renames = self._r.hgetall(self._k.renames)
+        entries = (self._newest_first(query.after_id) if query.identity is None
+                   else self._of_identity(query.identity, query.after_id))
+        out: list[LoggedEvent] = []
+        for entry_id, fields in entries:
+            logged = self._logged(entry_id, fields, renames)
+            if _matches(logged, query):
+                out.append(logged)
+                if len(out) == query.limit:
+                    break
+        return out
+
+    @redis_op("renaming events")
+    def rename_identity(self, old: str, new: str) -> int:
+        return int(self._rename(keys=[self._k.events_of(old), self._k.events_of(new), self._k.renames],
+                                args=[old, new]))
+
+    @redis_op("expiring events")
+    def expire(self, older_than: float) -> int:
+        renames = self._r.hgetall(self._k.renames)
+        removed, low = 0, "-"
+        while True:
+            entries = self._r.xrange(self._k.events, min=low, max="+", count=PAGE)
+            doomed = [(entry_id, fields) for entry_id, fields in entries if float(fields[b"ts"]) < older_than]
+            if doomed:
+                removed += self._delete(doomed, renames)
+            stop = any(float(fields[b"ts"]) >= older_than + EXPIRE_SKEW_S for _, fields in entries)
+            if stop or len(entries) < PAGE:
+                return removed
+            low = b"(" + entries[-1][0]
+
+    def _delete(self, entries: list[tuple[bytes, dict[bytes, bytes]]], renames: dict[bytes, bytes]) -> int:
+        """Delete events and their identity index entries; how many events this call deleted (another worker
+        running retention at once may delete some first)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xdel(self._k.events, *[entry_id for entry_id, _ in entries])
+        for entry_id, fields in entries:
+            if b"name" in fields:
+                name = _resolve(renames, fields[b"name"].decode("utf-8"))
+                pipe.zrem(self._k.events_of(name), _event_id(entry_id))
+        return int(pipe.execute()[0])
+
+    def close(self) -> None:
+        """The connection is closed by the store that owns it."""

@@ -1,0 +1,526 @@
+"""A gallery in Redis (persons or visitors) with this process's FAISS replica of it.
+
+Redis holds the truth (`store.redis.keys.GalleryKeys`): a hash per face (person, model, float32 embedding bytes,
+JPEG crop, float32 landmarks, source, created), a set of face ids per person (the face's index entry), the
+persons' created / last-seen hashes, rejections, merges and the ``meta`` hash (model, dim).
+
+Every change is one MULTI/EXEC transaction that ends with ``COMMIT_SCRIPT``: it bumps the gallery's
+``generation`` and appends an entry ``{gen, op, person, ids}`` to the ``changes`` stream, so a change and its
+stream entry are written together or not at all. Writers hold the gallery's short lock (`WriteLock`) and catch
+up with the stream first, so ``match_or_create`` (sync, search, mint or touch) is atomic across processes.
+
+The replica is built from a snapshot and kept current by ``sync``: when ``generation`` moved, it reads the stream
+after its cursor and applies each entry (idempotently: an add of a face it has, or whose hash is gone, is
+skipped). When the entries do not follow on from the replica's generation (the stream was trimmed past the
+cursor, or deleted) it rebuilds from a snapshot. A face hash that no person's set names (a write interrupted by
+hand, or by a crash of an older writer) is logged and deleted when the gallery is opened; an id whose hash is gone
+is logged and dropped from its set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import redis
+import simplejpeg
+
+from shared.errors import GalleryError
+from store.config import GalleryConfig
+from store.face_index import FaceIndex
+from store.redis.client import WriteLock, guard, redis_op
+from store.redis.keys import GalleryKeys
+from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
+
+log = logging.getLogger(__name__)
+
+CROP_JPEG_QUALITY = 95
+CHANGES_MAXLEN = 100_000  # entries kept in a change stream (approximately); a replica further behind rebuilds
+PAGE = 1000
+
+COMMIT_SCRIPT = """
+local gen = redis.call('INCR', KEYS[1])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'gen', gen, 'op', ARGV[2], 'person', ARGV[3],
+                      'ids', ARGV[4])
+return {gen, id}
+"""
+CREATE_META_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+TOUCH_SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local seen = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return 1
+"""
+# Repairs on open, each re-checked inside Redis so a concurrent writer's face is never touched.
+DROP_ORPHAN_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+DROP_DANGLING_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+return redis.call('SREM', KEYS[2], ARGV[1])
+"""
+
+
+def encode_crop(crop: np.ndarray) -> bytes:
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
+                                  colorspace="RGB")
+
+
+def check_faces(faces: Sequence[FaceSample]) -> None:
+    if not faces:
+        raise ValueError("expected at least one face, got none")
+    for i, face in enumerate(faces):
+        if np.asarray(face.landmarks).shape != (5, 2):
+            raise ValueError(f"face {i}: expected landmarks of shape (5, 2), got {np.asarray(face.landmarks).shape}")
+        crop = np.asarray(face.crop)
+        if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
+            raise ValueError(f"face {i}: expected an (H, W, 3) uint8 crop, got {crop.shape} {crop.dtype}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _ids_field(ids: Sequence[int]) -> str:
+    return ",".join(str(i) for i in ids)
+
+
+def _parse_ids(field: bytes) -> list[int]:
+    return [int(i) for i in field.split(b",") if i]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A gallery as read at generation ``gen`` (stream cursor ``cursor``): face id -> (person, embedding)."""
+
+    gen: int
+    cursor: bytes
+    model: str
+    dim: int
+    faces: dict[int, tuple[str, np.ndarray]]
+
+
+class RedisGallery:
+    """One gallery; thread-safe. ``where`` names it in messages (the store's URL without password, and the
+    gallery)."""
+
+    def __init__(self, client: redis.Redis, keys: GalleryKeys, cfg: GalleryConfig, where: str) -> None:
+        self._r = client
+        self._k = keys
+        self.cfg = cfg
+        self.where = where
+        self._lock = threading.RLock()
+        self._writer = WriteLock(client, keys.lock, where)
+        self._commit = client.register_script(COMMIT_SCRIPT)
+        self._touch = client.register_script(TOUCH_SCRIPT)
+        self.model = ""
+        self.dim = 0
+        self._owner: dict[int, str] = {}
+        self._index = FaceIndex(1, cfg)
+        self._gen = -1
+        self._cursor = b"0-0"
+        with guard(where, "reading the gallery"):
+            self._repair()
+            self._load()
+
+    # ----- opening -----------------------------------------------------------------------------------------
+    @classmethod
+    def exists(cls, client: redis.Redis, keys: GalleryKeys, where: str) -> bool:
+        with guard(where, "reading the gallery's meta"):
+            return bool(client.exists(keys.meta))
+
+    @classmethod
+    def create_meta(cls, client: redis.Redis, keys: GalleryKeys, model: str, dim: int, where: str) -> None:
+        """Write the meta of a new empty gallery unless another process just did (then it is left as it is)."""
+        with guard(where, "creating the gallery"):
+            made = client.eval(CREATE_META_SCRIPT, 1, keys.meta, "model", model, "dim", str(dim), "created",
+                               repr(time.time()))
+        if not made:
+            log.info("gallery %s was created by another process at the same moment: opening it", where)
+
+    def close(self) -> None:
+        """The connection belongs to the store; the replica is dropped."""
+        with self._lock:
+            self._owner = {}
+
+    # ----- snapshot and change stream ----------------------------------------------------------------------
+    def _read_meta(self) -> tuple[int, bytes, str, int, list[str]]:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.get(self._k.generation)
+        pipe.xrevrange(self._k.changes, count=1)
+        pipe.hgetall(self._k.meta)
+        pipe.hkeys(self._k.created)
+        gen, last, meta, names = pipe.execute()
+        if b"model" not in meta or b"dim" not in meta:
+            raise GalleryError(f"{self.where}: the gallery's meta ({self._k.meta}) is missing or incomplete")
+        cursor = last[0][0] if last else b"0-0"
+        return int(gen or 0), cursor, _text(meta[b"model"]), int(meta[b"dim"]), [_text(n) for n in names]
+
+    def _face_ids(self, names: list[str]) -> dict[int, str]:
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.smembers(self._k.faces_of(name))
+        return {int(face_id): name for name, ids in zip(names, pipe.execute()) for face_id in ids}
+
+    def _embeddings(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """Embedding bytes of the faces whose hash exists."""
+        out: dict[int, bytes] = {}
+        for start in range(0, len(ids), PAGE):
+            chunk = ids[start:start + PAGE]
+            pipe = self._r.pipeline(transaction=False)
+            for face_id in chunk:
+                pipe.hget(self._k.face(face_id), "embedding")
+            out.update((i, blob) for i, blob in zip(chunk, pipe.execute()) if blob is not None)
+        return out
+
+    def _snapshot(self) -> Snapshot:
+        gen, cursor, model, dim, names = self._read_meta()
+        owners = self._face_ids(names)
+        faces: dict[int, tuple[str, np.ndarray]] = {}
+        for face_id, blob in self._embeddings(sorted(owners)).items():
+            vector = np.frombuffer(blob, dtype=np.float32)
+            if vector.shape != (dim,):
+                log.warning("%s: face %d has a %d-float embedding, the gallery holds %d: not searched", self.where,
+                            face_id, vector.size, dim)
+                continue
+            faces[face_id] = (owners[face_id], vector)
+        return Snapshot(gen, cursor, model, dim, faces)
+
+    def _load(self) -> None:
+        snap = self._snapshot()
+        index = FaceIndex(snap.dim, self.cfg)
+        if snap.faces:
+            ids = np.fromiter(snap.faces, np.int64, len(snap.faces))
+            index.add(ids, np.stack([vector for _, vector in snap.faces.values()]))
+        self.model, self.dim, self._index = snap.model, snap.dim, index
+        self._owner = {face_id: name for face_id, (name, _) in snap.faces.items()}
+        self._gen, self._cursor = snap.gen, snap.cursor
+
+    def _repair(self) -> None:
+        """On open: drop face hashes no person's set names, and set entries whose hash is gone (both logged)."""
+        names = [_text(n) for n in self._r.hkeys(self._k.created)]
+        owners = self._face_ids(names)
+        drop_orphan = self._r.register_script(DROP_ORPHAN_SCRIPT)
+        for key in self._r.scan_iter(match=self._k.face_pattern, count=PAGE):
+            suffix = key.rsplit(b":", 1)[-1]
+            if not suffix.isdigit() or int(suffix) in owners:
+                continue
+            person = self._r.hget(key, "person")
+            members_key = self._k.faces_of(_text(person)) if person is not None else self._k.faces_of("")
+            if drop_orphan(keys=[key, members_key], args=[suffix]):
+                log.warning("%s: face %s was written without its index entry (an interrupted write): deleted",
+                            self.where, _text(suffix))
+        have = self._embeddings(sorted(owners))
+        drop_dangling = self._r.register_script(DROP_DANGLING_SCRIPT)
+        for face_id in sorted(set(owners) - set(have)):
+            if drop_dangling(keys=[self._k.face(face_id), self._k.faces_of(owners[face_id])], args=[face_id]):
+                log.warning("%s: person %r listed face %d, which is not stored: dropped from the list", self.where,
+                            owners[face_id], face_id)
+
+    def _sync_locked(self) -> bool:
+        """Apply the change-stream entries after this replica's cursor; rebuild when they do not follow on."""
+        if int(self._r.get(self._k.generation) or 0) == self._gen:
+            return False
+        while True:
+            entries = self._r.xrange(self._k.changes, min=b"(" + self._cursor, max="+", count=PAGE)
+            for entry_id, fields in entries:
+                gen = int(fields[b"gen"])
+                if gen <= self._gen:  # already applied (not expected: the cursor moves with the generation)
+                    self._cursor = entry_id
+                    continue
+                if gen != self._gen + 1 or fields[b"op"] == b"replace":
+                    log.info("%s: replica at generation %d, the stream continues at %d (%s): rebuilding", self.where,
+                             self._gen, gen, _text(fields[b"op"]))
+                    self._load()
+                    return True
+                self._apply(fields)
+                self._gen, self._cursor = gen, entry_id
+            if len(entries) < PAGE:
+                break
+        if int(self._r.get(self._k.generation) or 0) > self._gen:  # entries trimmed away or the stream deleted
+            log.info("%s: change stream entries after generation %d are gone: rebuilding", self.where, self._gen)
+            self._load()
+        return True
+
+    def _apply(self, fields: dict[bytes, bytes]) -> None:
+        ids = _parse_ids(fields[b"ids"])
+        if fields[b"op"] == b"add":
+            fresh = [i for i in ids if i not in self._owner]
+            found = self._embeddings(fresh)
+            if found:
+                person = _text(fields[b"person"])
+                self._add_local(person, list(found), [np.frombuffer(b, np.float32) for b in found.values()])
+        else:
+            self._remove_local([i for i in ids if i in self._owner])
+
+    def _add_local(self, person: str, ids: list[int], vectors: list[np.ndarray]) -> None:
+        self._index.add(np.asarray(ids, np.int64), np.stack(vectors))
+        self._owner.update((i, person) for i in ids)
+
+    def _remove_local(self, ids: list[int]) -> None:
+        if ids:
+            self._index.remove(np.asarray(ids, np.int64))
+        for face_id in ids:
+            self._owner.pop(face_id, None)
+
+    def _committed(self, reply: list) -> None:
+        """After this process's change: its own entry moves the cursor when it follows on (else sync will)."""
+        gen, entry_id = int(reply[0]), reply[1]
+        if gen == self._gen + 1:
+            self._gen, self._cursor = gen, entry_id
+
+    @redis_op("syncing the gallery")
+    def sync(self) -> bool:
+        """Pick up changes other processes made; True when there were any."""
+        with self._lock:
+            return self._sync_locked()
+
+    # ----- changes -----------------------------------------------------------------------------------------
+    def _check_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings: expected shape (N, {self.dim}), got {embeddings.shape}")
+        if not np.all(np.isfinite(embeddings)):
+            raise ValueError("embeddings: contain NaN or infinity")
+        return embeddings
+
+    def _check_samples(self, faces: Sequence[FaceSample]) -> np.ndarray:
+        check_faces(faces)
+        return self._check_embeddings(np.stack([np.asarray(f.embedding, np.float32) for f in faces]))
+
+    def _exists(self, name: str) -> bool:
+        return bool(self._r.hexists(self._k.created, name))
+
+    def _unknown(self, name: str) -> GalleryError:
+        return GalleryError(f"no person named {name!r} in gallery {self.where}")
+
+    @redis_op("adding a person")
+    def add_person(self, name: str, faces: Sequence[FaceSample]) -> list[int]:
+        """Add faces to ``name`` (created if new), all or nothing; the new face ids."""
+        name = name.strip()
+        if not name:
+            raise GalleryError("a person's name must not be empty")
+        embeddings = self._check_samples(faces)
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            return self._insert(name, faces, embeddings, time.time())
+
+    def _insert(self, name: str, faces: Sequence[FaceSample], embeddings: np.ndarray, now: float) -> list[int]:
+        """Under the write lock: the person (created if new) and their faces in one transaction, then the replica."""
+        last = int(self._r.incrby(self._k.face_seq, len(faces)))
+        ids = list(range(last - len(faces) + 1, last + 1))
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hsetnx(self._k.created, name, repr(now))
+        pipe.hset(self._k.seen, name, repr(now))
+        for face_id, face, vector in zip(ids, faces, embeddings):
+            pipe.hset(self._k.face(face_id), mapping={
+                "person": name, "model": self.model, "embedding": vector.tobytes(), "crop": encode_crop(face.crop),
+                "landmarks": np.asarray(face.landmarks, np.float32).tobytes(), "source": str(face.source),
+                "created": repr(now)})
+        pipe.sadd(self._k.faces_of(name), *ids)
+        self._commit(keys=[self._k.generation, self._k.changes], args=[CHANGES_MAXLEN, "add", name, _ids_field(ids)],
+                     client=pipe)
+        reply = pipe.execute()[-1]
+        self._add_local(name, ids, list(embeddings))
+        self._committed(reply)
+        return ids
+
+    @redis_op("removing a person")
+    def remove_person(self, name: str, missing_ok: bool = False) -> int:
+        """Remove a person and all their faces; how many faces went (``missing_ok``: 0 for an unknown person)."""
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            if not self._exists(name):
+                if missing_ok:
+                    return 0
+                raise self._unknown(name)
+            return self._delete(name, merged_into=None)
+
+    def _delete(self, name: str, merged_into: str | None) -> int:
+        """Under the write lock: a person's faces, sets and hashes in one transaction (recording a merge)."""
+        ids = sorted(int(i) for i in self._r.smembers(self._k.faces_of(name)))
+        pipe = self._r.pipeline(transaction=True)
+        if ids:
+            pipe.delete(*[self._k.face(i) for i in ids])
+        pipe.delete(self._k.faces_of(name), self._k.rejected(name))
+        pipe.hdel(self._k.created, name)
+        pipe.hdel(self._k.seen, name)
+        if merged_into is not None:
+            pipe.hset(self._k.merges, name, merged_into)
+        op = "remove" if merged_into is None else "merge"
+        self._commit(keys=[self._k.generation, self._k.changes], args=[CHANGES_MAXLEN, op, name, _ids_field(ids)],
+                     client=pipe)
+        reply = pipe.execute()[-1]
+        self._remove_local([i for i in ids if i in self._owner])
+        self._committed(reply)
+        return len(ids)
+
+    @redis_op("merging")
+    def record_merge(self, name: str, into: str) -> int:
+        """``name`` is ``into`` from now on: its faces go and the merge is recorded; how many faces went."""
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            return self._delete(name, merged_into=into)
+
+    @redis_op("reading a merge")
+    def merged_into(self, name: str) -> str | None:
+        value = self._r.hget(self._k.merges, name)
+        return None if value is None else _text(value)
+
+    @redis_op("replacing embeddings")
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        """Switch the gallery to ``model``: every face gets a new embedding, in one transaction."""
+        vectors = {i: np.ascontiguousarray(v, dtype=np.float32) for i, v in embeddings.items()}
+        for face_id, vector in vectors.items():
+            if vector.shape != (dim,):
+                raise ValueError(f"embedding of face {face_id}: expected shape ({dim},), got {vector.shape}")
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            if set(vectors) != set(self._owner):
+                raise GalleryError(f"reembed must cover every face: got {len(vectors)} of {len(self._owner)}")
+            pipe = self._r.pipeline(transaction=True)
+            for face_id, vector in vectors.items():
+                pipe.hset(self._k.face(face_id), mapping={"embedding": vector.tobytes(), "model": model})
+            pipe.hset(self._k.meta, mapping={"model": model, "dim": str(dim)})
+            self._commit(keys=[self._k.generation, self._k.changes], args=[CHANGES_MAXLEN, "replace", "", ""],
+                         client=pipe)
+            pipe.execute()
+            self._load()
+
+    def _best_match(self, embeddings: np.ndarray, threshold: float) -> VisitorMatch | None:
+        best: VisitorMatch | None = None
+        if not self._owner:
+            return None
+        for hits in self._search_locked(embeddings, 4):
+            if hits and hits[0].similarity >= threshold and (best is None or hits[0].similarity > best.similarity):
+                best = VisitorMatch(hits[0].name, hits[0].similarity, False)
+        return best
+
+    @redis_op("matching or creating a visitor")
+    def match_or_create(self, faces: Sequence[FaceSample], threshold: float, prefix: str,
+                        max_faces: int) -> VisitorMatch:
+        """Under the gallery's lock (every process): catch up, search, then mark the best match seen or mint
+        ``prefix-N`` (N from INCR) with the first ``max_faces`` faces."""
+        embeddings = self._check_samples(faces)
+        now = time.time()
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            match = self._best_match(embeddings, threshold)
+            if match is not None:
+                self._touch(keys=[self._k.created, self._k.seen], args=[match.visitor, repr(now)])
+                return match
+            name = f"{prefix}-{int(self._r.incr(self._k.counter(prefix)))}"
+            self._insert(name, faces[:max_faces], embeddings[:max_faces], now)
+            return VisitorMatch(name, None, True)
+
+    @redis_op("marking a visitor seen")
+    def seen(self, name: str, faces: Sequence[FaceSample], max_faces: int, when: float) -> None:
+        """Mark seen and add faces up to ``max_faces``; a person gone meanwhile is left alone."""
+        embeddings = self._check_samples(faces) if faces else None
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            if not self._touch(keys=[self._k.created, self._k.seen], args=[name, repr(when)]):
+                return
+            room = max_faces - int(self._r.scard(self._k.faces_of(name)))
+            if room > 0 and embeddings is not None:
+                self._insert(name, faces[:room], embeddings[:room], time.time())
+
+    @redis_op("recording a rejection")
+    def reject(self, name: str, not_name: str) -> None:
+        with self._lock, self._writer.hold():
+            if not self._exists(name):
+                raise self._unknown(name)
+            self._r.sadd(self._k.rejected(name), not_name)
+
+    @redis_op("reading rejections")
+    def rejections(self) -> dict[str, frozenset[str]]:
+        names = [_text(n) for n in self._r.hkeys(self._k.created)]
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.smembers(self._k.rejected(name))
+        return {name: frozenset(_text(v) for v in values) for name, values in zip(names, pipe.execute()) if values}
+
+    def expire(self, older_than: float) -> list[str]:
+        """Remove every person not seen since ``older_than`` (unix s); their names."""
+        gone = [p.name for p in self.persons() if p.last_seen < older_than]
+        for name in gone:  # several workers expire the same visitors: whoever is first removes
+            self.remove_person(name, missing_ok=True)
+        return gone
+
+    # ----- queries -----------------------------------------------------------------------------------------
+    @property
+    def face_count(self) -> int:
+        return len(self._owner)
+
+    @property
+    def index_kind(self) -> str:
+        return self._index.kind
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        """For each query, persons ranked by their best face's cosine similarity (each person once)."""
+        embeddings = self._check_embeddings(embeddings)
+        with self._lock:
+            return self._search_locked(embeddings, k)
+
+    def _search_locked(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        found = self._index.search(embeddings, k)
+        results: list[list[PersonHit]] = []
+        for ids, sims in zip(found.ids, found.similarities):
+            best: dict[str, PersonHit] = {}
+            for face_id, sim in zip(ids, sims):
+                name = self._owner.get(int(face_id))
+                if name is not None and name not in best:
+                    best[name] = PersonHit(name, float(sim), int(face_id))
+            results.append(list(best.values()))
+        return results
+
+    @redis_op("listing persons")
+    def persons(self) -> list[PersonInfo]:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(self._k.created)
+        pipe.hgetall(self._k.seen)
+        created, seen = pipe.execute()
+        names = sorted(_text(n) for n in created)
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.scard(self._k.faces_of(name))
+        counts = pipe.execute()
+        return [PersonInfo(name, int(count), float(created[name.encode()]),
+                           float(seen.get(name.encode(), created[name.encode()])))
+                for name, count in zip(names, counts)]
+
+    def _stored_faces(self, owners: dict[int, str]) -> list[StoredFace]:
+        ids = sorted(owners)
+        pipe = self._r.pipeline(transaction=False)
+        for face_id in ids:
+            pipe.hgetall(self._k.face(face_id))
+        out = []
+        for face_id, row in zip(ids, pipe.execute()):
+            if not row:  # removed since the ids were read
+                continue
+            out.append(StoredFace(face_id, owners[face_id], simplejpeg.decode_jpeg(row[b"crop"], colorspace="RGB"),
+                                  np.frombuffer(row[b"landmarks"], np.float32).reshape(5, 2).copy(),
+                                  np.frombuffer(row[b"embedding"], np.float32).copy(), _text(row[b"source"]),
+                                  float(row[b"created"])))
+        return out
+
+    @redis_op("reading faces")
+    def all_faces(self) -> list[StoredFace]:
+        return self._stored_faces(self._face_ids([_text(n) for n in self._r.hkeys(self._k.created)]))
+
+    @redis_op("reading faces")
+    def faces_of(self, name: str) -> list[StoredFace]:
+        """Every stored face of one person (GalleryError when unknown)."""
+        faces = self._stored_faces(self._face_ids([name]))
+        if not faces:
+            raise self._unknown(name)
+        return faces

@@ -1,0 +1,130 @@
+"""Every key the Redis backend uses, in one place. All live under ``PREFIX:`` (``store.prefix``).
+
+Names of persons can hold any character, so where a name is part of a key it is written as the hex of its UTF-8
+bytes (``name_key``): no name can make its key collide with another key. Camera ids follow `shared.ids` (no ``:``
+or ``/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+STORE_KIND = "argusnet-store"
+GALLERIES = ("persons", "visitors")
+
+
+def name_key(name: str) -> str:
+    return name.encode("utf-8").hex()
+
+
+@dataclass(frozen=True)
+class GalleryKeys:
+    """The keys of one gallery (``persons`` or ``visitors``) under ``PREFIX:NAME:``."""
+
+    base: str
+
+    @property
+    def meta(self) -> str:  # hash: model, dim, created
+        return f"{self.base}:meta"
+
+    @property
+    def created(self) -> str:  # hash: person name -> created (unix s); the index of persons
+        return f"{self.base}:created"
+
+    @property
+    def seen(self) -> str:  # hash: person name -> last seen (unix s)
+        return f"{self.base}:seen"
+
+    @property
+    def face_seq(self) -> str:  # counter: face ids
+        return f"{self.base}:face_seq"
+
+    def face(self, face_id: int) -> str:  # hash: person, model, embedding, crop, landmarks, source, created
+        return f"{self.base}:face:{face_id}"
+
+    @property
+    def face_pattern(self) -> str:
+        return f"{self.base}:face:*"
+
+    def faces_of(self, name: str) -> str:  # set: the face ids of one person (a face's index entry)
+        return f"{self.base}:faces:{name_key(name)}"
+
+    def rejected(self, name: str) -> str:  # set: the names an operator said this one is not
+        return f"{self.base}:rejected:{name_key(name)}"
+
+    @property
+    def merges(self) -> str:  # hash: merged name -> the person it is now
+        return f"{self.base}:merges"
+
+    def counter(self, prefix: str) -> str:  # counter: prefix-N names (visitor-N)
+        return f"{self.base}:counter:{prefix}"
+
+    @property
+    def generation(self) -> str:  # counter: bumped with every change-stream entry
+        return f"{self.base}:generation"
+
+    @property
+    def changes(self) -> str:  # stream: gen, op (add/remove/replace), person, ids
+        return f"{self.base}:changes"
+
+    @property
+    def lock(self) -> str:  # string: the token of the process writing this gallery now
+        return f"{self.base}:lock"
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    prefix: str
+
+    @property
+    def meta(self) -> str:  # hash: kind, schema_version, created
+        return f"{self.prefix}:meta"
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.prefix}:*"
+
+    def gallery(self, name: str) -> GalleryKeys:
+        return GalleryKeys(f"{self.prefix}:{name}")
+
+    # events
+    @property
+    def events(self) -> str:  # stream of events, entry id N-0 where N is the event id
+        return f"{self.prefix}:events"
+
+    @property
+    def event_seq(self) -> str:  # counter: event ids
+        return f"{self.prefix}:events:seq"
+
+    @property
+    def event_names_base(self) -> str:  # + ":" + name_key(name): sorted set of the event ids naming a person
+        return f"{self.prefix}:events:name"
+
+    def events_of(self, name: str) -> str:
+        return f"{self.event_names_base}:{name_key(name)}"
+
+    @property
+    def renames(self) -> str:  # hash: visitor -> the person its events name now
+        return f"{self.prefix}:events:renames"
+
+    # media
+    def crop(self, key: str) -> str:  # string: JPEG bytes
+        return f"{self.prefix}:crop:{key}"
+
+    @property
+    def crops(self) -> str:  # sorted set: crop key by created time
+        return f"{self.prefix}:crops"
+
+    # live tracks
+    def live(self, camera: str, track: int) -> str:  # string: the track as JSON, with a TTL
+        return f"{self.live_base(camera)}{track}"
+
+    def live_base(self, camera: str) -> str:
+        return f"{self.prefix}:live:track:{camera}/"
+
+    def live_camera(self, camera: str) -> str:  # sorted set: track ids of one camera by expiry (unix s)
+        return f"{self.prefix}:live:camera:{camera}"
+
+    @property
+    def live_cameras(self) -> str:  # set: cameras with live tracks
+        return f"{self.prefix}:live:cameras"

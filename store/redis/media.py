@@ -1,0 +1,72 @@
+"""The Redis media store: each crop's JPEG bytes under ``PREFIX:crop:<camera>/<track>``, indexed by its time in
+the sorted set ``PREFIX:crops`` (retention reads the index, never scans keys)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import redis
+import simplejpeg
+
+from shared.ids import is_valid_id
+from store.local.media import CROP_JPEG_QUALITY, crop_key
+from store.redis.client import redis_op
+from store.redis.keys import StoreKeys
+
+PAGE = 1000
+
+
+def _check_key(key: str) -> str:
+    camera, sep, track = key.partition("/")
+    if not sep or not track.isdigit() or not is_valid_id(camera):
+        raise KeyError(f"not a crop key (camera/track): {key!r}")
+    return key
+
+
+class RedisMediaStore:
+    def __init__(self, client: redis.Redis, keys: StoreKeys, where: str) -> None:
+        self._r = client
+        self._k = keys
+        self.where = where
+
+    @redis_op("storing a crop")
+    def put_crop(self, camera: str, track: int, crop: np.ndarray, when: float | None = None) -> str:
+        key = crop_key(camera, track)
+        data = simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
+                                      colorspace="RGB")
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(self._k.crop(key), data)
+        pipe.zadd(self._k.crops, {key: time.time() if when is None else when})
+        pipe.execute()
+        return key
+
+    @redis_op("reading a crop")
+    def get_crop(self, key: str) -> bytes:
+        data = self._r.get(self._k.crop(_check_key(key)))
+        if data is None:
+            raise KeyError(f"no crop {key!r}")
+        return data
+
+    @redis_op("removing a crop")
+    def remove(self, key: str) -> bool:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(self._k.crop(_check_key(key)))
+        pipe.zrem(self._k.crops, key)
+        existed, _ = pipe.execute()
+        return bool(existed)
+
+    @redis_op("expiring crops")
+    def expire(self, older_than: float) -> int:
+        removed = 0
+        while True:
+            keys = self._r.zrangebyscore(self._k.crops, "-inf", f"({older_than!r}", start=0, num=PAGE)
+            if not keys:
+                return removed
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(*[self._k.crop(k.decode()) for k in keys])
+            pipe.zrem(self._k.crops, *keys)
+            removed += int(pipe.execute()[1])  # workers sharing the store may expire the same crops: count ours
+
+    def close(self) -> None:
+        """The connection is closed by the store that owns it."""
