@@ -10,11 +10,13 @@ rebuilt without them once they pass a quarter of the index.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import faiss
 import numpy as np
 
 from shared.types import check_array
+from store.types import PersonHit
 from store.config import GalleryConfig
 
 TOMBSTONE_REBUILD_FRACTION = 0.25
@@ -166,3 +168,17 @@ class FaceIndex:
 
     def ids(self) -> np.ndarray:
         return self._live()[0]
+
+
+def rank_persons(found: FaceNeighbours, owner: Mapping[int, str]) -> list[list[PersonHit]]:
+    """Per query, the persons among the neighbours ranked by their best face (each person once); ids without an
+    owner (removed meanwhile, or -1 for none) are skipped. Shared by every backend's replica."""
+    results: list[list[PersonHit]] = []
+    for ids, sims in zip(found.ids, found.similarities):
+        best: dict[str, PersonHit] = {}
+        for face_id, sim in zip(ids, sims):
+            name = owner.get(int(face_id))
+            if name is not None and name not in best:
+                best[name] = PersonHit(name, float(sim), int(face_id))
+        results.append(list(best.values()))
+    return results

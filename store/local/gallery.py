@@ -37,7 +37,7 @@ import simplejpeg
 from shared.errors import GalleryError, GalleryExistsError
 from shared.files import atomic_write
 from store.config import GalleryConfig
-from store.face_index import FaceIndex
+from store.face_index import FaceIndex, rank_persons
 from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
 
 log = logging.getLogger(__name__)
@@ -531,16 +531,7 @@ class Gallery:
             return self._search_locked(embeddings, k)
 
     def _search_locked(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
-        found = self._index.search(embeddings, k)
-        results: list[list[PersonHit]] = []
-        for ids, sims in zip(found.ids, found.similarities):
-            best: dict[str, PersonHit] = {}
-            for face_id, sim in zip(ids, sims):
-                name = self._owner.get(int(face_id))
-                if name is not None and name not in best:
-                    best[name] = PersonHit(name, float(sim), int(face_id))
-            results.append(list(best.values()))
-        return results
+        return rank_persons(self._index.search(embeddings, k), self._owner)
 
     def persons(self) -> list[PersonInfo]:
         with self._lock:

@@ -26,7 +26,7 @@ import redis
 
 from store.codec import event_from_json, event_json, renamed_event
 from store.redis.client import redis_op
-from store.redis.keys import StoreKeys, name_key
+from store.redis.keys import StoreKeys
 from store.types import EventQuery, EventRecord, LoggedEvent
 
 MAX_QUERY_LIMIT = 10_000

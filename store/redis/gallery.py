@@ -31,7 +31,7 @@ import simplejpeg
 
 from shared.errors import GalleryError
 from store.config import GalleryConfig
-from store.face_index import FaceIndex
+from store.face_index import FaceIndex, rank_persons
 from store.redis.client import WriteLock, guard, redis_op
 from store.redis.keys import GalleryKeys
 from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
@@ -472,16 +472,7 @@ class RedisGallery:
             return self._search_locked(embeddings, k)
 
     def _search_locked(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
-        found = self._index.search(embeddings, k)
-        results: list[list[PersonHit]] = []
-        for ids, sims in zip(found.ids, found.similarities):
-            best: dict[str, PersonHit] = {}
-            for face_id, sim in zip(ids, sims):
-                name = self._owner.get(int(face_id))
-                if name is not None and name not in best:
-                    best[name] = PersonHit(name, float(sim), int(face_id))
-            results.append(list(best.values()))
-        return results
+        return rank_persons(self._index.search(embeddings, k), self._owner)
 
     @redis_op("listing persons")
     def persons(self) -> list[PersonInfo]:
