@@ -16,8 +16,8 @@ import faiss
 import numpy as np
 
 from shared.types import check_array
-from store.types import PersonHit
 from store.config import GalleryConfig
+from store.types import PersonHit
 
 TOMBSTONE_REBUILD_FRACTION = 0.25
 PARALLEL_SEARCH_WORK = 2_000_000  # vectors x queries above which a search uses FAISS's threads

@@ -490,6 +490,17 @@ class Gallery:
                 raise
         return f"{prefix}-{number}"
 
+    def seen(self, name: str, faces: Sequence[FaceSample], max_faces: int, when: float) -> None:
+        """Mark ``name`` seen at ``when`` and add faces up to ``max_faces`` in all; a person gone meanwhile (merged,
+        promoted, expired) is left alone."""
+        have = next((p.faces for p in self.persons() if p.name == name), None)
+        if have is None:
+            return
+        self.touch(name, when)
+        room = max_faces - have
+        if room > 0 and faces:
+            self.add_person(name, list(faces[:room]))
+
     def reject(self, name: str, not_name: str) -> None:
         """Record that ``name`` is not ``not_name`` (an operator's negative evidence)."""
         with self._lock:

@@ -23,7 +23,7 @@ from store.local.gallery import DB_FILE, Gallery
 from store.local.live import LocalLiveTracks
 from store.local.media import LocalMediaStore
 from store.local.sqlite import RecordsDb
-from store.local.visitors import LocalVisitorStore
+from store.visitors import GalleryVisitorStore
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class LocalStore:
     def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, records: RecordsDb) -> None:
         self.directory = directory
         self.persons = persons
-        self.visitors = LocalVisitorStore(visitors)
+        self.visitors = GalleryVisitorStore(visitors)
         self._records = records
         self.media = LocalMediaStore(directory, records)
         self.events = LocalEventLog(records)

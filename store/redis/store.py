@@ -28,7 +28,7 @@ from store.redis.gallery import CREATE_META_SCRIPT, RedisGallery
 from store.redis.keys import SCHEMA_VERSION, STORE_KIND, StoreKeys
 from store.redis.live import RedisLiveTracks
 from store.redis.media import RedisMediaStore
-from store.redis.visitors import RedisVisitorStore
+from store.visitors import GalleryVisitorStore
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class RedisStore:
         self.where = where
         self._client = client
         self.persons = persons
-        self.visitors = RedisVisitorStore(visitors)
+        self.visitors = GalleryVisitorStore(visitors)
         self.media = RedisMediaStore(client, keys, where)
         self.events = RedisEventLog(client, keys, where)
         self.live = RedisLiveTracks(client, keys, where)

@@ -1,27 +1,59 @@
-"""The local visitor store: provisional identities in a second gallery, the ``visitors/`` sub-directory of the
-store directory (SQLite + FAISS like the persons gallery). Every process on the host sees the same visitors;
-``match_or_create`` runs inside one SQLite write transaction, so two workers never mint two visitors for one
-stranger."""
+"""The visitor store over a gallery of provisional identities, the same for every backend: each backend's gallery
+(`store.local.gallery.Gallery`, `store.redis.gallery.RedisGallery`) provides the atomic operations, this class maps
+the `VisitorStore` interface onto them."""
 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from store.local.gallery import Gallery
 from store.types import (
     VISITOR_PREFIX,
     FaceSample,
+    PersonInfo,
     StoredFace,
     VisitorInfo,
     VisitorMatch,
 )
 
 
-class LocalVisitorStore:
-    def __init__(self, gallery: Gallery) -> None:
+class VisitorGallery(Protocol):
+    """What a backend's gallery offers for visitors (besides the PersonGallery operations)."""
+
+    model: str
+
+    def match_or_create(self, faces: Sequence[FaceSample], threshold: float, prefix: str,
+                        max_faces: int) -> VisitorMatch: ...
+
+    def seen(self, name: str, faces: Sequence[FaceSample], max_faces: int, when: float) -> None: ...
+
+    def reject(self, name: str, not_name: str) -> None: ...
+
+    def rejections(self) -> dict[str, frozenset[str]]: ...
+
+    def faces_of(self, name: str) -> list[StoredFace]: ...
+
+    def all_faces(self) -> list[StoredFace]: ...
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None: ...
+
+    def persons(self) -> list[PersonInfo]: ...
+
+    def record_merge(self, name: str, into: str) -> int: ...
+
+    def merged_into(self, name: str) -> str | None: ...
+
+    def expire(self, older_than: float) -> list[str]: ...
+
+    def sync(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class GalleryVisitorStore:
+    def __init__(self, gallery: VisitorGallery) -> None:
         self.gallery = gallery
 
     @property
@@ -32,13 +64,7 @@ class LocalVisitorStore:
         return self.gallery.match_or_create(faces, threshold, VISITOR_PREFIX, max_faces)
 
     def seen(self, visitor: str, faces: Sequence[FaceSample], max_faces: int, when: float | None = None) -> None:
-        have = next((p.faces for p in self.gallery.persons() if p.name == visitor), None)
-        if have is None:  # merged, promoted or expired meanwhile: nothing to refresh
-            return
-        self.gallery.touch(visitor, time.time() if when is None else when)
-        room = max_faces - have
-        if room > 0 and faces:
-            self.gallery.add_person(visitor, list(faces[:room]))
+        self.gallery.seen(visitor, faces, max_faces, time.time() if when is None else when)
 
     def reject(self, visitor: str, not_name: str) -> None:
         self.gallery.reject(visitor, not_name)
