@@ -3,10 +3,17 @@
 A JSONL line is ``TrackEvent.to_json_dict()`` (type, camera, track, name, similarity, margin, ts, capture_ts, box,
 time_to_name_ms, duration_s, visitor) plus ``latency_ms``: capture of the frame that caused the event -> event
 printed, i.e. end to end through camera, broker, worker and event stream.
+
+The JSONL file is opened for each write (append, flushed, closed), so a file that cannot be written for a while
+(a full disk, a path replaced by a directory, a mount gone) costs no event: lines wait in order in a bounded
+buffer (``JSONL_BUFFER`` lines; beyond it the oldest are dropped and counted), the failure is reported once a
+minute, and the buffer is written out as soon as a write succeeds again (tried with every event and every
+``RETRY_S``).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -24,6 +31,54 @@ from shared.zmq_defaults import EVENT_HWM, configure
 log = logging.getLogger(__name__)
 POLL_MS = 100
 DRAIN_S = 0.5  # after a stop request, keep printing events already on their way for this long
+JSONL_BUFFER = 100_000  # JSONL lines kept while the file cannot be written
+RETRY_S = 1.0  # how often a failed JSONL file is tried again when no event comes
+
+
+class JsonlWriter:
+    """Appends lines to a file in order, keeping them while the file cannot be written (see the module doc)."""
+
+    def __init__(self, path: Path, limit: int = JSONL_BUFFER) -> None:
+        self.path = Path(path)
+        self.limit = limit
+        self.pending: collections.deque[str] = collections.deque()
+        self.dropped = 0
+        self.failing = False
+        self._retry_at = 0.0
+        self._rate_log = RateLimitedLog(log)
+        try:  # the file must be writable at start: a bad path is the user's error, reported before any socket
+            with open(self.path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot write events to {self.path}: {exc}") from exc
+
+    def write(self, line: str) -> None:
+        if len(self.pending) >= self.limit:
+            self.pending.popleft()
+            self.dropped += 1
+            self._rate_log.warning("jsonl_dropped", "events file %s unwritable: %d oldest line(s) dropped so far",
+                                   self.path, self.dropped)
+        self.pending.append(line)
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Write what waits; on failure keep it and try again later (at once when ``force``)."""
+        if not self.pending or (self.failing and not force and time.monotonic() < self._retry_at):
+            return
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                while self.pending:
+                    f.write(self.pending[0])
+                    f.flush()
+                    self.pending.popleft()
+        except OSError as exc:
+            self.failing, self._retry_at = True, time.monotonic() + RETRY_S
+            self._rate_log.warning("jsonl_write", "cannot write events to %s (%s): %d line(s) kept, retrying",
+                                   self.path, exc, len(self.pending))
+            return
+        if self.failing:
+            log.warning("events file %s writable again: all kept lines written", self.path)
+        self.failing = False
 
 
 def describe(event: TrackEvent, latency_ms: float) -> str:
@@ -45,10 +100,7 @@ class EventPrinter:
 
     def __init__(self, endpoint: str, protocol: ProtocolConfig, out: TextIO, jsonl: Path | None = None,
                  context: zmq.Context | None = None) -> None:
-        try:  # the file first: a path that cannot be written leaves no socket behind
-            self.jsonl = None if jsonl is None else open(jsonl, "a", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write events to {jsonl}: {exc}") from exc
+        self.jsonl = None if jsonl is None else JsonlWriter(jsonl)  # first: a bad path leaves no socket behind
         self.ctx = context or zmq.Context.instance()
         self.sub = configure(self.ctx.socket(zmq.SUB), hwm=EVENT_HWM)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -66,6 +118,8 @@ class EventPrinter:
                     stop_seen = time.monotonic()
                 if self.sub.poll(POLL_MS):
                     self._on_message(self.sub.recv_multipart())
+                elif self.jsonl is not None:
+                    self.jsonl.flush()
         finally:
             self.close()
 
@@ -80,11 +134,13 @@ class EventPrinter:
         if self.jsonl is not None:
             record = {**event.to_json_dict(), "latency_ms": round(latency_ms, 1)}
             self.jsonl.write(json.dumps(record) + "\n")
-            self.jsonl.flush()
         self.printed += 1
 
     def close(self) -> None:
         self.sub.close(0)
         if self.jsonl is not None:
-            self.jsonl.close()
+            self.jsonl.flush(force=True)
+            if self.jsonl.pending:
+                log.error("events file %s still unwritable at exit: %d event line(s) not written", self.jsonl.path,
+                          len(self.jsonl.pending))
             self.jsonl = None

@@ -268,6 +268,7 @@ class TrackedProcessor:
         merged = None
         if record.visitor is not None and not is_visitor_name(change.name):
             merged, record.visitor = record.visitor, None
+            self.recorder.flush()  # this batch's events naming the visitor go to the log first, to be renamed too
             report = merge_visitor(self.store, merged, change.name)
             log.info("%s is %s: merged (%d face(s) removed, %d event(s) renamed)", merged, change.name,
                      report.faces_removed, report.events)
