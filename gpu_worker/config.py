@@ -17,7 +17,7 @@ from gpu_worker.quality import QualityConfig
 from gpu_worker.runtime import RuntimeConfig
 from shared.images import ImageLimits
 from shared.schema import Section
-from store.config import GalleryConfig, VisitorConfig
+from store.config import GalleryConfig, StoreBufferConfig, VisitorConfig
 from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig, VotingConfig
 
 
@@ -27,6 +27,8 @@ class WorkerConfig(Section):
                                description="How long a batch waits to fill before it runs anyway.")
     capacity: int = Field(default=4, ge=1, le=1024, description="Frames a worker accepts ahead (its credits).")
     metrics_port: int = Field(default=9200, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
+    store_buffer: StoreBufferConfig = Field(default_factory=StoreBufferConfig, description="Writes kept per kind "
+                                            "while the store is unavailable (then written in order).")
 
 class TrackingConfig(Section):
     processor: Literal["tracked", "per_frame"] = Field(

@@ -1,5 +1,6 @@
 """``argusnet worker``: one worker process (engine + store + frame processor + retention job + service) until
-SIGINT / SIGTERM."""
+SIGINT / SIGTERM. The store is wrapped in `store.buffered.BufferedStore` (store metrics on the worker's registry;
+writes buffered while the store is unavailable)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from shared.metrics import serve
 from shared.protocol import ProtocolConfig
 from shared.signals import stop_on_signals
 from store import open_store
+from store.buffered import BufferedStore
 from store.config import RetentionConfig, StoreConfig
 from store.retention import RetentionJob
 
@@ -56,7 +58,9 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
     engine = Engine(cfg)
     engine.warm_up()
     registry = CollectorRegistry()
-    store = open_store(cfg.store, cfg.gallery, model=engine.embedder.name, dim=engine.embedder.dim)
+    # writes wait (bounded, counted) while the store is unavailable; recognition goes on from the replica
+    store = BufferedStore(open_store(cfg.store, cfg.gallery, model=engine.embedder.name, dim=engine.embedder.dim),
+                          registry, cfg.worker.store_buffer)
     try:
         processor = build_processor(engine, store, cfg, worker=worker_id, live_ttl_s=cfg.retention.live_ttl_s)
         service = WorkerService(worker_id, processor, cfg.worker, broker, cfg.protocol, registry)

@@ -6,6 +6,7 @@ one-frame track. The tracked processor (tracker/) replaces it as the default.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,9 +15,12 @@ import numpy as np
 
 from gpu_worker.decision import decide
 from gpu_worker.engine import Engine
+from shared.errors import StoreError
+from shared.logs import RateLimitedLog
 from shared.protocol import Frame, TrackEvent
 from store.base import PersonGallery
 
+log = logging.getLogger(__name__)
 SYNC_S = 2.0  # how often enrolments made by other processes are picked up
 
 
@@ -69,11 +73,17 @@ class PerFrameProcessor:
         self._next_refresh = time.monotonic() + SYNC_S
         self.faces_seen = 0
         self.embeddings = 0
+        self.sync_errors = 0
+        self._rate_log = RateLimitedLog(log)
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
         if time.monotonic() >= self._next_refresh:  # enrolments made by other processes, as the tracked side does
-            self.gallery.sync()
             self._next_refresh = time.monotonic() + SYNC_S
+            try:
+                self.gallery.sync()
+            except StoreError as exc:  # recognition goes on from the replica; tried again after SYNC_S
+                self.sync_errors += 1
+                self._rate_log.warning("sync", "gallery sync failed (recognition goes on): %s", exc)
         found = detect_batch(self.engine, frames, timer)
         events: list[TrackEvent] = []
         for item, faces in zip(frames, found):

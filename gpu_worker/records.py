@@ -3,7 +3,8 @@
 ``TrackRecorder`` collects a batch's events with the crop key of each ended track, appends them to the event log in
 one write, and keeps each live track's entry fresh (at most every ``LIVE_REFRESH_S``, with the configured TTL, so
 the tracks of a worker that dies expire by themselves). A store that fails a write is logged once a minute and
-counted in ``errors``; recognition goes on (the events still reach subscribers over the wire).
+counted in ``errors``; recognition goes on (the events still reach subscribers over the wire). A worker's store
+(`store.buffered.BufferedStore`) keeps such writes in a buffer and writes them when the store is back.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class TrackRecorder:
         self._live_written: dict[tuple[str, int], float] = {}
         self._rate_log = RateLimitedLog(log)
 
-    def _failed(self, operation: str, exc: Exception) -> None:
+    def failed(self, operation: str, exc: Exception) -> None:
+        """Count a failed store operation (the processor's too) and log it at most once a minute."""
         self.errors[operation] += 1
         self._rate_log.warning(operation, "store %s failed (recognition goes on): %s", operation, exc)
 
@@ -41,7 +43,7 @@ class TrackRecorder:
         try:
             return self.store.media.put_crop(camera, track, crop)
         except (ArgusError, OSError) as exc:
-            self._failed("put_crop", exc)
+            self.failed("put_crop", exc)
             return None
 
     def event(self, event: TrackEvent, crop: str | None = None) -> TrackEvent:
@@ -56,7 +58,7 @@ class TrackRecorder:
         try:
             self.store.events.append(records)
         except (ArgusError, OSError) as exc:
-            self._failed("append_events", exc)
+            self.failed("append_events", exc)
 
     def live(self, track: LiveTrack, force: bool = False) -> None:
         key = (track.camera, track.track)
@@ -67,14 +69,14 @@ class TrackRecorder:
             self.store.live.put(track, self.live_ttl_s)
             self._live_written[key] = now
         except (ArgusError, OSError) as exc:
-            self._failed("put_live", exc)
+            self.failed("put_live", exc)
 
     def ended(self, camera: str, track: int) -> None:
         self._live_written.pop((camera, track), None)
         try:
             self.store.live.remove(camera, track)
         except (ArgusError, OSError) as exc:
-            self._failed("remove_live", exc)
+            self.failed("remove_live", exc)
 
     def pending(self) -> Sequence[EventRecord]:
         return tuple(self._pending)

@@ -111,6 +111,7 @@ class WorkerService:
         self.cameras: set[str] = set()
         self.rate_log = RateLimitedLog(log)
         self._broker_id: str | None = None
+        self._last_broker: str | None = None  # the broker heard last, kept while it is silent
         self._broker_seen = 0.0
         self._hb_seq = 0
 
@@ -196,12 +197,14 @@ class WorkerService:
 
     def _on_broker_heartbeat(self, hb: Heartbeat, dealer: zmq.Socket) -> None:
         self._broker_seen = time.monotonic()
-        if hb.sender != self._broker_id:
-            restarted = self._broker_id is not None or self._hb_seq > 1
-            self._broker_id = hb.sender
-            if restarted:
-                log.info("broker %s (new incarnation): granting free capacity again", hb.sender)
-                self._send_heartbeat(dealer, max(0, self.cfg.capacity - self.inbox.qsize()))
+        if hb.sender == self._broker_id:
+            return
+        if hb.sender == self._last_broker:  # the same broker heard again after a silence (a cut link, a pause):
+            log.info("broker %s is back", hb.sender)  # it kept the credits it holds, so none are granted again
+        elif self._last_broker is not None or self._hb_seq > 1:
+            log.info("broker %s (new incarnation): granting free capacity again", hb.sender)
+            self._send_heartbeat(dealer, max(0, self.cfg.capacity - self.inbox.qsize()))
+        self._broker_id = self._last_broker = hb.sender
 
     def _on_frame(self, frame: Frame) -> None:
         received = time.time()

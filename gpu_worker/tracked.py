@@ -11,6 +11,12 @@ track later named as an enrolled person merges the visitor into that person (`st
 Everything goes through the store interface (`store.base.Store`): person search, visitors, crops, the event log
 and live tracks (`gpu_worker.records.TrackRecorder`). Other processes' changes (enrolments, operator actions) are
 picked up every ``SYNC_S``; retention is not done here (`store.retention.RetentionJob`).
+
+A store that fails (StoreError: its server is down) does not stop recognition: search is the in-process replica,
+and a failing sync, visitor match, ``seen`` or merge is counted in ``recorder.errors``, logged once a minute, and
+left (the replica syncs again after ``SYNC_S``; a track that got no visitor asks again at its next embedding). A
+worker's store is a `store.buffered.BufferedStore`: its writes wait while the store is unavailable, and
+``idle()`` flushes them.
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ from gpu_worker.quality import (
 )
 from gpu_worker.records import TrackRecorder
 from gpu_worker.track_state import CameraState, TrackRecord, live_track, make_event
+from shared.errors import StoreError
 from shared.protocol import TrackEvent
 from shared.types import Detections
 from store.base import Store
+from store.buffered import BufferedStore
 from store.identity import merge_visitor
 from store.types import FaceSample, is_visitor_name
 from tracker.base import FrameMeta, Track, TrackState
@@ -108,15 +116,21 @@ class TrackedProcessor:
         events = self._end_idle_cameras(time.monotonic())
         self._sync(time.monotonic())
         self.recorder.flush()
+        if isinstance(self.store, BufferedStore):
+            self.store.flush()  # writes waiting for a store that was unavailable
         return events
 
     def _sync(self, now: float) -> None:
+        """Other processes' changes, every SYNC_S; a store that fails is counted and tried again next time."""
         if now < self._next_sync:
             return
         self._next_sync = now + SYNC_S
-        self.store.persons.sync()
-        self.store.visitors.sync()
-        self._rejections = self.store.visitors.rejections()
+        try:
+            self.store.persons.sync()
+            self.store.visitors.sync()
+            self._rejections = self.store.visitors.rejections()
+        except StoreError as exc:
+            self.recorder.failed("sync", exc)
 
     def _camera(self, camera: str) -> CameraState:
         state = self.cameras.get(camera)
@@ -269,15 +283,22 @@ class TrackedProcessor:
         if record.visitor is not None and not is_visitor_name(change.name):
             merged, record.visitor = record.visitor, None
             self.recorder.flush()  # this batch's events naming the visitor go to the log first, to be renamed too
-            report = merge_visitor(self.store, merged, change.name)
-            log.info("%s is %s: merged (%d face(s) removed, %d event(s) renamed)", merged, change.name,
-                     report.faces_removed, report.events)
+            self._merge(merged, change.name)
         self._announce(record, change.name, change.similarity, capture_ts)
         event = make_event("track_identified", state.camera, record, capture_ts, name=change.name,
                            similarity=change.similarity, margin=change.margin, merged_visitor=merged,
                            time_to_name_ms=record.time_to_name_ms)
         self.recorder.live(live_track(state.camera, record), force=True)
         return self.recorder.event(event)
+
+    def _merge(self, visitor: str, person: str) -> None:
+        try:
+            report = merge_visitor(self.store, visitor, person)
+        except StoreError as exc:  # the track is named all the same; the visitor stays in the store
+            self.recorder.failed("merge_visitor", exc)
+            return
+        log.info("%s is %s: merged (%d face(s) removed, %d event(s) renamed)", visitor, person,
+                 report.faces_removed, report.events)
 
     @staticmethod
     def _announce(record: TrackRecord, name: str, similarity: float | None, capture_ts: float) -> None:
@@ -290,9 +311,14 @@ class TrackedProcessor:
         return decide([h for h in hits if h.name not in rejected], self.engine.rule)
 
     def _visit(self, state: CameraState, record: TrackRecord, capture_ts: float) -> list[TrackEvent]:
-        """Link an unknown track to a known visitor or make it a new one: one atomic store operation."""
-        match = self.store.visitors.match_or_create(record.best_samples(), self.visitor_threshold,
-                                                    self.cfg.visitors.max_faces)
+        """Link an unknown track to a known visitor or make it a new one: one atomic store operation. A store
+        that fails leaves the track without a visitor; it asks again at its next embedding."""
+        try:
+            match = self.store.visitors.match_or_create(record.best_samples(), self.visitor_threshold,
+                                                        self.cfg.visitors.max_faces)
+        except StoreError as exc:
+            self.recorder.failed("match_or_create", exc)
+            return []
         record.visitor = match.visitor
         self._announce(record, match.visitor, match.similarity, capture_ts)
         event = make_event("track_identified", state.camera, record, capture_ts, name=record.visitor,
@@ -310,7 +336,10 @@ class TrackedProcessor:
         """A track is over: its best faces refresh its visitor, its best face is kept as the track's crop, it
         leaves the live tracks, and its ``track_ended`` event (with the crop) goes to the event log."""
         if record.visitor is not None and record.identity.name is None and record.best:
-            self.store.visitors.seen(record.visitor, record.best_samples(), self.cfg.visitors.max_faces)
+            try:
+                self.store.visitors.seen(record.visitor, record.best_samples(), self.cfg.visitors.max_faces)
+            except StoreError as exc:
+                self.recorder.failed("visitor_seen", exc)
         crop = self.recorder.save_crop(camera, record.track, record.best[0][1].crop) if record.best else None
         self.recorder.ended(camera, record.track)
         name = record.identity.name or record.visitor

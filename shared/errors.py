@@ -1,7 +1,7 @@
 """Error types shared by every ArgusNet component.
 
 Each error carries the process exit code the CLI uses for it: 2 for bad input (a photo, an argument, a
-config value, a gallery directory), 1 for anything else.
+config value, a gallery directory, a store server that cannot be reached), 1 for anything else.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ class GalleryExistsError(GalleryError):
 
 class StoreError(ArgusError):
     """A store backend failed an operation (a locked or corrupt database, a full disk, a dead server)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server cannot be reached: refused, timed out, or gone mid-command. The message names its URL
+    (without a password). A worker buffers its writes and goes on recognising from its replica (`store.buffered`);
+    a CLI command exits with EXIT_BAD_INPUT (the configured store is not there)."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class ModelError(ArgusError):

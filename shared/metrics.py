@@ -31,7 +31,11 @@ FACES = f"{PREFIX}_faces_total"  # counter: faces detected
 EMBEDDINGS = f"{PREFIX}_embeddings_total"  # counter: faces embedded
 EVENTS_DROPPED = f"{PREFIX}_events_dropped_total"  # counter, labels: reason (outbox_full)
 RETENTION_REMOVED = f"{PREFIX}_retention_removed_total"  # counter, labels: kind (visitors, crops, events, ...)
-STORE_ERRORS = f"{PREFIX}_store_errors_total"  # counter, labels: operation
+STORE_ERRORS = f"{PREFIX}_store_errors_total"  # counter, labels: operation (STORE_OPERATIONS)
+STORE_LATENCY = f"{PREFIX}_store_latency_seconds"  # histogram, labels: operation (STORE_OPERATIONS)
+STORE_BUFFER_DEPTH = f"{PREFIX}_store_buffer_depth"  # gauge, labels: kind (STORE_BUFFER_KINDS): writes waiting
+STORE_DROPPED = f"{PREFIX}_store_dropped_total"  # counter, labels: kind: buffered writes given up (never written)
+STORE_REPLICA_LAG = f"{PREFIX}_store_replica_lag_seconds"  # gauge: time since the gallery replicas last synced
 
 WORKER_CAMERAS = f"{PREFIX}_worker_cameras"  # gauge, labels: worker (broker)
 WORKER_CREDITS = f"{PREFIX}_worker_credits"  # gauge, labels: worker (broker)
@@ -49,9 +53,18 @@ CAMERA_OUTCOMES = ("captured", "sent", "unchanged", "queue_full", "not_connected
                    "shutdown")
 AUTH_REFUSED_REASONS = ("unknown_key", "mechanism_mismatch", "handshake_aborted", "handshake")
 EVENTS_DROPPED_REASONS = ("outbox_full",)
+# The operations a worker's store (store.buffered.BufferedStore) times and counts, and the kinds of writes it buffers
+STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "write_persons", "rejections",
+                    "match_or_create", "visitor_seen", "merge_visitor", "read_visitors", "write_visitors",
+                    "expire_visitors", "append_events", "rename_events", "query_events", "expire_events", "put_live",
+                    "remove_live", "rename_live", "read_live", "expire_live", "put_crop", "read_crop", "remove_crop",
+                    "expire_crops")
+STORE_BUFFER_KINDS = ("events", "live_tracks", "crops", "visitors")
 
 STAGES = ("capture_to_send", "broker", "decode", "detect", "embed", "search", "track", "publish")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STORE_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                         2.5, 5.0, 10.0)  # a Redis round trip on a LAN is well under a millisecond
 TRACK_LOST_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)  # a tracker waits seconds, not ms
 
 log = logging.getLogger(__name__)

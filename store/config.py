@@ -132,6 +132,21 @@ class GalleryConfig(Section):
                                 description="HNSW query-time candidate list (more = better recall, slower; 128 gives "
                                 "recall@1 0.998 at 0.8 ms on 1M faces, see BENCHMARKS.md).")
 
+class StoreBufferConfig(Section):
+    """How many writes of each kind a worker keeps while its store is unavailable (store.buffered); beyond it the
+    oldest of that kind is dropped and counted in argusnet_store_dropped_total{kind}."""
+
+    events: int = Field(default=10_000, ge=1, le=10_000_000, description="Events waiting for the event log.")
+    live_tracks: int = Field(default=2_000, ge=1, le=10_000_000, description="Live-track puts and removals waiting "
+                             "(a put that waited longer than its TTL is not written).")
+    crops: int = Field(default=500, ge=1, le=1_000_000, description="Track crops waiting (each tens of kB).")
+    visitors: int = Field(default=1_000, ge=1, le=1_000_000, description="Visitor updates (seen, merged) waiting "
+                          "(each may hold a track's best faces).")
+
+    def of(self, kind: str) -> int:
+        return int(getattr(self, kind))
+
+
 class VisitorConfig(Section):
     enabled: bool = Field(default=True, description="Give tracks that match nobody a provisional `visitor-N` "
                           "identity, shared across tracks and cameras of a worker.")

@@ -331,6 +331,7 @@ def test_fresh_processes_export_every_known_label_at_zero(cluster):
     assert worker["argusnet_end_to_end_latency_seconds_count"][()] == 0
     assert worker["argusnet_track_lost_delay_seconds_count"][()] == 0
     assert set(broker["argusnet_auth_refused_total"].values()) == {0}
+    assert_store_metrics_from_the_start(worker)
     cluster.camera("cam", "demo", "--fps", "5")
     late = cluster.not_ready(["cam"])
     assert not late, late
@@ -343,6 +344,19 @@ def test_fresh_processes_export_every_known_label_at_zero(cluster):
     for name, reasons in ((broker, BROKER_DROP_REASONS), (worker, WORKER_DROP_REASONS)):
         for reason in reasons:
             assert (("camera", "cam"), ("reason", reason)) in name[DROPPED], reason
+
+
+def assert_store_metrics_from_the_start(worker: dict) -> None:
+    """The worker's store (store.buffered.BufferedStore) exports every operation and buffer kind from its start."""
+    from shared import metrics as m
+
+    for operation in m.STORE_OPERATIONS:
+        assert (("operation", operation),) in worker[m.STORE_LATENCY + "_count"], operation
+        assert (("operation", operation),) in worker[m.STORE_ERRORS], operation
+    for kind in m.STORE_BUFFER_KINDS:
+        assert worker[m.STORE_BUFFER_DEPTH][(("kind", kind),)] == 0, kind
+        assert worker[m.STORE_DROPPED][(("kind", kind),)] == 0, kind
+    assert 0 <= worker[m.STORE_REPLICA_LAG][()] < 60
 
 
 def test_a_second_up_on_the_same_ports_exits_2_at_once(tmp_path, demo_gallery, cli):

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, ParamSpec, Protocol, TypeVar
 
 import redis
+from redis import exceptions as redis_exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.errors import ConfigError, StoreError
+from shared.errors import ConfigError, StoreError, StoreUnavailableError
 from store.config import RedisStoreConfig
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+UNAVAILABLE_HINT = "is the Redis server running and reachable from this host?"
+
+
 def store_error(where: str, what: str, exc: redis.RedisError) -> StoreError:
+    """A refused or lost connection and a timeout (the server is down, unreachable, or still loading its data) are
+    `StoreUnavailableError`; any other Redis failure is `StoreError`. Both name the store and the operation."""
     kind = type(exc).__name__
+    refused = isinstance(exc, (redis.AuthenticationError, redis_exceptions.AuthorizationError))  # reached: said no
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not refused:
+        return StoreUnavailableError(f"redis store {where}: {what} failed ({kind}: {exc}); {UNAVAILABLE_HINT}")
     return StoreError(f"redis store {where}: {what} failed ({kind}: {exc})")
 
 

@@ -1,0 +1,539 @@
+"""A worker's store: any backend (`store.base.Store`) wrapped so that an unavailable store server does not stop
+recognition, and every store operation is timed and counted.
+
+- Search is the in-process replica (FAISS), so recognising goes on while the server is down; ``sync()`` then fails
+  (StoreUnavailableError, which the tracked processor counts and goes on from) and the replica lag grows.
+- Writes the worker makes (visitors ``seen`` and ``merge``; events appended and renamed; live tracks put, removed
+  and renamed; crops) go straight to the store while nothing waits before them. When one fails with `StoreError`
+  it waits in a buffer, and every later write waits behind it, in the order made. A flush is attempted before each
+  write and from the worker's idle housekeeping (``flush()``); it writes the waiting writes oldest first
+  (consecutive event appends as one append) and stops at the first that fails again. Each kind (events,
+  live_tracks, crops, visitors) is bounded (``worker.store_buffer``, `store.config.StoreBufferConfig`): beyond
+  it the oldest write of that kind is dropped, logged and counted in ``argusnet_store_dropped_total{kind}``,
+  never silently; so are the writes still waiting when the worker stops, and a write that failed
+  ``MAX_WRITE_FAILURES`` times with a StoreError that is not unavailability (it is not going to succeed).
+- A buffered write returns what the caller can know without the store: ``events.append`` the empty list (ids are
+  handed out when the events are written), ``put_crop`` the crop's key (``camera/track``, known in advance),
+  renames and merges 0. A live track written late gets what was left of its TTL (nothing, when it ran out: the
+  entry would have expired by then anyway); ``seen`` and crops keep the time they were made.
+- ``visitors.match_or_create`` is not buffered: only the store can answer it atomically (a visitor id must be the
+  same on every worker, so none is minted locally). While the store is unavailable it raises
+  StoreUnavailableError; the track stays without a visitor and asks again at its next embedding.
+- After a StoreUnavailableError no call reaches the store (each fails at once) until a retry is due; the delay
+  between retries doubles from ``FIRST_RETRY_S`` to ``MAX_RETRY_S``. A server that is gone costs one failed call
+  per retry (``store.socket_timeout_s`` for a silent one), not one per operation.
+
+The local backend behaves as before while it works (everything is written at once); a failing local write is
+buffered and retried in the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared import metrics as m
+from shared.errors import StoreError, StoreUnavailableError
+from shared.logs import RateLimitedLog
+from store.base import EventLog, LiveTracks, MediaStore, PersonGallery, Store, VisitorStore
+from store.config import StoreBufferConfig
+from store.local.media import crop_key
+from store.types import (
+    EventQuery,
+    EventRecord,
+    FaceSample,
+    LiveTrack,
+    LoggedEvent,
+    PersonHit,
+    PersonInfo,
+    StoredFace,
+    VisitorInfo,
+    VisitorMatch,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FIRST_RETRY_S = 0.5
+MAX_RETRY_S = 10.0
+FLUSH_BUDGET_S = 0.25  # one flush writes for at most this long (the rest goes at the next one)
+EVENTS_PER_APPEND = 500  # buffered events written in one append
+MAX_WRITE_FAILURES = 5  # a buffered write failing this often with a StoreError other than unavailability is dropped
+
+
+@dataclass(frozen=True)
+class Write:
+    """One waiting write: ``apply(age_s)`` makes it (``age_s``: how long it waited). An event append carries its
+    ``record``, so that consecutive ones are written in one append."""
+
+    seq: int
+    kind: str
+    operation: str
+    queued_at: float
+    apply: Callable[[float], object]
+    record: EventRecord | None = None
+
+
+class StoreMetrics:
+    """The worker's store metrics, every label value exported from the start."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.latency = Histogram(m.STORE_LATENCY, "Store operation latency (search: the in-process replica)",
+                                 ["operation"], buckets=m.STORE_LATENCY_BUCKETS, registry=registry)
+        self.errors = Counter(m.STORE_ERRORS, "Store operations that failed (or were refused while the store is "
+                              "unavailable)", ["operation"], registry=registry)
+        self.depth = Gauge(m.STORE_BUFFER_DEPTH, "Writes waiting for the store", ["kind"], registry=registry)
+        self.dropped = Counter(m.STORE_DROPPED, "Buffered writes given up (never written)", ["kind"],
+                               registry=registry)
+        self.replica_lag = Gauge(m.STORE_REPLICA_LAG, "Seconds since the gallery replicas last synced with the "
+                                 "store", registry=registry)
+        for operation in m.STORE_OPERATIONS:
+            self.latency.labels(operation=operation)
+            self.errors.labels(operation=operation)
+        for kind in m.STORE_BUFFER_KINDS:
+            self.depth.labels(kind=kind).set(0)
+            self.dropped.labels(kind=kind)
+
+
+class WriteBuffer:
+    """Waiting writes per kind, each kind bounded; ``seq`` keeps the order they were made in across kinds. Not
+    thread-safe: the owner holds its lock."""
+
+    def __init__(self, limits: StoreBufferConfig, metrics: StoreMetrics) -> None:
+        self.limits = limits
+        self._metrics = metrics
+        self._queues: dict[str, deque[Write]] = {kind: deque() for kind in m.STORE_BUFFER_KINDS}
+        self._seq = 0
+        self._rate_log = RateLimitedLog(log)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def depths(self) -> dict[str, int]:
+        return {kind: len(q) for kind, q in self._queues.items()}
+
+    def push(self, kind: str, operation: str, apply: Callable[[float], object],
+             record: EventRecord | None = None) -> None:
+        self._seq += 1
+        queue = self._queues[kind]
+        queue.append(Write(self._seq, kind, operation, time.monotonic(), apply, record))
+        if len(queue) > self.limits.of(kind):
+            self.give_up([queue[0]], f"more than {self.limits.of(kind)} {kind} writes are waiting")
+        self._metrics.depth.labels(kind=kind).set(len(queue))
+
+    def next_batch(self) -> list[Write]:
+        """The oldest waiting write; with the event appends right after it when it is one (at most
+        EVENTS_PER_APPEND, none made after a waiting write of another kind)."""
+        heads = [q[0] for q in self._queues.values() if q]
+        if not heads:
+            return []
+        first = min(heads, key=lambda w: w.seq)
+        if first.record is None:
+            return [first]
+        before = min((w.seq for w in heads if w.kind != first.kind), default=self._seq + 1)
+        batch: list[Write] = []
+        for write in self._queues[first.kind]:
+            if write.record is None or write.seq > before or len(batch) == EVENTS_PER_APPEND:
+                break
+            batch.append(write)
+        return batch
+
+    def remove(self, writes: Sequence[Write]) -> None:
+        """Take writes that were made (or given up) off the front of their queues."""
+        for write in writes:
+            queue = self._queues[write.kind]
+            if queue and queue[0] is write:
+                queue.popleft()
+            self._metrics.depth.labels(kind=write.kind).set(len(queue))
+
+    def give_up(self, writes: Sequence[Write], why: str) -> None:
+        for write in writes:
+            self._metrics.dropped.labels(kind=write.kind).inc()
+        self.remove(writes)
+        if writes:
+            self._rate_log.warning(f"drop:{writes[0].kind}", "store: %d waiting %s write(s) dropped (%s): they "
+                                   "are lost", len(writes), writes[0].kind, why)
+
+    def give_up_all(self, why: str) -> int:
+        dropped = 0
+        for queue in self._queues.values():
+            writes = list(queue)
+            self.give_up(writes, why)
+            dropped += len(writes)
+        return dropped
+
+
+class Availability:
+    """Whether calls may reach the store: after a StoreUnavailableError none does (each fails at once) until a
+    retry is due (see the module docstring). Thread-safe."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self._retry_at = 0.0
+        self._delay = FIRST_RETRY_S
+
+    def allows(self) -> bool:
+        with self._lock:
+            return self.down_since is None or time.monotonic() >= self._retry_at
+
+    def failed(self, exc: StoreUnavailableError) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self.down_since is None:
+                self.down_since, self._delay = now, FIRST_RETRY_S
+                log.warning("store %s is unavailable: writes wait in a buffer, recognition goes on from the "
+                            "replica (%s)", self.where, exc)
+            else:
+                self._delay = min(self._delay * 2.0, MAX_RETRY_S)
+            self._retry_at = now + self._delay
+
+    def recovered(self) -> None:
+        with self._lock:
+            if self.down_since is None:
+                return
+            log.warning("store %s is available again after %.1f s", self.where, time.monotonic() - self.down_since)
+            self.down_since, self._delay = None, FIRST_RETRY_S
+
+    def refusal(self) -> StoreUnavailableError:
+        with self._lock:
+            now = time.monotonic()
+            down = 0.0 if self.down_since is None else now - self.down_since
+            wait = max(0.0, self._retry_at - now)
+        return StoreUnavailableError(f"store {self.where} is unavailable (for {down:.1f} s; next try in "
+                                     f"{wait:.1f} s)")
+
+
+class BufferedStore:
+    """A `Store` over another one (see the module docstring). Use as a context manager, or ``close()``."""
+
+    def __init__(self, store: Store, registry: CollectorRegistry | None = None,
+                 limits: StoreBufferConfig | None = None) -> None:
+        self.inner = store
+        self.metrics = StoreMetrics(registry)
+        self.availability = Availability(store.describe())
+        self._buffer = WriteBuffer(limits or StoreBufferConfig(), self.metrics)
+        self._lock = threading.RLock()  # writes and flushes, one at a time, in order
+        self._failures = 0  # of the oldest waiting write, with StoreErrors other than unavailability
+        self._synced_at = {"persons": time.monotonic(), "visitors": time.monotonic()}
+        self._rate_log = RateLimitedLog(log)
+        self.metrics.replica_lag.set_function(self.replica_lag)
+        self.persons = BufferedPersons(self, store.persons)
+        self.visitors = BufferedVisitors(self, store.visitors)
+        self.media = BufferedMedia(self, store.media)
+        self.events = BufferedEvents(self, store.events)
+        self.live = BufferedLive(self, store.live)
+
+    # ----- calls -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def timed(self, operation: str) -> Iterator[None]:
+        """Time one operation; count it when it fails with StoreError (an unavailable store stops further calls)."""
+        start = time.perf_counter()
+        try:
+            yield
+        except StoreUnavailableError as exc:
+            self.metrics.errors.labels(operation=operation).inc()
+            self.availability.failed(exc)
+            raise
+        except StoreError:
+            self.metrics.errors.labels(operation=operation).inc()
+            raise
+        finally:
+            self.metrics.latency.labels(operation=operation).observe(time.perf_counter() - start)
+
+    def call(self, operation: str, fn: Callable[..., T], *args: object) -> T:
+        """One call to the store; while it is unavailable and no retry is due, StoreUnavailableError at once."""
+        if not self.availability.allows():
+            self.metrics.errors.labels(operation=operation).inc()
+            raise self.availability.refusal()
+        with self.timed(operation):
+            result = fn(*args)
+        self.availability.recovered()
+        return result
+
+    def sync(self, part: str, fn: Callable[[], bool]) -> bool:
+        changed = self.call(f"sync_{part}", fn)
+        self._synced_at[part] = time.monotonic()
+        return changed
+
+    def replica_lag(self) -> float:
+        """Seconds since both gallery replicas last synced successfully (opening the store counts)."""
+        return max(0.0, time.monotonic() - min(self._synced_at.values()))
+
+    # ----- writes ------------------------------------------------------------------------------------------
+    def write(self, kind: str, operation: str, apply: Callable[[float], T], queued: T) -> T:
+        """Make a write now when nothing waits before it, else (or when it fails) queue it and return ``queued``."""
+        with self._lock:
+            self.flush()
+            if not len(self._buffer):
+                try:
+                    return self.call(operation, apply, 0.0)
+                except StoreError as exc:
+                    self._rate_log.warning(kind, "store %s failed: it waits to be retried (%s)", operation, exc)
+            self._buffer.push(kind, operation, apply)
+            return queued
+
+    def write_events(self, records: list[EventRecord], append: Callable[[list[EventRecord]], list[int]]) -> list[int]:
+        """``write`` for an event append: one record per waiting write, so that the bound counts events."""
+        with self._lock:
+            self.flush()
+            if not len(self._buffer):
+                try:
+                    return self.call("append_events", append, records)
+                except StoreError as exc:
+                    self._rate_log.warning("events", "store append_events failed: %d event(s) wait to be retried "
+                                           "(%s)", len(records), exc)
+            for record in records:
+                self._buffer.push("events", "append_events", lambda _age, r=record: append([r]), record)
+            return []
+
+    def flush(self) -> int:
+        """Write what waits, oldest first, until it is all written, one fails, or FLUSH_BUDGET_S is spent; how many
+        writes were made."""
+        with self._lock:
+            made = 0
+            deadline = time.monotonic() + FLUSH_BUDGET_S
+            while len(self._buffer) and time.monotonic() < deadline and self.availability.allows():
+                batch = self._buffer.next_batch()
+                if not self._flush_batch(batch):
+                    break
+                made += len(batch)
+            return made
+
+    def _flush_batch(self, batch: list[Write]) -> bool:
+        """Make one batch of waiting writes; False when the store failed it (it stays, to be retried)."""
+        head = batch[0]
+        try:
+            if head.record is not None:
+                self.call(head.operation, self.inner.events.append, [w.record for w in batch])
+            else:
+                self.call(head.operation, head.apply, time.monotonic() - head.queued_at)
+        except StoreUnavailableError:
+            return False
+        except StoreError as exc:
+            self._failures += 1
+            if self._failures < MAX_WRITE_FAILURES:
+                return False
+            self._failures = 0
+            self._buffer.give_up(batch, f"failed {MAX_WRITE_FAILURES} times, last: {exc}")
+            return True
+        except Exception as exc:  # noqa: BLE001 - a write that can never be made: logged with its traceback, counted
+            log.warning("store: a waiting %s write failed and is dropped: %r", head.operation, exc, exc_info=True)
+            self._buffer.give_up(batch, f"{type(exc).__name__}: {exc}")
+            return True
+        self._failures = 0
+        self._buffer.remove(batch)
+        return True
+
+    def pending(self) -> dict[str, int]:
+        """Waiting writes per kind."""
+        with self._lock:
+            return self._buffer.depths()
+
+    # ----- the Store ---------------------------------------------------------------------------------------
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def close(self) -> None:
+        """Flush what waits (when the store allows a try), count what is left as dropped, close the store."""
+        try:
+            with self._lock:
+                self.flush()
+                left = self._buffer.give_up_all("the worker stopped before the store came back")
+            if left:
+                log.warning("store %s: %d buffered write(s) were never written (the store stayed unavailable)",
+                            self.describe(), left)
+        finally:
+            self.inner.close()
+
+    def __enter__(self) -> "BufferedStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BufferedPersons:
+    """The person gallery: search is timed (it is the local replica); everything else is a timed store call."""
+
+    def __init__(self, owner: BufferedStore, inner: PersonGallery) -> None:
+        self._o = owner
+        self.inner = inner
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def face_count(self) -> int:
+        return self.inner.face_count
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        with self._o.timed("search"):
+            return self.inner.search(embeddings, k)
+
+    def sync(self) -> bool:
+        return self._o.sync("persons", self.inner.sync)
+
+    def add_person(self, name: str, faces: Sequence[FaceSample]) -> list[int]:
+        return self._o.call("write_persons", self.inner.add_person, name, faces)
+
+    def remove_person(self, name: str, missing_ok: bool = False) -> int:
+        return self._o.call("write_persons", self.inner.remove_person, name, missing_ok)
+
+    def persons(self) -> list[PersonInfo]:
+        return self._o.call("read_persons", self.inner.persons)
+
+    def faces_of(self, name: str) -> list[StoredFace]:
+        return self._o.call("read_persons", self.inner.faces_of, name)
+
+    def all_faces(self) -> list[StoredFace]:
+        return self._o.call("read_persons", self.inner.all_faces)
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        self._o.call("write_persons", self.inner.replace_embeddings, model, dim, embeddings)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BufferedVisitors:
+    """Visitors: ``seen`` and ``merge`` wait in the buffer when the store fails; ``match_or_create`` does not (it
+    needs the store's atomic answer: StoreUnavailableError while it is unavailable)."""
+
+    def __init__(self, owner: BufferedStore, inner: VisitorStore) -> None:
+        self._o = owner
+        self.inner = inner
+
+    def match_or_create(self, faces: Sequence[FaceSample], threshold: float, max_faces: int) -> VisitorMatch:
+        return self._o.call("match_or_create", self.inner.match_or_create, faces, threshold, max_faces)
+
+    def seen(self, visitor: str, faces: Sequence[FaceSample], max_faces: int, when: float | None = None) -> None:
+        when = time.time() if when is None else when
+        faces = list(faces)
+        self._o.write("visitors", "visitor_seen", lambda _age: self.inner.seen(visitor, faces, max_faces, when), None)
+
+    def merge(self, visitor: str, person: str) -> int:
+        return self._o.write("visitors", "merge_visitor", lambda _age: self.inner.merge(visitor, person), 0)
+
+    def reject(self, visitor: str, not_name: str) -> None:
+        self._o.call("write_visitors", self.inner.reject, visitor, not_name)
+
+    def rejections(self) -> dict[str, frozenset[str]]:
+        return self._o.call("rejections", self.inner.rejections)
+
+    def faces_of(self, visitor: str) -> list[StoredFace]:
+        return self._o.call("read_visitors", self.inner.faces_of, visitor)
+
+    def all_faces(self) -> list[StoredFace]:
+        return self._o.call("read_visitors", self.inner.all_faces)
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        self._o.call("write_visitors", self.inner.replace_embeddings, model, dim, embeddings)
+
+    def list(self) -> list[VisitorInfo]:
+        return self._o.call("read_visitors", self.inner.list)
+
+    def merged_into(self, visitor: str) -> str | None:
+        return self._o.call("read_visitors", self.inner.merged_into, visitor)
+
+    def expire(self, older_than: float) -> list[str]:
+        return self._o.call("expire_visitors", self.inner.expire, older_than)
+
+    def sync(self) -> bool:
+        return self._o.sync("visitors", self.inner.sync)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BufferedMedia:
+    def __init__(self, owner: BufferedStore, inner: MediaStore) -> None:
+        self._o = owner
+        self.inner = inner
+
+    def put_crop(self, camera: str, track: int, crop: np.ndarray, when: float | None = None) -> str:
+        """The crop's key, also when it waits (it is ``camera/track`` on every backend)."""
+        when = time.time() if when is None else when
+        crop = np.array(crop, dtype=np.uint8, copy=True)
+        key = crop_key(camera, track)
+        return self._o.write("crops", "put_crop", lambda _age: self.inner.put_crop(camera, track, crop, when), key)
+
+    def get_crop(self, key: str) -> bytes:
+        return self._o.call("read_crop", self.inner.get_crop, key)
+
+    def remove(self, key: str) -> bool:
+        return self._o.call("remove_crop", self.inner.remove, key)
+
+    def expire(self, older_than: float) -> int:
+        return self._o.call("expire_crops", self.inner.expire, older_than)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BufferedEvents:
+    def __init__(self, owner: BufferedStore, inner: EventLog) -> None:
+        self._o = owner
+        self.inner = inner
+
+    def append(self, records: Sequence[EventRecord]) -> list[int]:
+        """The new ids, or [] when the events wait (their ids are handed out when they are written)."""
+        records = list(records)
+        return self._o.write_events(records, self.inner.append) if records else []
+
+    def query(self, query: EventQuery) -> list[LoggedEvent]:
+        return self._o.call("query_events", self.inner.query, query)
+
+    def rename_identity(self, old: str, new: str) -> int:
+        return self._o.write("events", "rename_events", lambda _age: self.inner.rename_identity(old, new), 0)
+
+    def expire(self, older_than: float) -> int:
+        return self._o.call("expire_events", self.inner.expire, older_than)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BufferedLive:
+    def __init__(self, owner: BufferedStore, inner: LiveTracks) -> None:
+        self._o = owner
+        self.inner = inner
+
+    def put(self, track: LiveTrack, ttl_s: float) -> None:
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s: expected > 0, got {ttl_s}")
+        self._o.write("live_tracks", "put_live", lambda age: self._put_late(track, ttl_s - age), None)
+
+    def _put_late(self, track: LiveTrack, ttl_left_s: float) -> None:
+        """A put that waited gets what is left of its TTL; none left: it would have expired by now, so nothing."""
+        if ttl_left_s > 0:
+            self.inner.put(track, ttl_left_s)
+
+    def remove(self, camera: str, track: int) -> None:
+        self._o.write("live_tracks", "remove_live", lambda _age: self.inner.remove(camera, track), None)
+
+    def alive(self, camera: str | None = None, now: float | None = None) -> list[LiveTrack]:
+        return self._o.call("read_live", self.inner.alive, camera, now)
+
+    def rename_identity(self, old: str, new: str) -> int:
+        return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_identity(old, new), 0)
+
+    def expire(self, now: float | None = None) -> int:
+        return self._o.call("expire_live", self.inner.expire, now)
+
+    def close(self) -> None:
+        self.inner.close()
