@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/argusnet bench pipeline --video $(ARCADE) --compare per-frame --json out/bench-pipeline.json
 	$(BIN)/argusnet bench overload --seconds 60 --json out/bench-overload.json
 	$(BIN)/argusnet bench search --json out/bench-search.json
+	$(BIN)/argusnet bench store --cold-faces 100000 --json out/bench-store.json
 
 # Regenerate requirements.lock from the current environment (after changing pyproject.toml).
 lock:

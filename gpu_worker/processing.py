@@ -21,7 +21,7 @@ from shared.protocol import Frame, TrackEvent
 from store.base import PersonGallery
 
 log = logging.getLogger(__name__)
-SYNC_S = 2.0  # how often enrolments made by other processes are picked up
+SYNC_S = 0.5  # how often enrolments made by other processes are picked up (as the tracked processor)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,9 @@ from tracker.scheduler import RecognitionScheduler, TrackCandidate
 from tracker.voting import TrackIdentity
 
 log = logging.getLogger(__name__)
-SYNC_S = 2.0  # how often other processes' changes to the store (enrolments, operator actions) are picked up
+SYNC_S = 0.5  # how often other processes' changes (enrolments, merges) are picked up: an enrolment made on any host
+# is searchable here within SYNC_S plus one store round trip (a sync that finds nothing new is one read)
+REJECTIONS_S = 2.0  # how often operators' rejections are re-read (a read over every visitor)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class TrackedProcessor:
         self.recorder = TrackRecorder(store, live_ttl_s, worker)
         self._rejections = store.visitors.rejections()
         self._next_sync = time.monotonic() + SYNC_S
+        self._next_rejections = time.monotonic() + REJECTIONS_S
         self.cfg = cfg
         self.tcfg = cfg.tracking
         self.cameras: dict[str, CameraState] = {}
@@ -128,7 +131,9 @@ class TrackedProcessor:
         try:
             self.store.persons.sync()
             self.store.visitors.sync()
-            self._rejections = self.store.visitors.rejections()
+            if now >= self._next_rejections:
+                self._next_rejections = now + REJECTIONS_S
+                self._rejections = self.store.visitors.rejections()
         except StoreError as exc:
             self.recorder.failed("sync", exc)
 

@@ -143,7 +143,7 @@ class EventLog(Protocol):
         ...
 
     def query(self, query: EventQuery) -> list[LoggedEvent]:
-        """Matching events, newest first."""
+        """Matching events, newest first (oldest first with ``query.oldest_first``)."""
         ...
 
     def rename_identity(self, old: str, new: str) -> int:

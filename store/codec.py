@@ -24,7 +24,7 @@ def event_from_json(text: str) -> TrackEvent:
 
 def renamed_event(event: TrackEvent, old: str, new: str) -> TrackEvent:
     """The event naming ``new`` (an enrolled person) where it named the visitor ``old``."""
-    if event.name != old:
+    if event.name != old or new == old:  # not this identity, or no rename at all: the event as it was
         return event
     return dataclasses.replace(event, name=new, visitor=False)
 

@@ -103,8 +103,9 @@ class LoggedEvent:
 
 @dataclass(frozen=True)
 class EventQuery:
-    """Which events ``EventLog.query`` returns, newest first: in [since, until) by capture time, of one camera,
-    of one identity (person or visitor name), with an id above ``after_id``; at most ``limit``."""
+    """Which events ``EventLog.query`` returns, newest first (``oldest_first``: from the lowest id up, how a consumer
+    reads on from its cursor ``after_id``): in [since, until) by capture time, of one camera, of one identity
+    (person or visitor name), with an id above ``after_id``; at most ``limit``."""
 
     since: float | None = None
     until: float | None = None
@@ -112,6 +113,7 @@ class EventQuery:
     identity: str | None = None
     after_id: int | None = None
     limit: int = 100
+    oldest_first: bool = False
 
 
 @dataclass(frozen=True)

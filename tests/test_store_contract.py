@@ -247,10 +247,18 @@ def test_events_query_by_time_camera_and_identity_newest_first(opener):
                                                                                     "track_identified"]
     assert [e.event.capture_ts for e in store.events.query(EventQuery(since=11.0, until=13.0))] == [12.0, 11.0]
     assert [e.id for e in store.events.query(EventQuery(after_id=ids[1]))] == ids[:1:-1]
+    assert [e.id for e in store.events.query(EventQuery(after_id=ids[0], limit=2, oldest_first=True))] == ids[1:3]
+    assert [e.id for e in store.events.query(EventQuery(identity="Ann", oldest_first=True))] == [ids[1], ids[3]]
     assert len(store.events.query(EventQuery(limit=2))) == 2
     assert store.events.query(EventQuery())[0].event == everything[0].event  # round trip of every field
     assert store.events.expire(older_than=12.0) == 2
     assert [e.event.capture_ts for e in store.events.query(EventQuery())] == [13.0, 12.0]
+
+
+def test_a_visitor_event_keeps_its_visitor_flag(opener):
+    store = opener()
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 5.0, "visitor-1", visitor=True))])
+    assert store.events.query(EventQuery())[0].event.visitor  # read back as a visitor, not renamed to a person
 
 
 # ------------------------------------------------------------------------------------------------ live tracks

@@ -38,7 +38,8 @@ class LocalEventLog:
         sql = "SELECT id, body, crop, worker FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = self._records.read(sql + " ORDER BY id DESC LIMIT ?", (*args, query.limit))
+        order = "ASC" if query.oldest_first else "DESC"
+        rows = self._records.read(sql + f" ORDER BY id {order} LIMIT ?", (*args, query.limit))
         return [LoggedEvent(int(i), event_from_json(body), crop, worker) for i, body, crop, worker in rows]
 
     def rename_identity(self, old: str, new: str) -> int:

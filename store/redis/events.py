@@ -136,11 +136,24 @@ class RedisEventLog:
                 return
             high = b"(" + entries[-1][0]
 
-    def _of_identity(self, identity: str, after_id: int | None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+    def _oldest_first(self, after_id: int | None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        low = "-" if after_id is None else f"({after_id}-0"
+        while True:
+            entries = self._r.xrange(self._k.events, min=low, max="+", count=PAGE)
+            yield from entries
+            if len(entries) < PAGE:
+                return
+            low = b"(" + entries[-1][0]
+
+    def _of_identity(self, identity: str, after_id: int | None,
+                     oldest_first: bool = False) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
         low = "-inf" if after_id is None else f"({after_id}"
         high = "+inf"
         while True:
-            ids = self._r.zrevrangebyscore(self._k.events_of(identity), high, low, start=0, num=PAGE)
+            if oldest_first:
+                ids = self._r.zrangebyscore(self._k.events_of(identity), low, high, start=0, num=PAGE)
+            else:
+                ids = self._r.zrevrangebyscore(self._k.events_of(identity), high, low, start=0, num=PAGE)
             pipe = self._r.pipeline(transaction=False)
             for event_id in ids:
                 pipe.xrange(self._k.events, min=f"{int(event_id)}-0", max=f"{int(event_id)}-0")
@@ -148,15 +161,20 @@ class RedisEventLog:
                 yield from found  # an event expired since the ids were read is simply not there
             if len(ids) < PAGE:
                 return
-            high = f"({int(ids[-1])}"
+            if oldest_first:
+                low = f"({int(ids[-1])}"
+            else:
+                high = f"({int(ids[-1])}"
 
     @redis_op("querying events")
     def query(self, query: EventQuery) -> list[LoggedEvent]:
         if not 1 <= query.limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit: expected 1..{MAX_QUERY_LIMIT}, got {query.limit}")
         renames = self._r.hgetall(self._k.renames)
-        entries = (self._newest_first(query.after_id) if query.identity is None
-                   else self._of_identity(query.identity, query.after_id))
+        if query.identity is not None:
+            entries = self._of_identity(query.identity, query.after_id, query.oldest_first)
+        else:
+            entries = self._oldest_first(query.after_id) if query.oldest_first else self._newest_first(query.after_id)
         out: list[LoggedEvent] = []
         for entry_id, fields in entries:
             logged = self._logged(entry_id, fields, renames)
