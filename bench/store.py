@@ -6,13 +6,15 @@ temporary directory, ``--save '' --appendonly no``) and the local backend, in on
   its top hit. Latency = from the start of ``add_person`` to the poll that found it (CLOCK_MONOTONIC, one host).
 - match_or_create per second from 4 processes, each with its own store, on noisy faces of a pool of strangers.
 - replica cold start from N faces (``--cold-faces``, default 1,000,000 x 128): the faces are written through the
-  public ``add_person`` in batches of ``--batch`` faces per person; then a fresh ``open_store`` is timed: the
-  snapshot read plus the FAISS build (HNSW above ``gallery.hnsw_above``), and again with an exact index.
+  public ``add_person`` in batches of ``--batch`` faces per person; then a fresh ``open_store`` is timed up to
+  the first search it answers (the snapshot read plus the exact index it serves from at once), then until its
+  background HNSW build (above ``gallery.hnsw_above``) is swapped in; and again with an exact index only.
+  ``--only cold`` runs just this part (Redis only: no local copy, no enrol / match_or_create / memory runs).
 - Redis memory per face: INFO used_memory delta / faces, for those cold faces (a 16x16 crop: the floor) and for
   ``--real-faces`` faces with a real 150x150 face crop (the astronaut portrait).
 - search latency, one query at a time, on the Redis replica vs the local backend holding the same faces.
 
-Run: argusnet bench store --json out/bench-store.json [--cold-faces 1000000]
+Run: argusnet bench store --json out/bench-store.json [--cold-faces 1000000] [--only cold]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ DIM = 128
 START_TIMEOUT_S = 10.0
 FOUND_TIMEOUT_S = 10.0
 PEER_TIMEOUT_S = 120.0
+HNSW_TIMEOUT_S = 3600.0  # how long the cold start waits for the background HNSW build
 STRANGERS = 500
 MOC_THRESHOLD = 0.8  # two noisy faces of one stranger: cosine ~0.87; of two strangers: ~0
 LANDMARKS = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], np.float32)
@@ -327,21 +330,55 @@ def cold_exact_only(server: RedisServer, size: int, batch: int, queries: int) ->
                                                                                          replica_ms])}}
 
 
-def cold_and_search(server: RedisServer, local_dir: Path, size: int, batch: int, queries: int) -> dict[str, Any]:
-    gallery, probes = synthetic(size, queries, DIM, seed=0)
+def cold_start(cfg: StoreConfig, probe: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """A fresh replica with the default gallery config: seconds to the first search answered (and its index), to
+    the open, and until its index is HNSW (None when it never became HNSW: a gallery below ``hnsw_above``)."""
+    t0 = time.perf_counter()
+    store = open_store(cfg, GalleryConfig(), MODEL, DIM)
+    open_s = time.perf_counter() - t0
+    first_kind = store.persons.index_kind
+    store.persons.search(probe, 1)
+    first_s = time.perf_counter() - t0
+    hnsw_s = None
+    if store.persons.face_count > GalleryConfig().hnsw_above:
+        deadline = time.monotonic() + HNSW_TIMEOUT_S
+        while store.persons.index_kind != "hnsw" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hnsw_s = round(time.perf_counter() - t0, 2) if store.persons.index_kind == "hnsw" else None
+    return store, {"cold_start_s": round(first_s, 2), "cold_start_open_s": round(open_s, 2),
+                   "cold_start_index": first_kind, "time_to_hnsw_s": hnsw_s}
+
+
+def cold_redis(server: RedisServer, gallery: np.ndarray, probes: np.ndarray, batch: int) -> tuple[dict, list[str]]:
+    """Write ``gallery`` into Redis, open it exact, then cold-start a default replica and search on it."""
+    size = len(gallery)
     redis_cfg = RedisStoreConfig(url=server.url, prefix="cold", socket_timeout_s=120.0)
     before = server.used_memory()
     redis_write_s = write_faces(redis_cfg, GalleryConfig(hnsw_above=size + 1), gallery, batch, TINY_CROP)
     delta = server.used_memory() - before
     exact, exact_s = timed_open(redis_cfg, GalleryConfig(hnsw_above=size + 1))
     exact.close()
-    replica, replica_s = timed_open(redis_cfg, GalleryConfig())
-    local_cfg = LocalStoreConfig(path=local_dir / "cold")
+    replica, cold = cold_start(redis_cfg, probes[:1])
     try:
         replica_names, replica_ms = search_one_at_a_time(replica, probes)
-        kind = getattr(replica.persons, "index_kind", "?")
+        kind = replica.persons.index_kind
     finally:
         replica.close()
+    return {"write_s": round(redis_write_s, 1), "write_faces_per_s": round(size / redis_write_s),
+            "bytes_per_face": round(delta / size), "crop": "16x16 flat (the floor)", **cold,
+            "cold_start_exact_s": round(exact_s, 2), "search_index": kind,
+            "search_ms": summary_ms([t * 1e3 for t in replica_ms]),
+            "search_ms_p99": percentiles_ms(replica_ms)["p99"]}, replica_names
+
+
+def cold_and_search(server: RedisServer, local_dir: Path | None, size: int, batch: int,
+                    queries: int) -> dict[str, Any]:
+    """The Redis cold start and search; with ``local_dir``, the same faces in the local backend too."""
+    gallery, probes = synthetic(size, queries, DIM, seed=0)
+    redis_result, replica_names = cold_redis(server, gallery, probes, batch)
+    if local_dir is None:
+        return {"faces": size, "dim": DIM, "faces_per_add_person": batch, "queries": queries, "redis": redis_result}
+    local_cfg = LocalStoreConfig(path=local_dir / "cold")
     local_write_s = write_faces(local_cfg, GalleryConfig(), gallery, batch, TINY_CROP)
     local, local_open_s = timed_open(local_cfg, GalleryConfig())
     try:
@@ -350,12 +387,7 @@ def cold_and_search(server: RedisServer, local_dir: Path, size: int, batch: int,
     finally:
         local.close()
     agree = float(np.mean([a == b for a, b in zip(replica_names, local_names)]))
-    return {"faces": size, "dim": DIM, "faces_per_add_person": batch,
-            "redis": {"write_s": round(redis_write_s, 1), "write_faces_per_s": round(size / redis_write_s),
-                      "bytes_per_face": round(delta / size), "crop": "16x16 flat (the floor)",
-                      "cold_start_s": round(replica_s, 2), "cold_start_index": kind,
-                      "cold_start_exact_s": round(exact_s, 2), "search_ms": summary_ms([t * 1e3 for t in replica_ms]),
-                      "search_ms_p99": percentiles_ms(replica_ms)["p99"]},
+    return {"faces": size, "dim": DIM, "faces_per_add_person": batch, "redis": redis_result,
             "local": {"write_s": round(local_write_s, 1), "open_s": round(local_open_s, 2), "index": local_kind,
                       "search_ms": summary_ms([t * 1e3 for t in local_ms]),
                       "search_ms_p99": percentiles_ms(local_ms)["p99"]},
@@ -377,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="both: the replica's cold start with its default index (HNSW above gallery.hnsw_above) and "
                    "exact, plus the local backend with the same faces; exact: only the Redis write, memory and an "
                    "exact-index cold start")
+    p.add_argument("--only", choices=("all", "cold"), default="all",
+                   help="cold: only the Redis replica's cold start (write, exact open, default open -> first search "
+                   "-> HNSW swapped in, search), no local backend and no other measurement")
     args = p.parse_args(argv)
     if min(args.cold_faces, args.batch, args.enrolments, args.moc_processes, args.real_faces, args.queries) < 1:
         p.error("counts must be >= 1")
@@ -391,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_all(args: Any, server: RedisServer, tmp: Path) -> dict[str, Any]:
+    if args.only == "cold":
+        cold = (cold_and_search(server, None, args.cold_faces, args.batch, args.queries)
+                if args.cold_index == "both" else cold_exact_only(server, args.cold_faces, args.batch, args.queries))
+        return {"benchmark": "store", "only": "cold", "cold": cold, "targets": {"cold_start_s_max": 60.0}}
     backends = {"redis": lambda name: RedisStoreConfig(url=server.url, prefix=name),
                 "local": lambda name: LocalStoreConfig(path=tmp / name)}
     enrol = {b: enrol_latency(make("enrol"), args.enrolments, args.base_faces, args.poll_ms / 1000.0)

@@ -5,12 +5,15 @@ holds more than ``GalleryConfig.hnsw_above`` vectors it is rebuilt as HNSW (`Ind
 Both sit inside `IndexIDMap2`, so ids are the gallery's face ids. HNSW cannot delete in place: removed ids are
 kept as tombstones, filtered out of results (searching a little deeper to make up for them), and the graph is
 rebuilt without them once they pass a quarter of the index.
+
+An index made with ``grow=False`` stays exact whatever its size: a Redis replica answers with it while it builds the
+HNSW graph in the background (`FaceIndex.hnsw_built`, in batches so that the build can be stopped between them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import faiss
 import numpy as np
@@ -21,6 +24,7 @@ from store.types import PersonHit
 
 TOMBSTONE_REBUILD_FRACTION = 0.25
 PARALLEL_SEARCH_WORK = 2_000_000  # vectors x queries above which a search uses FAISS's threads
+BUILD_BATCH = 10_000  # vectors per FAISS add in a background HNSW build (the add cannot be interrupted)
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,32 @@ def _hnsw(dim: int, cfg: GalleryConfig) -> faiss.Index:
 class FaceIndex:
     """Vectors (N, dim) float32 by int64 id. Not thread-safe: the gallery serialises access."""
 
-    def __init__(self, dim: int, cfg: GalleryConfig) -> None:
+    def __init__(self, dim: int, cfg: GalleryConfig, grow: bool = True) -> None:
+        """``grow``: rebuild as HNSW once above ``cfg.hnsw_above`` (False: stay exact)."""
         if dim < 1:
             raise ValueError(f"embedding dim must be >= 1, got {dim}")
         self.dim = dim
         self.cfg = cfg
+        self.grow = grow
         self._index = _exact(dim)
         self._tombstones: set[int] = set()
+
+    @classmethod
+    def hnsw_built(cls, ids: np.ndarray, vectors: np.ndarray, cfg: GalleryConfig, stop: Callable[[], bool],
+                   batch: int = BUILD_BATCH) -> "FaceIndex | None":
+        """An HNSW index of ``vectors`` (N, dim) by ``ids``, added ``batch`` at a time; None when ``stop()`` turned
+        true between two batches."""
+        out = cls(np.shape(vectors)[-1], cfg)
+        vectors = out._check(vectors)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.shape != (len(vectors),):
+            raise ValueError(f"ids: expected shape ({len(vectors)},), got {ids.shape}")
+        out._index = _hnsw(out.dim, cfg)
+        for start in range(0, len(ids), batch):
+            if stop():
+                return None
+            out._index.add_with_ids(vectors[start:start + batch], ids[start:start + batch])
+        return out
 
     @property
     def kind(self) -> str:
@@ -74,7 +97,7 @@ class FaceIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.shape != (len(vectors),):
             raise ValueError(f"ids: expected shape ({len(vectors)},), got {ids.shape}")
-        if not self.is_hnsw and len(self) + len(ids) > self.cfg.hnsw_above:
+        if self.grow and not self.is_hnsw and len(self) + len(ids) > self.cfg.hnsw_above:
             self._index = self._rebuilt(_hnsw(self.dim, self.cfg), extra=(ids, vectors))
             return
         self._index.add_with_ids(vectors, ids)

@@ -15,6 +15,12 @@ skipped). When the entries do not follow on from the replica's generation (the s
 cursor, or deleted) it rebuilds from a snapshot. A face hash that no person's set names (a write interrupted by
 hand, or by a crash of an older writer) is logged and deleted when the gallery is opened; an id whose hash is gone
 is logged and dropped from its set.
+
+A replica of more than ``gallery.hnsw_above`` faces serves searches as soon as its snapshot is read: it fills an
+exact index (fast) and builds the HNSW graph in a background thread. Changes it applies meanwhile (its own adds and
+removes, and those ``sync`` reads from the stream) are recorded under the replica's lock and replayed onto the new
+graph before it is swapped in, under the same lock, so no face is lost or comes back. ``index_kind`` is "exact"
+until the swap. A rebuild from a snapshot (or ``close``) abandons a running build between two FAISS add batches.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 CROP_JPEG_QUALITY = 95
 CHANGES_MAXLEN = 100_000  # entries kept in a change stream (approximately); a replica further behind rebuilds
 PAGE = 1000
+CLOSE_JOIN_S = 5.0  # how long close() waits for a background HNSW build to stop (between two add batches)
 
 COMMIT_SCRIPT = """
 local gen = redis.call('INCR', KEYS[1])
@@ -98,6 +105,17 @@ def _parse_ids(field: bytes) -> list[int]:
     return [int(i) for i in field.split(b",") if i]
 
 
+def _replay(index: FaceIndex, pending: list[tuple[str, np.ndarray, np.ndarray | None]], start: int) -> int:
+    """Apply the recorded changes ``pending[start:]`` (as long as it is now) to ``index``; where it ended."""
+    end = len(pending)
+    for op, ids, vectors in pending[start:end]:
+        if op == "add" and vectors is not None:
+            index.add(ids, vectors)
+        else:
+            index.remove(ids)
+    return end
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A gallery as read at generation ``gen`` (stream cursor ``cursor``): face id -> (person, embedding)."""
@@ -128,6 +146,10 @@ class RedisGallery:
         self._index = FaceIndex(1, cfg)
         self._gen = -1
         self._cursor = b"0-0"
+        self._stop = threading.Event()
+        self._epoch = 0  # bumped by every snapshot load: a build of an older one is abandoned
+        self._pending: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None  # changes during a build
+        self._build: threading.Thread | None = None
         with guard(where, "reading the gallery"):
             self._repair()
             self._load()
@@ -148,9 +170,17 @@ class RedisGallery:
             log.info("gallery %s was created by another process at the same moment: opening it", where)
 
     def close(self) -> None:
-        """The connection belongs to the store; the replica is dropped."""
+        """The connection belongs to the store; the replica is dropped (a running HNSW build stops between two add
+        batches: waited for up to ``CLOSE_JOIN_S``, then left to end on its own, a daemon thread)."""
+        self._stop.set()
+        build = self._build
+        if build is not None:
+            build.join(CLOSE_JOIN_S)
+            if build.is_alive():
+                log.info("%s: the background HNSW build is inside a FAISS add: not waiting for it", self.where)
         with self._lock:
             self._owner = {}
+            self._pending = None
 
     # ----- snapshot and change stream ----------------------------------------------------------------------
     def _read_meta(self) -> tuple[int, bytes, str, int, list[str]]:
@@ -196,14 +226,48 @@ class RedisGallery:
         return Snapshot(gen, cursor, model, dim, faces)
 
     def _load(self) -> None:
+        """Under the lock: the replica from a snapshot, exact at first; HNSW built in the background when large."""
         snap = self._snapshot()
-        index = FaceIndex(snap.dim, self.cfg)
-        if snap.faces:
-            ids = np.fromiter(snap.faces, np.int64, len(snap.faces))
-            index.add(ids, np.stack([vector for _, vector in snap.faces.values()]))
+        ids = np.fromiter(snap.faces, np.int64, len(snap.faces))
+        vectors = (np.stack([vector for _, vector in snap.faces.values()]) if snap.faces
+                   else np.empty((0, snap.dim), np.float32))
+        background = len(ids) > self.cfg.hnsw_above
+        index = FaceIndex(snap.dim, self.cfg, grow=not background)
+        if len(ids):
+            index.add(ids, vectors)
         self.model, self.dim, self._index = snap.model, snap.dim, index
         self._owner = {face_id: name for face_id, (name, _) in snap.faces.items()}
         self._gen, self._cursor = snap.gen, snap.cursor
+        self._epoch += 1
+        self._pending = [] if background else None
+        if background and not self._stop.is_set():
+            self._build = threading.Thread(target=self._build_hnsw, args=(self._epoch, ids, vectors, self._pending),
+                                           name=f"hnsw-build {self.where}", daemon=True)
+            self._build.start()
+
+    # ----- background HNSW build ---------------------------------------------------------------------------
+    def _build_hnsw(self, epoch: int, ids: np.ndarray, vectors: np.ndarray,
+                    pending: list[tuple[str, np.ndarray, np.ndarray | None]]) -> None:
+        """The build thread: the graph of the snapshot, then the changes recorded meanwhile, then the swap."""
+        t0 = time.monotonic()
+        try:
+            built = FaceIndex.hnsw_built(ids, vectors, self.cfg, lambda: self._stop.is_set() or self._epoch != epoch)
+            if built is None:
+                return
+            done = _replay(built, pending, 0)  # catch up without the lock: only the last changes wait for it
+            with self._lock:
+                if self._stop.is_set() or self._epoch != epoch:
+                    return
+                _replay(built, pending, done)
+                self._index, self._pending = built, None
+        except Exception:
+            with self._lock:
+                if self._epoch == epoch:
+                    self._pending = None
+            log.exception("%s: building the HNSW index failed: searches stay exact", self.where)
+            raise
+        log.info("%s: HNSW index of %d faces built in the background in %.1f s (%d changes replayed)", self.where,
+                 len(ids), time.monotonic() - t0, len(pending))
 
     def _repair(self) -> None:
         """On open: drop face hashes no person's set names, and set entries whose hash is gone (both logged)."""
@@ -263,12 +327,18 @@ class RedisGallery:
             self._remove_local([i for i in ids if i in self._owner])
 
     def _add_local(self, person: str, ids: list[int], vectors: list[np.ndarray]) -> None:
-        self._index.add(np.asarray(ids, np.int64), np.stack(vectors))
+        id_array, stacked = np.asarray(ids, np.int64), np.stack(vectors)
+        self._index.add(id_array, stacked)
+        if self._pending is not None:
+            self._pending.append(("add", id_array, stacked))
         self._owner.update((i, person) for i in ids)
 
     def _remove_local(self, ids: list[int]) -> None:
         if ids:
-            self._index.remove(np.asarray(ids, np.int64))
+            id_array = np.asarray(ids, np.int64)
+            self._index.remove(id_array)
+            if self._pending is not None:
+                self._pending.append(("remove", id_array, None))
         for face_id in ids:
             self._owner.pop(face_id, None)
 
