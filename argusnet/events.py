@@ -9,6 +9,13 @@ The JSONL file is opened for each write (append, flushed, closed), so a file tha
 buffer (``JSONL_BUFFER`` lines; beyond it the oldest are dropped and counted), the failure is reported once a
 minute, and the buffer is written out as soon as a write succeeds again (tried with every event and every
 ``RETRY_S``).
+
+``StoreEventReader`` (``argusnet events --from-store``) reads the store's durable event log instead, oldest first
+from a cursor (the id of the last event written, kept in a small JSON file replaced atomically after each batch),
+and polls it every ``STORE_POLL_S``: a printer that was down catches up from where it stopped, every event once.
+Its JSONL lines carry the log's ``id`` besides the live fields; ``latency_ms`` is capture -> read from the log.
+While the JSONL file cannot be written, no further events are read (the log keeps them) and the cursor stays at
+the last line written.
 """
 
 from __future__ import annotations
@@ -23,16 +30,21 @@ from typing import TextIO
 
 import zmq
 
-from shared.errors import InputError, ProtocolError
+from shared.errors import InputError, ProtocolError, StoreUnavailableError
+from shared.files import atomic_write
 from shared.logs import RateLimitedLog
 from shared.protocol import ProtocolConfig, TrackEvent, decode_as
 from shared.zmq_defaults import EVENT_HWM, configure
+from store.base import EventLog
+from store.types import EventQuery, LoggedEvent
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
 DRAIN_S = 0.5  # after a stop request, keep printing events already on their way for this long
 JSONL_BUFFER = 100_000  # JSONL lines kept while the file cannot be written
 RETRY_S = 1.0  # how often a failed JSONL file is tried again when no event comes
+STORE_POLL_S = 0.5  # how often the event log is asked for events newer than the cursor
+STORE_BATCH = 500  # events read from the log per query (a full batch is followed at once by the next)
 
 
 class JsonlWriter:
@@ -144,3 +156,92 @@ class EventPrinter:
                 log.error("events file %s still unwritable at exit: %d event line(s) not written", self.jsonl.path,
                           len(self.jsonl.pending))
             self.jsonl = None
+
+
+def load_cursor(path: Path) -> int | None:
+    """The id of the last event written, from a cursor file (None when the file does not exist yet)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read the cursor file {path}: {exc}") from exc
+    try:
+        after_id = json.loads(text)["after_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} is not a cursor file (expected {{\"after_id\": N}}): {exc}") from exc
+    if not isinstance(after_id, int) or isinstance(after_id, bool) or after_id < 0:
+        raise InputError(f"{path}: after_id must be an integer >= 0, got {after_id!r}")
+    return after_id
+
+
+def save_cursor(path: Path, after_id: int) -> None:
+    atomic_write(path, (json.dumps({"after_id": after_id}) + "\n").encode(), durable=True)
+
+
+class StoreEventReader:
+    """Prints (and appends as JSONL) the events of a store's event log after a cursor, oldest first, polling for
+    new ones until ``stop`` is set; the cursor file, if given, is saved after every batch."""
+
+    def __init__(self, events: EventLog, out: TextIO, jsonl: Path | None = None, cursor: Path | None = None) -> None:
+        self.jsonl = None if jsonl is None else JsonlWriter(jsonl)
+        self.events = events
+        self.out = out
+        self.cursor = cursor
+        self.after_id = None if cursor is None else load_cursor(cursor)
+        self.rate_log = RateLimitedLog(log)
+        self.printed = 0
+        self._unsaved: list[int] = []  # ids of the batch whose lines still wait in the JSONL writer
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if self._unsaved:
+                self._confirm(force=True)
+                if self._unsaved:  # the file is still unwritable: read nothing more, the log keeps it
+                    stop.wait(RETRY_S)
+                    continue
+            batch = self._read()
+            if batch:
+                self._write(batch)
+            if len(batch) < STORE_BATCH:
+                stop.wait(STORE_POLL_S)
+        if self._unsaved:
+            self._confirm(force=True)
+            if self._unsaved:
+                log.error("events file %s still unwritable at exit: %d event(s) after id %s not written; they "
+                          "are read again from the log next time", self.jsonl.path, len(self._unsaved),
+                          self.after_id)
+
+    def _read(self) -> list[LoggedEvent]:
+        try:
+            return self.events.query(EventQuery(after_id=self.after_id, limit=STORE_BATCH, oldest_first=True))
+        except StoreUnavailableError as exc:
+            self.rate_log.warning("store_unavailable", "event log unavailable (%s): reading again in %.1f s",
+                                  exc, STORE_POLL_S)
+            return []
+
+    def _write(self, batch: list[LoggedEvent]) -> None:
+        now = time.time()
+        for logged in batch:
+            event = logged.event
+            latency_ms = max(0.0, (now - event.capture_ts) * 1000.0)
+            print(describe(event, latency_ms), file=self.out, flush=True)
+            if self.jsonl is not None:
+                record = {"id": logged.id, **event.to_json_dict(), "latency_ms": round(latency_ms, 1)}
+                self.jsonl.write(json.dumps(record) + "\n")
+            self.printed += 1
+        self._unsaved = [logged.id for logged in batch]
+        self._confirm(force=False)
+
+    def _confirm(self, force: bool) -> None:
+        """Move the cursor to the last event whose line is written (all of them without a JSONL file) and save
+        it."""
+        if self.jsonl is not None:
+            self.jsonl.flush(force=force)
+        waiting = 0 if self.jsonl is None else len(self.jsonl.pending)
+        written = len(self._unsaved) - waiting
+        if written <= 0:
+            return
+        self.after_id, self._unsaved = self._unsaved[written - 1], self._unsaved[written:]
+        if self.cursor is not None:
+            save_cursor(self.cursor, self.after_id)

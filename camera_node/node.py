@@ -5,6 +5,12 @@ The broker grants credits in its heartbeats (``Heartbeat(role="broker", credits=
 broker ``sender`` is a new broker process: credits start from zero until it grants its window. A broker silent
 for ``DEAD_AFTER_S`` is lost: credits drop to zero, ZeroMQ keeps reconnecting, capture goes on (frames beyond
 the queue are dropped and counted), and frames flow again as soon as a broker grants credits.
+
+Given several broker endpoints (in failover order), a node whose broker is silent for ``DEAD_AFTER_S`` (or that
+never heard one there) fails over: it closes its DEALER, connects a new one (same routing id, same CURVE keys) to
+the next endpoint, starts from zero credits, keeps its captured frames and counts the move in
+``argusnet_camera_failovers_total``. Frames still queued in the closed socket (counted as sent) are lost with the
+broker they were meant for.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import simplejpeg
 import zmq
@@ -32,6 +38,7 @@ from shared.zmq_defaults import (
     DEAD_AFTER_S,
     HEARTBEAT_INTERVAL_S,
     configure,
+    parse_endpoints,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,11 @@ class CameraMetrics:
         self.quality = Gauge(m.CAMERA_JPEG_QUALITY, "JPEG quality the node currently uses", ["camera"],
                              registry=registry)
         self.credits = Gauge(m.CAMERA_CREDITS, "Broker credits held", ["camera"], registry=registry)
+        self.failovers = Counter(m.CAMERA_FAILOVERS, "Moves to the next broker endpoint after the broker in use fell "
+                                 "silent", ["camera"], registry=registry)
+        self.broker_index = Gauge(m.CAMERA_BROKER_INDEX, "Position (from 0) in the node's broker endpoint list of the "
+                                  "broker it uses now", ["camera"], registry=registry)
+        self.failovers.labels(camera=camera)
         self.stage = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
                                registry=registry)
         self.protocol_errors = Counter(m.PROTOCOL_ERRORS, "Bad messages dropped", ["reason"], registry=registry)
@@ -70,16 +82,22 @@ class CameraMetrics:
 class CameraNode:
     """``run(stop)`` captures and sends until ``stop`` is set (or a non-looping file ends and its queue drains)."""
 
-    def __init__(self, cfg: CameraConfig, broker_endpoint: str, security: SecurityConfig, protocol: ProtocolConfig,
-                 registry: Any, context: zmq.Context | None = None) -> None:
+    def __init__(self, cfg: CameraConfig, broker_endpoint: str | Sequence[str], security: SecurityConfig,
+                 protocol: ProtocolConfig, registry: Any, context: zmq.Context | None = None) -> None:
         self.cfg = cfg
-        self.endpoint = broker_endpoint
+        try:
+            self.endpoints = parse_endpoints(broker_endpoint)
+        except ValueError as exc:
+            raise ConfigError(f"camera {cfg.id}: broker endpoints: {exc}") from exc
+        self._index = 0
         self.max_bytes = protocol.max_message_bytes
         self.metrics = CameraMetrics(registry, cfg.id)
         self.flow = FlowController(cfg)
         self.queue = FrameQueue(cfg.queue)
         self.ctx = context or zmq.Context.instance()
-        self.sock = self._socket(security)
+        self._keys, self._server_key = self._load_keys(security)
+        self._connected_at = 0.0
+        self.sock = self._socket()
         self.rate_log = RateLimitedLog(log)
         self.credits = 0
         self.sent = 0
@@ -90,17 +108,29 @@ class CameraNode:
         self.capture = CaptureLoop(cfg, lambda: open_source(cfg, self._stop_capture), self.queue,
                                    lambda: self.flow.fps, self._count)
 
-    def _socket(self, security: SecurityConfig) -> zmq.Socket:
-        if security.curve and (security.camera_secret_key is None or security.broker_public_key is None):
+    @property
+    def endpoint(self) -> str:
+        """The broker endpoint in use now."""
+        return self.endpoints[self._index]
+
+    @staticmethod
+    def _load_keys(security: SecurityConfig):
+        if not security.curve:
+            return None, None
+        if security.camera_secret_key is None or security.broker_public_key is None:
             raise ConfigError("security.curve is on: security.camera_secret_key and security.broker_public_key "
                               "must name key files (`argusnet keys gen`)")
-        keys = load_secret_key(security.camera_secret_key) if security.curve else None  # before any socket exists
-        server_key = load_public_key(security.broker_public_key) if security.curve else None
+        return load_secret_key(security.camera_secret_key), load_public_key(security.broker_public_key)
+
+    def _socket(self) -> zmq.Socket:
         sock = configure(self.ctx.socket(zmq.DEALER))
         sock.setsockopt(zmq.ROUTING_ID, b"cam:" + self.cfg.id.encode("ascii"))
-        if keys is not None:
-            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys.public, keys.secret, server_key
+        if self._keys is not None:
+            sock.curve_publickey, sock.curve_secretkey = self._keys.public, self._keys.secret
+            sock.curve_serverkey = self._server_key
         sock.connect(self.endpoint)
+        self._connected_at = time.monotonic()
+        self.metrics.broker_index.labels(camera=self.cfg.id).set(self._index)
         return sock
 
     def _count(self, outcome: str) -> None:
@@ -132,10 +162,7 @@ class CameraNode:
 
     def _receive(self, timeout_ms: int) -> None:
         if not self.sock.poll(timeout_ms, zmq.POLLIN):
-            if self._broker is not None and time.monotonic() - self._broker_seen > DEAD_AFTER_S:
-                log.warning("camera %s: broker %s silent for %.1f s; capture goes on, sending resumes when a broker "
-                            "grants credits", self.cfg.id, self._broker, DEAD_AFTER_S)
-                self._broker, self.credits = None, 0
+            self._check_broker(time.monotonic())
             return
         while True:
             try:
@@ -143,6 +170,30 @@ class CameraNode:
             except zmq.Again:
                 return
             self._on_message(data)
+
+    def _check_broker(self, now: float) -> None:
+        """A broker silent for DEAD_AFTER_S (since it was last heard, or since the node connected) is lost: with
+        other endpoints the node fails over to the next one; with one, it waits for that broker to come back."""
+        if now - max(self._broker_seen, self._connected_at) <= DEAD_AFTER_S:
+            return
+        if len(self.endpoints) > 1:
+            self._fail_over()
+        elif self._broker is not None:
+            log.warning("camera %s: broker %s silent for %.1f s; capture goes on, sending resumes when a broker "
+                        "grants credits", self.cfg.id, self._broker, DEAD_AFTER_S)
+            self._broker, self.credits = None, 0
+
+    def _fail_over(self) -> None:
+        """Close the DEALER and connect a new one to the next endpoint; credits start from zero, frames stay."""
+        old = self.endpoint
+        self.sock.close(0)
+        self._index = (self._index + 1) % len(self.endpoints)
+        self.sock = self._socket()
+        self._broker, self.credits = None, 0
+        self.metrics.failovers.labels(camera=self.cfg.id).inc()
+        log.warning("camera %s: broker at %s silent for %.1f s: failing over to %s", self.cfg.id, old, DEAD_AFTER_S,
+                    self.endpoint)
+        self._heartbeat()  # the new broker learns of this camera (and grants credits) without waiting a beat
 
     def _on_message(self, data: bytes) -> None:
         try:

@@ -69,7 +69,8 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
             port = serve(registry, metrics_port)
         except OSError as exc:
             raise ArgusError(f"worker: cannot serve metrics on port {metrics_port}: {exc}") from exc
-        print(f"worker {worker_id}: broker {broker.backend}, events to {broker.events_in}, store "
+        print(f"worker {worker_id}: brokers {','.join(service.backends)}, events to {','.join(service.events_in)}, "
+              f"store "
               f"{store.describe()} ({store.persons.face_count} faces), detector on {engine.detector.provider}, "
               f"embedder {engine.embedder.name} on {engine.embedder.provider}, metrics "
               f"http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)

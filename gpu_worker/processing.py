@@ -33,10 +33,11 @@ class DecodedFrame:
     capture_ts: float
     image: np.ndarray
     received_ts: float
+    link: int = 0  # which of the worker's brokers sent it (its credit goes back there)
 
     @classmethod
-    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float) -> "DecodedFrame":
-        return cls(frame.camera_id, frame.seq, frame.capture_ts, image, received_ts)
+    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float, link: int = 0) -> "DecodedFrame":
+        return cls(frame.camera_id, frame.seq, frame.capture_ts, image, received_ts, link)
 
 
 class StageTimer(Protocol):

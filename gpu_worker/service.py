@@ -1,6 +1,11 @@
 """The worker service: receive frames from the broker, batch them across cameras, run a frame processor,
 publish ``TrackEvent``s, and keep the broker informed with heartbeats and credit grants.
 
+A worker given several brokers (``broker.worker_backends``, ``--backend A,B``) serves every one at once: one DEALER
+per broker, each with its own heartbeats, liveness and credits (each broker is granted the worker's full
+``capacity``, and a finished frame's credit goes back to the broker that sent it); events go to every
+``events_in`` endpoint through one PUB socket connected to all of them.
+
 One I/O thread owns the ZeroMQ sockets (they are not thread-safe); one processing thread runs the models, so a
 slow batch never delays a heartbeat.
 """
@@ -11,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter as Tally
 from dataclasses import dataclass, field
 
 import simplejpeg
@@ -78,20 +84,39 @@ class WorkerMetrics:
 class _Outbox:
     """What the processing thread hands to the I/O thread: events (bounded: an I/O thread that cannot keep up
     loses the newest events, counted as ``outbox_full``; the event log in the store still has them) and how many
-    frames were finished since the last heartbeat (their credits)."""
+    frames of each broker link were finished since the last heartbeat (their credits)."""
 
     events: "queue.Queue[TrackEvent]" = field(default_factory=lambda: queue.Queue(maxsize=OUTBOX_EVENTS))
-    finished: int = 0
+    finished: Tally = field(default_factory=Tally)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_finished(self, n: int) -> None:
+    def add_finished(self, n: int, link: int = 0) -> None:
         with self.lock:
-            self.finished += n
+            self.finished[link] += n
 
-    def take_finished(self) -> int:
+    def add_finished_frames(self, frames: list[DecodedFrame]) -> None:
         with self.lock:
-            n, self.finished = self.finished, 0
-            return n
+            self.finished.update(item.link for item in frames)
+
+    def take_finished(self) -> Tally:
+        with self.lock:
+            taken, self.finished = self.finished, Tally()
+            return taken
+
+
+@dataclass
+class _BrokerLink:
+    """One broker the worker serves: its DEALER, who answers there, and the credits in flight with it."""
+
+    index: int
+    endpoint: str
+    sock: zmq.Socket
+    broker_id: str | None = None
+    last_broker: str | None = None  # the broker heard last, kept while it is silent
+    seen: float = 0.0
+    hb_seq: int = 0
+    outstanding: int = 0  # frames received from this broker and not finished yet
+    owed: int = 0  # credits a heartbeat could not deliver, sent with the next one
 
 
 class WorkerService:
@@ -106,30 +131,35 @@ class WorkerService:
         self.max_bytes = protocol.max_message_bytes
         self.metrics = WorkerMetrics(registry)
         self.ctx = context or zmq.Context.instance()
-        self.inbox: "queue.Queue[DecodedFrame | None]" = queue.Queue(maxsize=cfg.capacity * 2)
+        self.backends = broker.backend_endpoints()
+        self.events_in = broker.events_in_endpoints()
+        # room for every broker's full grant plus one more: a granted frame never finds the inbox full
+        self.inbox: "queue.Queue[DecodedFrame | None]" = queue.Queue(maxsize=cfg.capacity * (len(self.backends) + 1))
         self.outbox = _Outbox()
         self.cameras: set[str] = set()
         self.rate_log = RateLimitedLog(log)
-        self._broker_id: str | None = None
-        self._last_broker: str | None = None  # the broker heard last, kept while it is silent
-        self._broker_seen = 0.0
-        self._hb_seq = 0
 
     # ------------------------------------------------------------------------------------------ I/O thread
-    def run(self, stop: threading.Event) -> None:
+    def _link(self, index: int, endpoint: str) -> _BrokerLink:
         dealer = configure(self.ctx.socket(zmq.DEALER))
         dealer.setsockopt(zmq.ROUTING_ID, b"wrk:" + self.worker_id.encode())
-        dealer.connect(self.broker_cfg.backend)
+        dealer.connect(endpoint)
+        return _BrokerLink(index, endpoint, dealer)
+
+    def run(self, stop: threading.Event) -> None:
+        links = [self._link(i, endpoint) for i, endpoint in enumerate(self.backends)]
         pub = configure(self.ctx.socket(zmq.PUB), hwm=EVENT_HWM)
-        pub.connect(self.broker_cfg.events_in)
+        for endpoint in self.events_in:
+            pub.connect(endpoint)
         worker = threading.Thread(target=self._process_loop, args=(stop,), name=f"{self.worker_id}-process",
                                   daemon=True)
         worker.start()
         try:
-            self._io_loop(stop, dealer, pub)
+            self._io_loop(stop, links, pub)
         finally:
             self._stop_processing(worker)
-            dealer.close(0)
+            for link in links:
+                link.sock.close(0)
             pub.close(0)
 
     def _stop_processing(self, worker: threading.Thread) -> None:
@@ -158,28 +188,44 @@ class WorkerService:
             self.metrics.dropped.labels(camera=left.camera, reason="shutdown").inc()
         return True
 
-    def _io_loop(self, stop: threading.Event, dealer: zmq.Socket, pub: zmq.Socket) -> None:
-        self._send_heartbeat(dealer, self.cfg.capacity)
+    def _io_loop(self, stop: threading.Event, links: list[_BrokerLink], pub: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        for link in links:
+            poller.register(link.sock, zmq.POLLIN)
+            self._send_heartbeat(link, self.cfg.capacity)
+        by_socket = {link.sock: link for link in links}
         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
         while not stop.is_set():
-            if dealer.poll(POLL_MS, zmq.POLLIN):
-                while True:
-                    try:
-                        parts = dealer.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._on_message(parts, dealer)
+            for sock, _event in poller.poll(POLL_MS):
+                self._drain(by_socket[sock])
             self._publish_events(pub)
             finished = self.outbox.take_finished()
             now = time.monotonic()
-            if finished or now >= next_beat:
-                self._send_heartbeat(dealer, finished)
+            beat = now >= next_beat
+            for link in links:
+                done = finished.get(link.index, 0)
+                link.outstanding = max(0, link.outstanding - done)
+                if done or link.owed or beat:
+                    self._send_heartbeat(link, done + link.owed)
+                self._check_broker(link, now)
+            if beat:
                 next_beat = now + HEARTBEAT_INTERVAL_S
-            if self._broker_id is not None and now - self._broker_seen > DEAD_AFTER_S:
-                log.warning("broker %s silent for %.1f s; waiting for it to come back", self._broker_id, DEAD_AFTER_S)
-                self._broker_id = None
 
-    def _on_message(self, parts: list[bytes], dealer: zmq.Socket) -> None:
+    def _drain(self, link: _BrokerLink) -> None:
+        while True:
+            try:
+                parts = link.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_message(parts, link)
+
+    def _check_broker(self, link: _BrokerLink, now: float) -> None:
+        if link.broker_id is not None and now - link.seen > DEAD_AFTER_S:
+            log.warning("broker %s at %s silent for %.1f s; waiting for it to come back", link.broker_id,
+                        link.endpoint, DEAD_AFTER_S)
+            link.broker_id = None
+
+    def _on_message(self, parts: list[bytes], link: _BrokerLink) -> None:
         if len(parts) != 1:
             self._protocol_error("bad_frames", f"expected 1 ZeroMQ frame, got {len(parts)}")
             return
@@ -189,24 +235,25 @@ class WorkerService:
             self._protocol_error(exc.reason, str(exc))
             return
         if isinstance(msg, Frame):
-            self._on_frame(msg)
+            link.outstanding += 1
+            self._on_frame(msg, link.index)
         elif isinstance(msg, Heartbeat) and msg.role == "broker":
-            self._on_broker_heartbeat(msg, dealer)
+            self._on_broker_heartbeat(msg, link)
         else:
             self._protocol_error("unexpected_message", f"unexpected {type(msg).__name__} from the broker")
 
-    def _on_broker_heartbeat(self, hb: Heartbeat, dealer: zmq.Socket) -> None:
-        self._broker_seen = time.monotonic()
-        if hb.sender == self._broker_id:
+    def _on_broker_heartbeat(self, hb: Heartbeat, link: _BrokerLink) -> None:
+        link.seen = time.monotonic()
+        if hb.sender == link.broker_id:
             return
-        if hb.sender == self._last_broker:  # the same broker heard again after a silence (a cut link, a pause):
+        if hb.sender == link.last_broker:  # the same broker heard again after a silence (a cut link, a pause):
             log.info("broker %s is back", hb.sender)  # it kept the credits it holds, so none are granted again
-        elif self._last_broker is not None or self._hb_seq > 1:
-            log.info("broker %s (new incarnation): granting free capacity again", hb.sender)
-            self._send_heartbeat(dealer, max(0, self.cfg.capacity - self.inbox.qsize()))
-        self._broker_id = self._last_broker = hb.sender
+        elif link.last_broker is not None or link.hb_seq > 1:
+            log.info("broker %s at %s (new incarnation): granting free capacity again", hb.sender, link.endpoint)
+            self._send_heartbeat(link, max(0, self.cfg.capacity - link.outstanding))
+        link.broker_id = link.last_broker = hb.sender
 
-    def _on_frame(self, frame: Frame) -> None:
+    def _on_frame(self, frame: Frame, link: int = 0) -> None:
         received = time.time()
         self.metrics.frames_in.labels(camera=frame.camera_id).inc()
         self.metrics.stage.labels(stage="broker").observe(max(0.0, received - frame.send_ts))
@@ -220,13 +267,13 @@ class WorkerService:
         except ValueError as exc:
             self.metrics.dropped.labels(camera=frame.camera_id, reason="bad_jpeg").inc()
             self.rate_log.warning("bad_jpeg", "dropping undecodable JPEG from camera %s: %s", frame.camera_id, exc)
-            self.outbox.add_finished(1)
+            self.outbox.add_finished(1, link)
             return
         try:
-            self.inbox.put_nowait(DecodedFrame.from_frame(frame, image, received))
+            self.inbox.put_nowait(DecodedFrame.from_frame(frame, image, received, link))
         except queue.Full:
             self.metrics.dropped.labels(camera=frame.camera_id, reason="worker_full").inc()
-            self.outbox.add_finished(1)
+            self.outbox.add_finished(1, link)
         self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())
 
     def _publish_events(self, pub: zmq.Socket) -> None:
@@ -240,14 +287,15 @@ class WorkerService:
             self.metrics.observe("publish", time.perf_counter() - start)
             self.metrics.published(event, time.time())
 
-    def _send_heartbeat(self, dealer: zmq.Socket, credits: int) -> None:
-        self._hb_seq += 1
-        hb = Heartbeat(sender=self.worker_id, role="worker", seq=self._hb_seq, ts=time.time(), credits=credits,
+    def _send_heartbeat(self, link: _BrokerLink, credits: int) -> None:
+        link.hb_seq += 1
+        hb = Heartbeat(sender=self.worker_id, role="worker", seq=link.hb_seq, ts=time.time(), credits=credits,
                        cameras=tuple(sorted(self.cameras))[:1024])
         try:
-            dealer.send(encode(hb), zmq.NOBLOCK)
+            link.sock.send(encode(hb), zmq.NOBLOCK)
+            link.owed = 0
         except zmq.Again:
-            self.outbox.add_finished(credits)  # not delivered: keep the grant for the next heartbeat
+            link.owed = credits  # not delivered: keep the grant for the next heartbeat
 
     def _protocol_error(self, reason: str, message: str) -> None:
         self.metrics.protocol_errors.labels(reason=reason).inc()
@@ -309,5 +357,5 @@ class WorkerService:
                     self.metrics.dropped.labels(camera=item.camera, reason="processing_error").inc()
                 else:
                     self.metrics.frames_out.labels(camera=item.camera).inc()
-            self.outbox.add_finished(len(batch))
+            self.outbox.add_finished_frames(batch)
             self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())

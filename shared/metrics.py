@@ -80,3 +80,5 @@ CAMERA_FRAMES = f"{PREFIX}_camera_frames_total"  # counter, labels: camera, outc
 CAMERA_FPS = f"{PREFIX}_camera_fps"  # gauge, labels: camera: the rate flow control currently allows
 CAMERA_JPEG_QUALITY = f"{PREFIX}_camera_jpeg_quality"  # gauge, labels: camera
 CAMERA_CREDITS = f"{PREFIX}_camera_credits"  # gauge, labels: camera: broker credits held
+CAMERA_FAILOVERS = f"{PREFIX}_camera_failovers_total"  # counter, labels: camera: moves to the next broker endpoint
+CAMERA_BROKER_INDEX = f"{PREFIX}_camera_broker_index"  # gauge, labels: camera: position in its broker list in use

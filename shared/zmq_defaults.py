@@ -24,6 +24,28 @@ DEFAULT_BACKEND = "tcp://127.0.0.1:5556"  # broker ROUTER for workers
 DEFAULT_EVENTS_IN = "tcp://127.0.0.1:5557"  # broker XSUB: workers' PUB sockets connect here
 DEFAULT_EVENTS_OUT = "tcp://127.0.0.1:5558"  # broker XPUB: dashboards and event printers subscribe here
 
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+ENDPOINT_SEPARATOR = ","  # `--broker tcp://a:5555,tcp://b:5555`: several brokers, in failover order
+MAX_ENDPOINTS = 16  # brokers one camera or worker may be given
+
+
+def parse_endpoints(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Endpoints from a comma-separated string or a list: each ``tcp://``, ``ipc://`` or ``inproc://``, none
+    repeated, 1 to MAX_ENDPOINTS of them. Raises ValueError saying what is wrong."""
+    items = value.split(ENDPOINT_SEPARATOR) if isinstance(value, str) else list(value)
+    endpoints = tuple(item.strip() for item in items)
+    if not endpoints or any(not e for e in endpoints):
+        raise ValueError(f"an empty endpoint in {value!r} (give ENDPOINT or ENDPOINT,ENDPOINT,...)")
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise ValueError(f"{len(endpoints)} endpoints given, at most {MAX_ENDPOINTS}")
+    for endpoint in endpoints:
+        if not endpoint.startswith(ENDPOINT_SCHEMES) or len(endpoint) <= len(endpoint.split("://")[0]) + 3:
+            raise ValueError(f"{endpoint!r} is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)")
+    repeated = sorted({e for e in endpoints if endpoints.count(e) > 1})
+    if repeated:
+        raise ValueError(f"endpoint(s) given twice: {', '.join(repeated)}")
+    return endpoints
+
 
 def configure(sock: zmq.Socket, hwm: int = FRAME_HWM) -> zmq.Socket:
     """Apply the common options: no linger on close, bounded queues, fast reconnect with back-off."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from argusnet.commands.common import config_from, process_id
+from argusnet.commands.common import config_from, endpoint_list, process_id
 from camera_node.config import CameraConfig
 from shared.errors import ArgusError, ConfigError, InputError
 from shared.keys import generate_keys
@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("camera", help="run a camera node: capture, downscale, JPEG, send to the broker")
     p.add_argument("--source", help="`demo`, a video file, an RTSP/HTTP URL or a USB device index")
     p.add_argument("--id", type=process_id, help="camera id (letters, digits, _ . -; not starting with . or -)")
-    p.add_argument("--broker", metavar="ENDPOINT", help="broker endpoint for cameras (default: broker.frontend)")
+    p.add_argument("--broker", metavar="ENDPOINT[,ENDPOINT...]", type=endpoint_list,
+                   help="broker endpoint(s) for cameras, in failover order: the node moves to the next one when its "
+                   "broker is silent for 3 heartbeats (default: broker.camera_brokers, else broker.frontend)")
     p.add_argument("--index", type=int, default=None, metavar="N",
                    help="take the camera settings from up.cameras[N] of the configuration (options still override)")
     p.add_argument("--fps", type=float, default=None, help="highest frame rate sent")
@@ -66,12 +68,12 @@ def cmd_camera(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     camera = camera_config(args, cfg.up.cameras)
     registry = CollectorRegistry()
-    node = CameraNode(camera, args.broker or cfg.broker.frontend, cfg.security, cfg.protocol, registry)
+    node = CameraNode(camera, args.broker or cfg.broker.camera_endpoints(), cfg.security, cfg.protocol, registry)
     try:
         port = serve(registry, camera.metrics_port)
     except OSError as exc:
         raise ArgusError(f"camera: cannot serve metrics on port {camera.metrics_port}: {exc}") from exc
-    print(f"camera {camera.id}: source {camera.source}, broker {node.endpoint}, metrics "
+    print(f"camera {camera.id}: source {camera.source}, broker {','.join(node.endpoints)}, metrics "
           f"http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
     stop = threading.Event()
     stop_on_signals(stop)

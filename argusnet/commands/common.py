@@ -11,6 +11,7 @@ from typing import Any
 from argusnet.config import ArgusConfig, load_config
 from gpu_worker.engine import Engine
 from shared.ids import ID_RULE, is_valid_id
+from shared.zmq_defaults import parse_endpoints
 from store import open_store
 from store.base import Store
 from store.config import LocalStoreConfig, StoreConfig, default_store_dir
@@ -21,6 +22,14 @@ def process_id(value: str) -> str:
     if not is_valid_id(value):
         raise argparse.ArgumentTypeError(f"must be {ID_RULE}, got {value!r}")
     return value
+
+
+def endpoint_list(value: str) -> tuple[str, ...]:
+    """argparse type for ``ENDPOINT[,ENDPOINT...]`` (several brokers)."""
+    try:
+        return parse_endpoints(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_gallery_arg(parser: argparse.ArgumentParser) -> None:

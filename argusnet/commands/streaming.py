@@ -10,6 +10,8 @@ from pathlib import Path
 from argusnet.commands.common import (
     add_gallery_arg,
     config_from,
+    endpoint_list,
+    open_cli_store,
     process_id,
     store_config,
 )
@@ -33,15 +35,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("worker", help="run a worker: frames from the broker -> detect, embed, search -> events")
     p.add_argument("--id", default=None, type=process_id, help="worker id (default: worker-HOST-PID)")
-    p.add_argument("--backend", metavar="ENDPOINT", help="broker endpoint for workers (default: broker.backend)")
-    p.add_argument("--events-in", metavar="ENDPOINT", help="broker endpoint for events (default: broker.events_in)")
+    p.add_argument("--backend", metavar="ENDPOINT[,ENDPOINT...]", type=endpoint_list,
+                   help="broker endpoint(s) for workers; the worker serves every one at once (default: "
+                   "broker.worker_backends, else broker.backend)")
+    p.add_argument("--events-in", metavar="ENDPOINT[,ENDPOINT...]", type=endpoint_list,
+                   help="broker endpoint(s) for events; every event goes to each (default: broker.worker_events_in, "
+                   "else broker.events_in)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default: worker.metrics_port)")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_worker)
 
-    p = sub.add_parser("events", help="print the live event stream (and append it to a JSONL file)")
+    p = sub.add_parser("events", help="print the live event stream, or the store's event log with --from-store "
+                       "(and append it to a JSONL file)")
     p.add_argument("--endpoint", default=None, help="broker events endpoint (default: broker.events_out)")
     p.add_argument("--jsonl", type=Path, default=None, metavar="FILE", help="append one JSON object per event")
+    p.add_argument("--from-store", action="store_true",
+                   help="read the store's durable event log, oldest first, polling for new events, instead of the "
+                   "live stream")
+    p.add_argument("--cursor", type=Path, default=None, metavar="FILE",
+                   help="with --from-store: start after the event id saved in FILE (from the start when it does not "
+                   "exist) and save the last id written there after each batch")
+    add_gallery_arg(p)
     p.set_defaults(handler=cmd_events)
 
     p = sub.add_parser("up", help="start the broker, the workers, the cameras and an event printer; stop them "
@@ -66,8 +80,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gpu_worker.main import default_worker_id, run_worker
 
     cfg = config_from(args)
-    broker = cfg.broker.model_copy(update={k: v for k, v in (("backend", args.backend),
-                                                              ("events_in", args.events_in)) if v is not None})
+    broker = cfg.broker.model_copy(update={k: list(v) for k, v in (("worker_backends", args.backend),
+                                                                    ("worker_events_in", args.events_in))
+                                            if v is not None})
     port = cfg.worker.metrics_port if args.metrics_port is None else args.metrics_port
     cfg = cfg.model_copy(update={"store": store_config(args, cfg)})
     return run_worker(cfg, broker, args.id or default_worker_id(), port)
@@ -75,10 +90,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    printer = EventPrinter(args.endpoint or cfg.broker.events_out, cfg.protocol, sys.stdout, args.jsonl)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    printer.run(stop)
+    if not args.from_store:
+        for given, name in ((args.cursor, "--cursor"), (args.gallery, "--gallery")):
+            if given is not None:
+                raise InputError(f"{name} reads the store's event log: give it with --from-store")
+        printer = EventPrinter(args.endpoint or cfg.broker.events_out, cfg.protocol, sys.stdout, args.jsonl)
+        stop = threading.Event()
+        stop_on_signals(stop)
+        printer.run(stop)
+        return 0
+    if args.endpoint is not None:
+        raise InputError("--endpoint is the live stream; --from-store reads the store's event log instead")
+    return _events_from_store(args, cfg)
+
+
+def _events_from_store(args: argparse.Namespace, cfg: ArgusConfig) -> int:
+    from argusnet.events import StoreEventReader
+
+    store = open_cli_store(args, cfg)
+    try:
+        reader = StoreEventReader(store.events, sys.stdout, args.jsonl, args.cursor)
+        print(f"events from {store.describe()} after id {reader.after_id}", file=sys.stderr, flush=True)
+        stop = threading.Event()
+        stop_on_signals(stop)
+        reader.run(stop)
+    finally:
+        store.close()
     return 0
 
 
@@ -102,7 +139,8 @@ def child_specs(cfg: ArgusConfig, store: StoreConfig, jsonl: Path | None) -> lis
     for index, camera in enumerate(cfg.up.cameras):
         port = port_or_free(camera.metrics_port)
         specs.append(ChildSpec(f"camera-{camera.id}", ("camera", "--index", str(index), "--broker",
-                                                       cfg.broker.frontend, "--metrics-port", str(port)),
+                                                       ",".join(cfg.broker.camera_endpoints()), "--metrics-port",
+                                                       str(port)),
                                STOP_CAMERAS, port, start_stage=1,
                                metrics_field=_metrics_field(f"up.cameras[{index}].metrics_port",
                                                             camera.metrics_port, f"camera-{camera.id}")))
