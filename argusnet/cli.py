@@ -7,13 +7,13 @@ import logging
 import sys
 from typing import Sequence
 
-from argusnet.commands import (audit, bench, camera, demo, evaluate, models, recognise, store, streaming, track,
-                               visitors)
+from argusnet.commands import (audit, bench, camera, demo, evaluate, forget, models, recognise, store, streaming,
+                               track, visitors)
 from shared.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ArgusError
 from shared.logs import setup_logging
 
 log = logging.getLogger("argusnet")
-COMMAND_MODULES = (recognise, evaluate, models, visitors, track, streaming, camera, bench, demo, audit, store)
+COMMAND_MODULES = (recognise, evaluate, models, visitors, track, streaming, camera, bench, demo, audit, store, forget)
 
 
 class Parser(argparse.ArgumentParser):

@@ -14,6 +14,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from store.types import (
+    ErasedReferences,
     EventQuery,
     EventRecord,
     FaceSample,
@@ -110,6 +111,15 @@ class VisitorStore(Protocol):
         """Forget every visitor not seen since ``older_than`` (unix s); their names."""
         ...
 
+    def remove(self, visitor: str) -> int:
+        """Erase one visitor, its faces and the rejections recorded for it; how many faces went (0 when it is not
+        there)."""
+        ...
+
+    def erase_references(self, name: str) -> ErasedReferences:
+        """Erase the rejections naming ``name`` (any visitor's "is not NAME") and the merges into or from it."""
+        ...
+
     def sync(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -132,6 +142,14 @@ class MediaStore(Protocol):
         """Delete crops stored before ``older_than`` (unix s); how many."""
         ...
 
+    def total_bytes(self) -> int:
+        """The JPEG bytes of every stored crop together."""
+        ...
+
+    def trim_to(self, max_bytes: int) -> int:
+        """Delete the oldest crops until the rest hold at most ``max_bytes``; how many went."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -148,6 +166,11 @@ class EventLog(Protocol):
 
     def rename_identity(self, old: str, new: str) -> int:
         """Events naming ``old`` (a visitor) now name ``new`` (the person it was merged into); how many."""
+        ...
+
+    def delete_identity(self, name: str) -> tuple[int, list[str]]:
+        """Delete every event naming ``name`` (after renames), leaving no copy of them in the backend; how many,
+        and the crop keys those events held."""
         ...
 
     def expire(self, older_than: float) -> int:
@@ -170,6 +193,10 @@ class LiveTracks(Protocol):
 
     def rename_identity(self, old: str, new: str) -> int: ...
 
+    def remove_identity(self, name: str) -> tuple[int, list[str]]:
+        """Remove every live track naming ``name``; how many, and the crop keys they held."""
+        ...
+
     def expire(self, now: float | None = None) -> int:
         """Drop entries whose TTL ran out (they are already invisible to ``alive``); how many."""
         ...
@@ -188,6 +215,11 @@ class Store(Protocol):
 
     def describe(self) -> str:
         """Where the data is (a directory, a URL without its password), for logs and messages."""
+        ...
+
+    def finish_erasure(self) -> tuple[str, ...]:
+        """After an erasure (`store.forget`): rewrite what still holds deleted bytes (index files, SQLite's WAL);
+        what the backend could not make unrecoverable, in words (empty when nothing)."""
         ...
 
     def close(self) -> None: ...

@@ -47,6 +47,7 @@ from store.base import EventLog, LiveTracks, MediaStore, PersonGallery, Store, V
 from store.config import StoreBufferConfig
 from store.local.media import crop_key
 from store.types import (
+    ErasedReferences,
     EventQuery,
     EventRecord,
     FaceSample,
@@ -343,6 +344,9 @@ class BufferedStore:
     def describe(self) -> str:
         return self.inner.describe()
 
+    def finish_erasure(self) -> tuple[str, ...]:
+        return self.inner.finish_erasure()
+
     def close(self) -> None:
         """Flush what waits (when the store allows a try), count what is left as dropped, close the store."""
         try:
@@ -453,6 +457,12 @@ class BufferedVisitors:
     def expire(self, older_than: float) -> list[str]:
         return self._o.call("expire_visitors", self.inner.expire, older_than)
 
+    def remove(self, visitor: str) -> int:
+        return self._o.call("write_visitors", self.inner.remove, visitor)
+
+    def erase_references(self, name: str) -> ErasedReferences:
+        return self._o.call("write_visitors", self.inner.erase_references, name)
+
     def sync(self) -> bool:
         return self._o.sync("visitors", self.inner.sync)
 
@@ -481,6 +491,12 @@ class BufferedMedia:
     def expire(self, older_than: float) -> int:
         return self._o.call("expire_crops", self.inner.expire, older_than)
 
+    def total_bytes(self) -> int:
+        return self._o.call("read_crop", self.inner.total_bytes)
+
+    def trim_to(self, max_bytes: int) -> int:
+        return self._o.call("expire_crops", self.inner.trim_to, max_bytes)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -503,6 +519,9 @@ class BufferedEvents:
 
     def expire(self, older_than: float) -> int:
         return self._o.call("expire_events", self.inner.expire, older_than)
+
+    def delete_identity(self, name: str) -> tuple[int, list[str]]:
+        return self._o.call("expire_events", self.inner.delete_identity, name)
 
     def close(self) -> None:
         self.inner.close()
@@ -531,6 +550,9 @@ class BufferedLive:
 
     def rename_identity(self, old: str, new: str) -> int:
         return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_identity(old, new), 0)
+
+    def remove_identity(self, name: str) -> tuple[int, list[str]]:
+        return self._o.call("remove_live", self.inner.remove_identity, name)
 
     def expire(self, now: float | None = None) -> int:
         return self._o.call("expire_live", self.inner.expire, now)

@@ -166,6 +166,10 @@ class RetentionConfig(Section):
     crops_h: float = Field(default=24.0, gt=0.0, le=87_600.0,
                            description="Track crops (the best face of each ended track) are deleted after this "
                            "many hours.")
+    media_budget_bytes: int = Field(default=2 * 1024 ** 3, ge=0, le=2 ** 50,
+                                    description="Disk (or Redis memory) the track crops may take together, in bytes "
+                                    "(default 2 GiB); above it each retention run deletes the oldest crops first "
+                                    "until they fit, counted as kind crops_budget. 0 keeps no crops.")
     events_days: float = Field(default=30.0, gt=0.0, le=3650.0,
                                description="Events in the event log are deleted after this many days.")
     live_ttl_s: float = Field(default=5.0, gt=0.0, le=3600.0,

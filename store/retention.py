@@ -1,5 +1,6 @@
 """The one retention job: on a timer, forget visitors not seen for ``visitors.retention_h``, delete crops older
-than ``retention.crops_h`` and events older than ``retention.events_days``, and drop expired live tracks.
+than ``retention.crops_h`` and events older than ``retention.events_days``, drop expired live tracks, and delete
+the oldest crops while all of them take more than ``retention.media_budget_bytes``.
 
 The worker runs it in its own thread (``RetentionJob.start``); every worker sharing a store may run it, since each
 step is idempotent. Nothing else deletes data on a schedule."""
@@ -18,7 +19,7 @@ from store.config import RetentionConfig, VisitorConfig
 from store.types import RetentionReport
 
 log = logging.getLogger(__name__)
-KINDS = ("visitors", "crops", "events", "live_tracks")
+KINDS = ("visitors", "crops", "events", "live_tracks", "crops_budget")
 
 
 class RetentionJob:
@@ -41,13 +42,14 @@ class RetentionJob:
             visitors=len(gone),
             crops=self.store.media.expire(older_than=now - self.retention.crops_h * 3600.0),
             events=self.store.events.expire(older_than=now - self.retention.events_days * 86400.0),
-            live_tracks=self.store.live.expire(now))
+            live_tracks=self.store.live.expire(now),
+            crops_budget=self.store.media.trim_to(self.retention.media_budget_bytes))
         if self.removed is not None:
             for kind in KINDS:
                 self.removed.labels(kind=kind).inc(getattr(report, kind))
         if report.total():
-            log.info("retention removed %d visitor(s), %d crop(s), %d event(s), %d live track(s)", report.visitors,
-                     report.crops, report.events, report.live_tracks)
+            log.info("retention removed %d visitor(s), %d crop(s) (and %d over the budget), %d event(s), %d live "
+                     "track(s)", report.visitors, report.crops, report.crops_budget, report.events, report.live_tracks)
         return report
 
     def run(self, stop: threading.Event) -> None:

@@ -141,6 +141,17 @@ class RetentionReport:
     crops: int = 0
     events: int = 0
     live_tracks: int = 0
+    crops_budget: int = 0
 
     def total(self) -> int:
-        return self.visitors + self.crops + self.events + self.live_tracks
+        return self.visitors + self.crops + self.events + self.live_tracks + self.crops_budget
+
+
+@dataclass(frozen=True)
+class ErasedReferences:
+    """What `VisitorStore.erase_references` removed: rejections naming the identity, merges into or from it, and
+    ``left``: what the backend could not erase, in words (empty when everything went)."""
+
+    rejections: int = 0
+    merges: int = 0
+    left: tuple[str, ...] = ()

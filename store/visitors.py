@@ -11,6 +11,7 @@ import numpy as np
 
 from store.types import (
     VISITOR_PREFIX,
+    ErasedReferences,
     FaceSample,
     PersonInfo,
     StoredFace,
@@ -46,6 +47,12 @@ class VisitorGallery(Protocol):
     def merged_into(self, name: str) -> str | None: ...
 
     def expire(self, older_than: float) -> list[str]: ...
+
+    def remove_person(self, name: str, missing_ok: bool = False) -> int: ...
+
+    def erase_references(self, name: str) -> tuple[int, int]:
+        """Delete the rejections naming ``name`` and the merges into or from it; (rejections, merges)."""
+        ...
 
     def sync(self) -> bool: ...
 
@@ -94,6 +101,13 @@ class GalleryVisitorStore:
 
     def expire(self, older_than: float) -> list[str]:
         return self.gallery.expire(older_than)
+
+    def remove(self, visitor: str) -> int:
+        return self.gallery.remove_person(visitor, missing_ok=True)
+
+    def erase_references(self, name: str) -> ErasedReferences:
+        rejections, merges = self.gallery.erase_references(name)
+        return ErasedReferences(rejections, merges)
 
     def sync(self) -> bool:
         return self.gallery.sync()

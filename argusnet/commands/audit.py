@@ -70,3 +70,11 @@ def record_change(args: argparse.Namespace, action: str, subject: str | None, **
     cfg = store_config(args, config_from(args))
     if isinstance(cfg, LocalStoreConfig) and cfg.directory().is_dir():
         AuditLog(cfg.directory()).append(action=action, subject=subject, details=dict(details))
+
+
+def record_forget(args: argparse.Namespace, name: str) -> None:
+    """After a forget: a ``forget`` record (holding only the subject's id) is appended and ``name`` leaves the
+    subject mapping, so the log no longer leads to it. Local stores only, as ``record_change``."""
+    cfg = store_config(args, config_from(args))
+    if isinstance(cfg, LocalStoreConfig) and cfg.directory().is_dir():
+        AuditLog(cfg.directory()).forget_subject(name)

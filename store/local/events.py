@@ -50,6 +50,12 @@ class LocalEventLog:
                 db.execute("UPDATE events SET name = ?, body = ? WHERE id = ?", (new, event_json(event), event_id))
         return len(rows)
 
+    def delete_identity(self, name: str) -> tuple[int, list[str]]:
+        with self._records.transaction() as db:
+            rows = db.execute("SELECT crop FROM events WHERE name = ?", (name,)).fetchall()
+            db.execute("DELETE FROM events WHERE name = ?", (name,))
+        return len(rows), sorted({crop for (crop,) in rows if crop})
+
     def expire(self, older_than: float) -> int:
         with self._records.transaction() as db:
             return db.execute("DELETE FROM events WHERE capture_ts < ?", (older_than,)).rowcount

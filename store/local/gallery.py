@@ -197,6 +197,7 @@ class Gallery:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA secure_delete=ON")  # a removed face's embedding and crop are zeroed on disk
             db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -592,3 +593,25 @@ class Gallery:
         with self._lock:
             row = self._db.execute("SELECT into_name FROM merges WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
+
+    # ----- erasure -----------------------------------------------------------------------------------------
+    def erase_references(self, name: str) -> tuple[int, int]:
+        """Delete the rejections naming ``name`` and the merges into or from it; (rejections, merges) deleted."""
+        with self._lock:
+            self._sync()
+            with self._transaction():
+                rejections = self._db.execute("DELETE FROM rejections WHERE not_name = ?", (name,)).rowcount
+                merges = self._db.execute("DELETE FROM merges WHERE name = ? OR into_name = ?", (name, name)).rowcount
+            self._committed()
+            return rejections, merges
+
+    def checkpoint(self) -> bool:
+        """Write the index file now (without removed faces: HNSW tombstones are compacted away) and truncate the
+        WAL; False when another process's open read kept part of the WAL."""
+        with self._lock:
+            self.flush()
+            try:
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise GalleryError(f"{self.directory / DB_FILE}: checkpoint failed: {exc}") from exc
+        return busy == 0

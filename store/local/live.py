@@ -43,6 +43,13 @@ class LocalLiveTracks:
                            (new, live_json(renamed), camera, track))
         return len(rows)
 
+    def remove_identity(self, name: str) -> tuple[int, list[str]]:
+        with self._records.transaction() as db:
+            rows = db.execute("SELECT body FROM live_tracks WHERE name = ?", (name,)).fetchall()
+            db.execute("DELETE FROM live_tracks WHERE name = ?", (name,))
+        crops = {live_from_json(body).crop for (body,) in rows}
+        return len(rows), sorted(c for c in crops if c)
+
     def expire(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         with self._records.transaction() as db:

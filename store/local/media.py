@@ -92,5 +92,26 @@ class LocalMediaStore:
             db.executemany("DELETE FROM media WHERE key = ?", [(k,) for k in keys])
         return len(keys)
 
+    def total_bytes(self) -> int:
+        return int(self._records.read("SELECT COALESCE(SUM(bytes), 0) FROM media")[0][0])
+
+    def trim_to(self, max_bytes: int) -> int:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
+        excess = self.total_bytes() - max_bytes
+        if excess <= 0:
+            return 0
+        doomed: list[str] = []
+        for key, size in self._records.read("SELECT key, bytes FROM media ORDER BY created, key"):
+            if excess <= 0:
+                break
+            doomed.append(key)
+            excess -= int(size)
+        for key in doomed:  # another worker trimming at once may remove the same files: missing is fine
+            self._path(key).unlink(missing_ok=True)
+        with self._records.transaction() as db:
+            db.executemany("DELETE FROM media WHERE key = ?", [(k,) for k in doomed])
+        return len(doomed)
+
     def close(self) -> None:
         """The record database is closed by the store that owns it."""

@@ -1,6 +1,7 @@
 """The local store's record database, ``store.sqlite`` in the store directory: the event log, the live tracks and
 the index of crop files. One connection per process, shared by those three parts under one lock (WAL mode, so
-workers and the dashboard on this host read and write it at once)."""
+workers and the dashboard on this host read and write it at once). ``secure_delete`` is on: a deleted row is
+overwritten with zeros, and `checkpoint` empties the WAL after an erasure (`store.forget`)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class RecordsDb:
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.db.executescript(SCHEMA)  # idempotent; executescript runs outside any transaction
             with self.transaction():
@@ -102,6 +104,16 @@ class RecordsDb:
                 return self.db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes (deleted rows leave no copy in it); False
+        when another process's open read kept part of it."""
+        with self.lock:
+            try:
+                busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: checkpoint failed: {exc}") from exc
+        return busy == 0
 
     def close(self) -> None:
         with self.lock:

@@ -22,7 +22,7 @@ from store.local.events import LocalEventLog
 from store.local.gallery import DB_FILE, Gallery
 from store.local.live import LocalLiveTracks
 from store.local.media import LocalMediaStore
-from store.local.sqlite import RecordsDb
+from store.local.sqlite import RECORDS_FILE, RecordsDb
 from store.visitors import GalleryVisitorStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,15 @@ class LocalStore:
 
     def describe(self) -> str:
         return str(self.directory)
+
+    def finish_erasure(self) -> tuple[str, ...]:
+        """Index files rewritten without the removed faces, each database's WAL truncated (rows deleted with
+        ``secure_delete`` are zeroed in the database file itself)."""
+        done = {DB_FILE: self.persons.checkpoint(), f"{VISITORS_DIR}/{DB_FILE}": self.visitors.gallery.checkpoint(),
+                RECORDS_FILE: self._records.checkpoint()}
+        return tuple(f"{self.directory / name}: another process holds the database open, so its WAL still holds "
+                     "deleted pages until a checkpoint it can finish (SQLite makes one as it writes; stop the workers to be sure)" for name, ok in done.items()
+                     if not ok)
 
     def close(self) -> None:
         self.visitors.close()

@@ -12,6 +12,10 @@ event ids (``PREFIX:events:name:<hex name>``) is moved into the person's in the 
 the rename too, so a query by identity reads one sorted set. Queries without an identity walk the stream newest
 first (XREVRANGE) and filter.
 
+A stream keeps a deleted entry's bytes (XDEL only flags it in its node, and DUMP and RDB snapshots still hold
+it), so ``delete_identity`` (an erasure) rewrites the whole stream without the identity's events, in one script
+(atomic: O(events) while it runs).
+
 Expiry walks the stream oldest first, a page at a time, and deletes the events captured before the cut; it stops
 after a page holding an event captured ``EXPIRE_SKEW_S`` or more after the cut (appends come roughly in capture
 order), so an event appended that much later than those around it is deleted up to that much late, never kept.
@@ -74,6 +78,27 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return n
 """
 
+# Rewrite the stream KEYS[1] into KEYS[2] without the events of the identity index KEYS[3] (read here, so an
+# event appended meanwhile goes too), rename it into place and drop the index. A page at a time bounds memory.
+REWRITE_SCRIPT = """
+local doomed = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do doomed[id .. '-0'] = true end
+redis.call('DEL', KEYS[2])
+local low, removed = '-', 0
+while true do
+  local page = redis.call('XRANGE', KEYS[1], low, '+', 'COUNT', 1000)
+  for _, entry in ipairs(page) do
+    if doomed[entry[1]] then removed = removed + 1
+    else redis.call('XADD', KEYS[2], entry[1], unpack(entry[2])) end
+  end
+  if #page < 1000 then break end
+  low = '(' .. page[#page][1]
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[1]) end
+return removed
+"""
+
 
 def _record_json(record: EventRecord) -> str:
     data = {"ts": repr(float(record.event.capture_ts)), "camera": record.event.camera,
@@ -109,6 +134,7 @@ class RedisEventLog:
         self.where = where
         self._append = client.register_script(APPEND_SCRIPT)
         self._rename = client.register_script(RENAME_SCRIPT)
+        self._rewrite = client.register_script(REWRITE_SCRIPT)
 
     @redis_op("appending events")
     def append(self, records: Sequence[EventRecord]) -> list[int]:
@@ -188,6 +214,27 @@ class RedisEventLog:
     def rename_identity(self, old: str, new: str) -> int:
         return int(self._rename(keys=[self._k.events_of(old), self._k.events_of(new), self._k.renames],
                                 args=[old, new]))
+
+    @redis_op("deleting an identity's events")
+    def delete_identity(self, name: str) -> tuple[int, list[str]]:
+        ids = [int(i) for i in self._r.zrange(self._k.events_of(name), 0, -1)]
+        pipe = self._r.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.xrange(self._k.events, min=f"{event_id}-0", max=f"{event_id}-0")
+        crops = {fields[b"crop"].decode("utf-8") for found in pipe.execute() for _, fields in found
+                 if b"crop" in fields}
+        removed = int(self._rewrite(keys=[self._k.events, self._k.events_rewrite, self._k.events_of(name)])) \
+            if ids else 0
+        self._forget_renames(name)
+        return removed, sorted(crops)
+
+    def _forget_renames(self, name: str) -> None:
+        """The rename records into or from ``name`` (a visitor merged into it): they name it too."""
+        encoded = name.encode("utf-8")
+        renames = self._r.hgetall(self._k.renames)
+        doomed = [old for old, new in renames.items() if new == encoded or old == encoded]
+        if doomed:
+            self._r.hdel(self._k.renames, *doomed)
 
     @redis_op("expiring events")
     def expire(self, older_than: float) -> int:

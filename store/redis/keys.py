@@ -104,6 +104,10 @@ class StoreKeys:
         return f"{self.event_names_base}:{name_key(name)}"
 
     @property
+    def events_rewrite(self) -> str:  # stream: the event log being rewritten by an erasure (renamed into place)
+        return f"{self.prefix}:events:rewrite"
+
+    @property
     def renames(self) -> str:  # hash: visitor -> the person its events name now
         return f"{self.prefix}:events:renames"
 

@@ -86,6 +86,22 @@ class RedisLiveTracks:
                     renamed += 1
         return renamed
 
+    @redis_op("removing an identity's live tracks")
+    def remove_identity(self, name: str) -> tuple[int, list[str]]:
+        removed, crops = 0, set()
+        for camera in self._cameras(None):
+            for track_id, body in self._tracks(camera, "-inf"):
+                track = None if body is None else live_from_json(body.decode("utf-8"))
+                if track is None or track.name != name:
+                    continue
+                pipe = self._r.pipeline(transaction=True)
+                pipe.delete(self._k.live(camera, track_id))
+                pipe.zrem(self._k.live_camera(camera), str(track_id))
+                removed += int(pipe.execute()[0])
+                if track.crop:
+                    crops.add(track.crop)
+        return removed, sorted(crops)
+
     @redis_op("expiring live tracks")
     def expire(self, now: float | None = None) -> int:
         now = time.time() if now is None else now

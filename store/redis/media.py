@@ -68,5 +68,44 @@ class RedisMediaStore:
             pipe.zrem(self._k.crops, *keys)
             removed += int(pipe.execute()[1])  # workers sharing the store may expire the same crops: count ours
 
+    def _sizes(self) -> list[tuple[str, int]]:
+        """(key, JPEG bytes) of every indexed crop, oldest first (a crop removed meanwhile counts 0)."""
+        out: list[tuple[str, int]] = []
+        start = 0
+        while True:
+            keys = [k.decode("utf-8") for k in self._r.zrange(self._k.crops, start, start + PAGE - 1)]
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.strlen(self._k.crop(key))
+            out.extend(zip(keys, (int(n) for n in pipe.execute())))
+            if len(keys) < PAGE:
+                return out
+            start += PAGE
+
+    @redis_op("measuring crops")
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self._sizes())
+
+    @redis_op("trimming crops to the budget")
+    def trim_to(self, max_bytes: int) -> int:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
+        sizes = self._sizes()
+        excess = sum(size for _, size in sizes) - max_bytes
+        doomed: list[str] = []
+        for key, size in sizes:
+            if excess <= 0:
+                break
+            doomed.append(key)
+            excess -= size
+        removed = 0
+        for start in range(0, len(doomed), PAGE):
+            chunk = doomed[start:start + PAGE]
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(*[self._k.crop(k) for k in chunk])
+            pipe.zrem(self._k.crops, *chunk)
+            removed += int(pipe.execute()[1])  # workers sharing the store may trim the same crops: count ours
+        return removed
+
     def close(self) -> None:
         """The connection is closed by the store that owns it."""

@@ -28,6 +28,7 @@ from store.redis.gallery import CREATE_META_SCRIPT, RedisGallery
 from store.redis.keys import SCHEMA_VERSION, STORE_KIND, StoreKeys
 from store.redis.live import RedisLiveTracks
 from store.redis.media import RedisMediaStore
+from store.types import ErasedReferences, is_visitor_name
 from store.visitors import GalleryVisitorStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,31 @@ def _gallery(client: redis.Redis, keys: StoreKeys, name: str, cfg: GalleryConfig
     return gallery
 
 
+# What RedisGallery (store/redis/gallery.py) offers no operation for, so an erasure here cannot reach it.
+CHANGE_STREAM_GAP = ("the galleries' change streams ({prefix}:persons:changes, {prefix}:visitors:changes) keep the "
+                     "name in the entries of its enrolment and removal until they are trimmed (RedisGallery has no "
+                     "way to rewrite them)")
+
+
+class RedisVisitorStore(GalleryVisitorStore):
+    """The visitor store over a RedisGallery, which cannot yet delete another visitor's rejection or a merge
+    record: ``erase_references`` says what it had to leave."""
+
+    def erase_references(self, name: str) -> ErasedReferences:
+        left = []
+        naming = sorted(v for v, names in self.gallery.rejections().items() if name in names)
+        if naming:
+            left.append(f"{len(naming)} rejection(s) naming {name!r} (of {', '.join(naming)}): RedisGallery cannot "
+                        "delete one rejection of a visitor")
+        into = self.gallery.merged_into(name) if is_visitor_name(name) else None
+        if into is not None:
+            left.append(f"the merge record {name!r} -> {into!r}: RedisGallery cannot delete a merge record")
+        if not is_visitor_name(name):
+            left.append(f"merge records of visitors into {name!r}, if any: RedisGallery can neither list nor delete "
+                        "them")
+        return ErasedReferences(0, 0, tuple(left))
+
+
 class RedisStore:
     """Persons, visitors, crops, events and live tracks in one Redis database. Use as a context manager."""
 
@@ -91,8 +117,9 @@ class RedisStore:
                  keys: StoreKeys) -> None:
         self.where = where
         self._client = client
+        self._keys = keys
         self.persons = persons
-        self.visitors = GalleryVisitorStore(visitors)
+        self.visitors = RedisVisitorStore(visitors)
         self.media = RedisMediaStore(client, keys, where)
         self.events = RedisEventLog(client, keys, where)
         self.live = RedisLiveTracks(client, keys, where)
@@ -119,6 +146,12 @@ class RedisStore:
 
     def describe(self) -> str:
         return self.where
+
+    def finish_erasure(self) -> tuple[str, ...]:
+        """Deleted keys, hash fields and set members leave no bytes in Redis, and the event stream was rewritten;
+        what RedisGallery cannot rewrite is said. (The server's AOF and RDB files are its operator's: rewrite
+        them with BGREWRITEAOF / BGSAVE.)"""
+        return (CHANGE_STREAM_GAP.format(prefix=self._keys.prefix),)
 
     def close(self) -> None:
         self.visitors.close()

@@ -1,0 +1,76 @@
+"""Erasure of one identity everywhere a store keeps it, written once over the store interface (`store.base`).
+
+``forget(store, name)`` erases a person or ``visitor-N``: their faces in the person gallery, their visitor faces
+and the rejections recorded for them, rejections naming them, merges into or from them, every event naming them
+(events are deleted, not anonymised: an event is a sighting of the person), the crops those events and their live
+tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what still holds deleted bytes (the
+local index files and SQLite WALs; the Redis event stream is rewritten by the event log itself). A name the
+store holds nothing of is refused with `GalleryError` before anything changes.
+
+Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, person
+faces last; every step deletes what is there, so a forget that stopped half-way is finished by running it again.
+A worker that is tracking the person right now writes their live track and events again: forget while they are
+off camera, or run it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from shared.errors import GalleryError
+from store.base import Store
+from store.types import EventQuery, is_visitor_name
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What one forget removed, per kind; ``left``: what the backend could not erase, in words."""
+
+    name: str
+    faces: int
+    visitor_faces: int
+    rejections: int
+    merges: int
+    events: int
+    crops: int
+    live_tracks: int
+    left: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["left"] = list(self.left)
+        return data
+
+
+def _holds(store: Store, name: str) -> bool:
+    """Whether the store keeps anything of ``name``: faces, a visitor, events, a live track, a rejection or a merge."""
+    if any(p.name == name for p in store.persons.persons()):
+        return True
+    if any(v.visitor == name for v in store.visitors.list()):
+        return True
+    if store.events.query(EventQuery(identity=name, limit=1)):
+        return True
+    if any(t.name == name for t in store.live.alive(now=float("-inf"))):
+        return True
+    if any(name in names for names in store.visitors.rejections().values()):
+        return True
+    return is_visitor_name(name) and store.visitors.merged_into(name) is not None
+
+
+def forget(store: Store, name: str) -> ForgetReport:
+    """Erase ``name`` from every part of ``store`` (GalleryError, nothing changed, when it holds nothing of it)."""
+    if not name.strip():
+        raise GalleryError("the name to forget must not be empty")
+    if not _holds(store, name):
+        raise GalleryError(f"the store {store.describe()} holds nothing of {name!r}: no faces, visitor, events, "
+                           "live tracks, rejections or merges")
+    live, live_crops = store.live.remove_identity(name)
+    events, event_crops = store.events.delete_identity(name)
+    crops = sum(store.media.remove(key) for key in sorted(set(live_crops) | set(event_crops)))
+    own_rejections = len(store.visitors.rejections().get(name, ())) if is_visitor_name(name) else 0
+    refs = store.visitors.erase_references(name)
+    visitor_faces = store.visitors.remove(name) if is_visitor_name(name) else 0
+    faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
+    left = refs.left + store.finish_erasure()
+    return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
+                        live, left)
