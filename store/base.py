@@ -217,9 +217,10 @@ class Store(Protocol):
         """Where the data is (a directory, a URL without its password), for logs and messages."""
         ...
 
-    def finish_erasure(self) -> tuple[str, ...]:
-        """After an erasure (`store.forget`): rewrite what still holds deleted bytes (index files, SQLite's WAL);
-        what the backend could not make unrecoverable, in words (empty when nothing)."""
+    def finish_erasure(self, name: str) -> tuple[str, ...]:
+        """After an erasure of ``name`` (`store.forget`): rewrite what still holds deleted bytes (index files,
+        SQLite's WAL, Redis change streams naming it); what the backend could not make unrecoverable, in words
+        (empty when nothing)."""
         ...
 
     def close(self) -> None: ...

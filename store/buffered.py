@@ -344,8 +344,8 @@ class BufferedStore:
     def describe(self) -> str:
         return self.inner.describe()
 
-    def finish_erasure(self) -> tuple[str, ...]:
-        return self.inner.finish_erasure()
+    def finish_erasure(self, name: str) -> tuple[str, ...]:
+        return self.inner.finish_erasure(name)
 
     def close(self) -> None:
         """Flush what waits (when the store allows a try), count what is left as dropped, close the store."""

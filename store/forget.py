@@ -4,8 +4,8 @@
 and the rejections recorded for them, rejections naming them, merges into or from them, every event naming them
 (events are deleted, not anonymised: an event is a sighting of the person), the crops those events and their live
 tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what still holds deleted bytes (the
-local index files and SQLite WALs; the Redis event stream is rewritten by the event log itself). A name the
-store holds nothing of is refused with `GalleryError` before anything changes.
+local index files and SQLite WALs; the Redis galleries' change streams; the Redis event stream is rewritten by the
+event log itself). A name the store holds nothing of is refused with `GalleryError` before anything changes.
 
 Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, person
 faces last; every step deletes what is there, so a forget that stopped half-way is finished by running it again.
@@ -71,6 +71,6 @@ def forget(store: Store, name: str) -> ForgetReport:
     refs = store.visitors.erase_references(name)
     visitor_faces = store.visitors.remove(name) if is_visitor_name(name) else 0
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
-    left = refs.left + store.finish_erasure()
+    left = refs.left + store.finish_erasure(name)
     return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
                         live, left)

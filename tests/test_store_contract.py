@@ -330,13 +330,10 @@ def test_forget_erases_faces_events_live_tracks_and_crops_of_one_person(opener, 
     with pytest.raises(KeyError):
         store.media.get_crop(seeded["own"])
     assert store.media.get_crop(seeded["bobs"])
-    if backend == "local":  # the Redis gallery cannot yet delete a rejection or a merge record (report.left)
-        assert (report.rejections, report.merges, report.left) == (1, 1, ())
-        assert store.visitors.rejections() == {} and store.visitors.merged_into(seeded["merged"]) is None
-        with pytest.raises(GalleryError, match="holds nothing of 'Alice'"):
-            forget(store, "Alice")
-    else:
-        assert any("rejection(s) naming 'Alice'" in line for line in report.left)
+    assert (report.rejections, report.merges, report.left) == (1, 1, ())
+    assert store.visitors.rejections() == {} and store.visitors.merged_into(seeded["merged"]) is None
+    with pytest.raises(GalleryError, match="holds nothing of 'Alice'"):
+        forget(store, "Alice")
 
 
 def test_forget_a_visitor_and_an_unknown_name_changes_nothing(opener):

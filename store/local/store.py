@@ -99,9 +99,9 @@ class LocalStore:
     def describe(self) -> str:
         return str(self.directory)
 
-    def finish_erasure(self) -> tuple[str, ...]:
+    def finish_erasure(self, name: str) -> tuple[str, ...]:
         """Index files rewritten without the removed faces, each database's WAL truncated (rows deleted with
-        ``secure_delete`` are zeroed in the database file itself)."""
+        ``secure_delete`` are zeroed in the database file itself); nothing here is kept per ``name``."""
         done = {DB_FILE: self.persons.checkpoint(), f"{VISITORS_DIR}/{DB_FILE}": self.visitors.gallery.checkpoint(),
                 RECORDS_FILE: self._records.checkpoint()}
         return tuple(f"{self.directory / name}: another process holds the database open, so its WAL still holds "

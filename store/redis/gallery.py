@@ -16,6 +16,18 @@ cursor, or deleted) it rebuilds from a snapshot. A face hash that no person's se
 hand, or by a crash of an older writer) is logged and deleted when the gallery is opened; an id whose hash is gone
 is logged and dropped from its set.
 
+Erasure (`store.forget`): ``erase_references`` deletes the rejections naming a name (one SREM per visitor's set,
+in one MULTI/EXEC under the write lock) and the merge records into or from it (``MERGES_ERASE_SCRIPT``).
+``scrub_changes`` then removes the name from the change stream in one script (``SCRUB_SCRIPT``), once the gallery
+holds nothing of it (refused, returning None, while it does). A stream entry cannot be edited and XDEL only marks
+an entry deleted (its bytes stay in the stream's listpack), so the script copies the stream into a new key and
+renames it into place: every entry keeps its id and ``gen`` (replica cursors and the generation stay valid, nothing
+is rebuilt); an entry naming the person is written as a neutral one, ``person`` empty and an ``add`` turned into a
+``remove`` of the same face ids. That has the same effect on a replica that has not applied it yet: face ids are
+never reused and the person's faces are all gone, so an add of them would be skipped (their hashes are gone) or
+undone by the later remove anyway, and a remove needs no name. The script holds the server for one pass over the
+stream (at most about ``CHANGES_MAXLEN`` entries) and briefly needs memory for a second copy of it.
+
 A replica of more than ``gallery.hnsw_above`` faces serves searches as soon as its snapshot is read: it fills an
 exact index (fast) and builds the HNSW graph in a background thread. Changes it applies meanwhile (its own adds and
 removes, and those ``sync`` reads from the stream) are recorded under the replica's lock and replayed onto the new
@@ -74,6 +86,49 @@ return redis.call('DEL', KEYS[1])
 DROP_DANGLING_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 return redis.call('SREM', KEYS[2], ARGV[1])
+"""
+
+# Erasure (see the module docstring): merges into or from ARGV[1]; the change stream without ARGV[1].
+MERGES_ERASE_SCRIPT = """
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i + 1] == ARGV[1] then n = n + redis.call('HDEL', KEYS[1], all[i]) end
+end
+return n
+"""
+SCRUB_SCRIPT = """
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+local page, start, scrubbed = tonumber(ARGV[2]), '-', 0
+while true do
+  local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', page)
+  for _, entry in ipairs(entries) do
+    local fields, f = entry[2], {}
+    for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+    if f['person'] == ARGV[1] then
+      scrubbed = scrubbed + 1
+      local op = f['op']
+      if op == 'add' then op = 'remove' end
+      redis.call('XADD', KEYS[2], entry[1], 'gen', f['gen'], 'op', op, 'person', '', 'ids', f['ids'])
+    else
+      redis.call('XADD', KEYS[2], entry[1], unpack(fields))
+    end
+  end
+  if #entries < page then break end
+  start = '(' .. entries[#entries][1]
+end
+if scrubbed == 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then redis.call('XSETID', KEYS[2], info[i + 1]) end
+end
+redis.call('RENAME', KEYS[2], KEYS[1])
+return scrubbed
 """
 
 
@@ -518,6 +573,38 @@ class RedisGallery:
         for name in names:
             pipe.smembers(self._k.rejected(name))
         return {name: frozenset(_text(v) for v in values) for name, values in zip(names, pipe.execute()) if values}
+
+    @redis_op("deleting a rejection")
+    def remove_rejection(self, name: str, not_name: str) -> bool:
+        """Forget that ``name`` is not ``not_name``; whether it was recorded."""
+        with self._lock, self._writer.hold():
+            return bool(self._r.srem(self._k.rejected(name), not_name))
+
+    # ----- erasure -----------------------------------------------------------------------------------------
+    @redis_op("listing merges")
+    def merges_into(self, into: str) -> list[str]:
+        """The names merged into ``into``, sorted."""
+        return sorted(_text(n) for n, v in self._r.hgetall(self._k.merges).items() if _text(v) == into)
+
+    @redis_op("erasing references")
+    def erase_references(self, name: str) -> tuple[int, int]:
+        """Delete the rejections naming ``name`` and the merges into or from it; (rejections, merges) deleted."""
+        with self._lock, self._writer.hold():
+            names = [_text(n) for n in self._r.hkeys(self._k.created)]
+            pipe = self._r.pipeline(transaction=True)
+            for visitor in names:
+                pipe.srem(self._k.rejected(visitor), name)
+            pipe.eval(MERGES_ERASE_SCRIPT, 1, self._k.merges, name)
+            *removed, merges = pipe.execute()
+            return sum(int(n) for n in removed), int(merges)
+
+    @redis_op("scrubbing the change stream")
+    def scrub_changes(self, name: str) -> int | None:
+        """Rewrite the change stream without ``name`` (module docstring); how many entries named it, or None when
+        the gallery still holds ``name`` (nothing rewritten)."""
+        keys = [self._k.changes, self._k.changes_rewrite, self._k.created, self._k.faces_of(name)]
+        scrubbed = int(self._r.eval(SCRUB_SCRIPT, len(keys), *keys, name, PAGE))
+        return None if scrubbed < 0 else scrubbed
 
     def expire(self, older_than: float) -> list[str]:
         """Remove every person not seen since ``older_than`` (unix s); their names."""

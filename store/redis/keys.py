@@ -64,8 +64,12 @@ class GalleryKeys:
         return f"{self.base}:generation"
 
     @property
-    def changes(self) -> str:  # stream: gen, op (add/remove/replace), person, ids
+    def changes(self) -> str:  # stream: gen, op (add/remove/merge/replace), person, ids
         return f"{self.base}:changes"
+
+    @property
+    def changes_rewrite(self) -> str:  # stream: the change stream being rewritten by an erasure (renamed into place)
+        return f"{self.base}:changes:rewrite"
 
     @property
     def lock(self) -> str:  # string: the token of the process writing this gallery now

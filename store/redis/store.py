@@ -28,7 +28,6 @@ from store.redis.gallery import CREATE_META_SCRIPT, RedisGallery
 from store.redis.keys import SCHEMA_VERSION, STORE_KIND, StoreKeys
 from store.redis.live import RedisLiveTracks
 from store.redis.media import RedisMediaStore
-from store.types import ErasedReferences, is_visitor_name
 from store.visitors import GalleryVisitorStore
 
 log = logging.getLogger(__name__)
@@ -85,31 +84,6 @@ def _gallery(client: redis.Redis, keys: StoreKeys, name: str, cfg: GalleryConfig
     return gallery
 
 
-# What RedisGallery (store/redis/gallery.py) offers no operation for, so an erasure here cannot reach it.
-CHANGE_STREAM_GAP = ("the galleries' change streams ({prefix}:persons:changes, {prefix}:visitors:changes) keep the "
-                     "name in the entries of its enrolment and removal until they are trimmed (RedisGallery has no "
-                     "way to rewrite them)")
-
-
-class RedisVisitorStore(GalleryVisitorStore):
-    """The visitor store over a RedisGallery, which cannot yet delete another visitor's rejection or a merge
-    record: ``erase_references`` says what it had to leave."""
-
-    def erase_references(self, name: str) -> ErasedReferences:
-        left = []
-        naming = sorted(v for v, names in self.gallery.rejections().items() if name in names)
-        if naming:
-            left.append(f"{len(naming)} rejection(s) naming {name!r} (of {', '.join(naming)}): RedisGallery cannot "
-                        "delete one rejection of a visitor")
-        into = self.gallery.merged_into(name) if is_visitor_name(name) else None
-        if into is not None:
-            left.append(f"the merge record {name!r} -> {into!r}: RedisGallery cannot delete a merge record")
-        if not is_visitor_name(name):
-            left.append(f"merge records of visitors into {name!r}, if any: RedisGallery can neither list nor delete "
-                        "them")
-        return ErasedReferences(0, 0, tuple(left))
-
-
 class RedisStore:
     """Persons, visitors, crops, events and live tracks in one Redis database. Use as a context manager."""
 
@@ -119,7 +93,7 @@ class RedisStore:
         self._client = client
         self._keys = keys
         self.persons = persons
-        self.visitors = RedisVisitorStore(visitors)
+        self.visitors = GalleryVisitorStore(visitors)
         self.media = RedisMediaStore(client, keys, where)
         self.events = RedisEventLog(client, keys, where)
         self.live = RedisLiveTracks(client, keys, where)
@@ -147,11 +121,17 @@ class RedisStore:
     def describe(self) -> str:
         return self.where
 
-    def finish_erasure(self) -> tuple[str, ...]:
+    def finish_erasure(self, name: str) -> tuple[str, ...]:
         """Deleted keys, hash fields and set members leave no bytes in Redis, and the event stream was rewritten;
-        what RedisGallery cannot rewrite is said. (The server's AOF and RDB files are its operator's: rewrite
-        them with BGREWRITEAOF / BGSAVE.)"""
-        return (CHANGE_STREAM_GAP.format(prefix=self._keys.prefix),)
+        here both galleries' change streams are rewritten without ``name`` (`RedisGallery.scrub_changes`). A
+        gallery that holds ``name`` again (a worker wrote it meanwhile) is left as it is, and said. (The server's
+        AOF and RDB files are its operator's: rewrite them with BGREWRITEAOF / BGSAVE.)"""
+        left = []
+        for label, gallery in (("persons", self.persons), ("visitors", self.visitors.gallery)):
+            if gallery.scrub_changes(name) is None:
+                left.append(f"{self._keys.gallery(label).changes}: not rewritten, the {label} gallery holds "
+                            f"{name!r} again (a worker wrote it meanwhile): run the forget again")
+        return tuple(left)
 
     def close(self) -> None:
         self.visitors.close()
