@@ -22,12 +22,18 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / "gallery"
 
 
+KEY_FILE_HELP = ("A file holding a 32-byte key as 64 hex digits: embeddings, face crops, the index file and track "
+                 "crops are stored encrypted with AES-256-GCM. Fixed when the store is created (a store made "
+                 "without it refuses one, and the reverse); change it with `argusnet store rekey`.")
+
+
 class LocalStoreConfig(Section):
     type: Literal["local"] = Field(default="local", description="One directory on this host: SQLite (persons, "
                                    "visitors, events, live tracks), the FAISS index file and crop files. Workers "
                                    "on this host share it; it must not be on a network filesystem.")
     path: Path | None = Field(default=None, description="The store directory (what `--gallery DIR` names); empty = "
                               "the user data directory.")
+    encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP)
 
     def directory(self) -> Path:
         return self.path if self.path is not None else default_store_dir()
@@ -82,6 +88,8 @@ class RedisStoreConfig(Section):
                         "Stores sharing one Redis database need different prefixes.")
     socket_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0, description="Connect and reply timeout of "
                                     "each Redis command: a dead server fails an operation after this long.")
+    encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP + " Not yet supported by "
+                                             "the Redis backend: setting it is refused when the store opens.")
 
     @field_validator("url")
     @classmethod

@@ -15,17 +15,19 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from argusnet.commands.common import config_from, print_json
+from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
 from shared.errors import EXIT_FAILURE, InputError
 from store import open_store
 from store.config import LocalStoreConfig, RedisStoreConfig, StoreConfig
+from store.crypto import Cipher, load_key
+from store.local.store import rekey_local
 from store.migrate import MigrationReport, migrate
 
 LOCAL = "local:"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("store", help="whole-store operations: migrate between backends").add_subparsers(
+    s = sub.add_parser("store", help="whole-store operations: migrate between backends, rekey").add_subparsers(
         dest="store_command", metavar="ACTION", required=True)
     p = s.add_parser("migrate", help="copy a store (persons, visitors, crops, events) into an empty one and verify",
                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to-prefix", default="argusnet", metavar="P", help="the destination's store.prefix (redis)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_migrate)
+    register_rekey(s)
 
 
 def parse_spec(option: str, spec: str, password_file: Path | None, prefix: str) -> StoreConfig:
@@ -96,3 +99,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
     return 0 if report.ok else EXIT_FAILURE
+
+
+REKEY_HELP = """Re-encrypt a local store with a new key: every face embedding and crop (one SQLite transaction per
+gallery), the index files and every track crop file (each rewritten atomically). The current key is
+store.encryption_key_file (unset: a plain store, which this encrypts). Stop the workers first. A crash part-way
+leaves the committed galleries on the new key: run the same command again to finish. Afterwards set
+store.encryption_key_file to the new file. Exit 2 for a wrong or missing key, or a Redis store."""
+
+
+def register_rekey(s: argparse._SubParsersAction) -> None:
+    p = s.add_parser("rekey", help="re-encrypt a local store with a new key", description=REKEY_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--new-key-file", type=Path, required=True, metavar="FILE",
+                   help="file holding the new 32-byte key as 64 hex digits")
+    add_gallery_arg(p)
+    p.add_argument("--json", action="store_true", help="print what was re-encrypted as JSON")
+    p.set_defaults(handler=cmd_rekey)
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    store_cfg = store_config(args, cfg)
+    if not isinstance(store_cfg, LocalStoreConfig):
+        raise InputError("argusnet store rekey: only a local store can be rekeyed (the Redis backend does not "
+                         "encrypt at rest yet); pass --gallery DIR")
+    new = Cipher(load_key(args.new_key_file), str(args.new_key_file))
+    old = Cipher.from_file(store_cfg.encryption_key_file)
+    if old is not None and old.check_value == new.check_value:
+        raise InputError(f"--new-key-file {args.new_key_file} holds the current key")
+    done = rekey_local(store_cfg.directory(), old, new, cfg.gallery)
+    if args.json:
+        print_json(done)
+    else:
+        print(f"rekeyed {store_cfg.directory()}: " + ", ".join(
+            f"{k} {'already on the new key' if v is None else v}" for k, v in done.items()))
+        print(f"now set store.encryption_key_file to {args.new_key_file}")
+    return 0

@@ -37,6 +37,7 @@ import simplejpeg
 from shared.errors import GalleryError, GalleryExistsError
 from shared.files import atomic_write
 from store.config import GalleryConfig
+from store.crypto import META_KEY, Cipher, check_key, seal, unseal
 from store.face_index import FaceIndex, rank_persons
 from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
 
@@ -97,6 +98,51 @@ def _remove_staging(staging: Path) -> None:
         log.warning("could not remove the unfinished gallery %s: %s", staging, exc)
 
 
+def gallery_aad(salt: str, what: str) -> bytes:
+    """Associated data of a sealed blob of the gallery whose ``meta.created`` is ``salt``."""
+    return f"gallery/{salt}/{what}".encode()
+
+
+def rekey_gallery(directory: Path, old: Cipher | None, new: Cipher) -> int | None:
+    """Re-encrypt every face's embedding and crop from ``old`` (None: a plain gallery) to ``new`` in one SQLite
+    transaction that also records ``new``'s key check value and bumps the generation (the index file, sealed with
+    the old key, is rebuilt on the next open). How many faces; None when the gallery is already on ``new``."""
+    path = Path(directory) / DB_FILE
+    db = Gallery._connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            count = _rekey_rows(db, path, old, new)
+            db.execute("COMMIT" if count is not None else "ROLLBACK")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.close()
+    return count
+
+
+def _rekey_rows(db: sqlite3.Connection, path: Path, old: Cipher | None, new: Cipher) -> int | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    recorded = None if row is None else row[0]
+    if recorded == new.check_value:
+        return None
+    check_key(recorded, old, f"gallery {path.parent}")
+    salt_row = db.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()
+    salt = "" if salt_row is None else salt_row[0]
+    rows = db.execute("SELECT id, embedding, crop FROM faces").fetchall()
+    for face_id, embedding, crop in rows:
+        blobs = []
+        for field, blob in (("embedding", embedding), ("crop", crop)):
+            aad = gallery_aad(salt, f"face/{face_id}/{field}")
+            blobs.append(new.encrypt(unseal(old, blob, aad, f"{path}: face {face_id} {field}"), aad))
+        db.execute("UPDATE faces SET embedding = ?, crop = ? WHERE id = ?", (*blobs, face_id))
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, new.check_value))
+    generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]) + 1
+    db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+    return len(rows)
+
+
 def _encode_crop(crop: np.ndarray) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
                                   colorspace="RGB")
@@ -105,13 +151,19 @@ def _encode_crop(crop: np.ndarray) -> bytes:
 class Gallery:
     """Open with `Gallery.create` or `Gallery.open`; use as a context manager. Thread-safe."""
 
-    def __init__(self, directory: Path, db: sqlite3.Connection, cfg: GalleryConfig) -> None:
+    def __init__(self, directory: Path, db: sqlite3.Connection, cfg: GalleryConfig,
+                 cipher: Cipher | None = None) -> None:
         self.directory = directory
         self.cfg = cfg
         self._db = db
         self._lock = threading.RLock()
         self.model = self._meta("model")
         self.dim = int(self._meta("dim"))
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+        check_key(None if row is None else row[0], cipher, f"gallery {directory}")
+        self._cipher = cipher
+        salt = db.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()
+        self._salt = "" if salt is None else salt[0]  # binds blobs to this gallery (face ids recur across them)
         self._owner: dict[int, str] = {}
         self._index = FaceIndex(self.dim, cfg)
         self._generation = -1
@@ -122,7 +174,8 @@ class Gallery:
 
     # ----- opening -----------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, directory: Path, model: str, dim: int, cfg: GalleryConfig) -> "Gallery":
+    def create(cls, directory: Path, model: str, dim: int, cfg: GalleryConfig,
+               cipher: Cipher | None = None) -> "Gallery":
         """A new empty gallery. Built in a hidden sibling directory and renamed into place, so another process
         (a second worker creating the same visitor gallery) sees no gallery or a complete one, never a part;
         the loser of such a race gets `GalleryExistsError`."""
@@ -139,16 +192,18 @@ class Gallery:
                 db.executemany("INSERT INTO meta VALUES (?, ?)", [
                     ("schema_version", str(SCHEMA_VERSION)), ("model", model), ("dim", str(dim)),
                     ("generation", "0"), ("created", repr(time.time()))])
+                if cipher is not None:
+                    db.execute("INSERT INTO meta VALUES (?, ?)", (META_KEY, cipher.check_value))
             finally:
                 db.close()
             _rename_into_place(staging, directory)
         except BaseException:
             _remove_staging(staging)
             raise
-        return cls.open(directory, cfg)
+        return cls.open(directory, cfg, cipher)
 
     @classmethod
-    def open(cls, directory: Path, cfg: GalleryConfig) -> "Gallery":
+    def open(cls, directory: Path, cfg: GalleryConfig, cipher: Cipher | None = None) -> "Gallery":
         directory = Path(directory)
         path = directory / DB_FILE
         if not directory.is_dir():
@@ -159,7 +214,7 @@ class Gallery:
         db = cls._connect(path)
         try:  # on any refusal the connection is closed before the error leaves
             cls._upgrade(db, path)
-            return cls(directory, db, cfg)
+            return cls(directory, db, cfg, cipher)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
@@ -221,6 +276,17 @@ class Gallery:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ----- encryption at rest (store.crypto) ----------------------------------------------------------------
+    def _aad(self, what: str) -> bytes:
+        return gallery_aad(self._salt, what)
+
+    def _seal(self, data: bytes, face_id: int, field: str) -> bytes:
+        return seal(self._cipher, data, self._aad(f"face/{face_id}/{field}"))
+
+    def _open_blob(self, blob: bytes, face_id: int, field: str) -> bytes:
+        return unseal(self._cipher, blob, self._aad(f"face/{face_id}/{field}"),
+                      f"{self.directory / DB_FILE}: face {face_id} {field}")
+
     # ----- state -------------------------------------------------------------------------------------------
     def _meta(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -259,8 +325,9 @@ class Gallery:
             if meta.get("sha256") != hashlib.sha256(data).hexdigest():  # two processes' writes interleaved
                 log.info("gallery %s: index file does not match index.json; rebuilding", self.directory)
                 return None
-            index = FaceIndex.deserialize(data, self.dim, self.cfg)
-        except (OSError, ValueError, RuntimeError) as exc:
+            plain = unseal(self._cipher, data, self._aad("index"), str(index_path))
+            index = FaceIndex.deserialize(plain, self.dim, self.cfg)
+        except (OSError, ValueError, RuntimeError, GalleryError) as exc:
             log.warning("gallery %s: index file unreadable (%s); rebuilding from the database", self.directory, exc)
             return None
         if set(int(i) for i in index.ids()) != set(self._owner):
@@ -273,7 +340,7 @@ class Gallery:
         ids, vectors = [], []
         for face_id, blob in self._db.execute("SELECT id, embedding FROM faces"):
             ids.append(face_id)
-            vectors.append(np.frombuffer(blob, dtype=np.float32))
+            vectors.append(np.frombuffer(self._open_blob(blob, face_id, "embedding"), dtype=np.float32))
         if ids:
             index.add(np.asarray(ids, np.int64), np.stack(vectors))
         if ids or (self.directory / INDEX_FILE).exists():
@@ -282,7 +349,7 @@ class Gallery:
 
     def _write_index(self, index: FaceIndex, generation: int) -> None:
         self._dirty, self._written_at = False, time.monotonic()
-        data = index.serialize()
+        data = seal(self._cipher, index.serialize(), self._aad("index"))
         atomic_write(self.directory / INDEX_FILE, data, durable=True)
         meta = {"generation": generation, "faces": len(index), "sha256": hashlib.sha256(data).hexdigest()}
         atomic_write(self.directory / INDEX_META_FILE, json.dumps(meta).encode(), durable=True)
@@ -346,11 +413,15 @@ class Gallery:
         """Inside a transaction: the person (created if new) and their faces, in SQLite and the index."""
         person_id = self._person_id(name, create_at=now)
         self._db.execute("UPDATE persons SET last_seen = ? WHERE id = ?", (now, person_id))
-        ids = [int(self._db.execute(
-            "INSERT INTO faces (person_id, model, embedding, crop, landmarks, source, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (person_id, self.model, embeddings[i].tobytes(), _encode_crop(face.crop),
-             np.asarray(face.landmarks, np.float32).tobytes(), str(face.source), now)).lastrowid)
-            for i, face in enumerate(faces)]
+        # ids are chosen here (inside the write transaction) so the sealed blobs can name them
+        first = int(self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faces").fetchone()[0])
+        ids = list(range(first, first + len(faces)))
+        self._db.executemany(
+            "INSERT INTO faces (id, person_id, model, embedding, crop, landmarks, source, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(face_id, person_id, self.model, self._seal(embeddings[i].tobytes(), face_id, "embedding"),
+              self._seal(_encode_crop(face.crop), face_id, "crop"), np.asarray(face.landmarks, np.float32).tobytes(),
+              str(face.source), now) for i, (face_id, face) in enumerate(zip(ids, faces))])
         self._index.add(np.asarray(ids, np.int64), embeddings)
         self._owner.update((i, name) for i in ids)
         return ids
@@ -429,7 +500,7 @@ class Gallery:
                     if vector.shape != (dim,):
                         raise ValueError(f"embedding of face {face_id}: expected shape ({dim},), got {vector.shape}")
                     self._db.execute("UPDATE faces SET embedding = ?, model = ? WHERE id = ?",
-                                     (vector.tobytes(), model, face_id))
+                                     (self._seal(vector.tobytes(), face_id, "embedding"), model, face_id))
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'model'", (model,))
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'dim'", (str(dim),))
             self.model, self.dim = model, dim
@@ -557,9 +628,11 @@ class Gallery:
             rows = self._db.execute("SELECT faces.id, persons.name, faces.crop, faces.landmarks, faces.embedding, "
                                     "faces.source, faces.created FROM faces JOIN persons ON persons.id = "
                                     f"faces.person_id {where} ORDER BY faces.id", args).fetchall()
-        return [StoredFace(int(face_id), name, simplejpeg.decode_jpeg(crop, colorspace="RGB"),
+        return [StoredFace(int(face_id), name,
+                           simplejpeg.decode_jpeg(self._open_blob(crop, face_id, "crop"), colorspace="RGB"),
                            np.frombuffer(landmarks, dtype=np.float32).reshape(5, 2).copy(),
-                           np.frombuffer(embedding, dtype=np.float32).copy(), source, float(created))
+                           np.frombuffer(self._open_blob(embedding, face_id, "embedding"), dtype=np.float32).copy(),
+                           source, float(created))
                 for face_id, name, crop, landmarks, embedding, source, created in rows]
 
     def all_faces(self) -> list[StoredFace]:

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
+from shared.errors import GalleryError
 from shared.files import atomic_write
 from shared.ids import ID_RULE, is_valid_id
+from store.crypto import Cipher, seal, unseal
 from store.local.sqlite import RecordsDb
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,19 @@ def crop_key(camera: str, track: int) -> str:
     return f"{camera}/{track}"
 
 
+def crop_aad(key: str) -> bytes:
+    """What an encrypted crop's associated data names: its key (a crop file moved onto another fails)."""
+    return f"crop/{key}".encode()
+
+
+def _sealed_with(cipher: Cipher, blob: bytes, aad: bytes) -> bool:
+    try:
+        cipher.decrypt(blob, aad, "probe")
+    except GalleryError:
+        return False
+    return True
+
+
 def _parse_key(key: str) -> tuple[str, int]:
     camera, sep, track = key.partition("/")
     if not sep or not track.isdigit() or not is_valid_id(camera):
@@ -36,9 +51,10 @@ def _parse_key(key: str) -> tuple[str, int]:
 
 
 class LocalMediaStore:
-    def __init__(self, directory: Path, records: RecordsDb) -> None:
+    def __init__(self, directory: Path, records: RecordsDb, cipher: Cipher | None = None) -> None:
         self.root = Path(directory) / CROPS_DIR
         self._records = records
+        self._cipher = cipher  # the galleries checked it against the store's key check value
         if records.created:
             self._index_existing_files()
 
@@ -60,8 +76,8 @@ class LocalMediaStore:
 
     def put_crop(self, camera: str, track: int, crop: np.ndarray, when: float | None = None) -> str:
         key = crop_key(camera, track)
-        data = simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
-                                      colorspace="RGB")
+        data = seal(self._cipher, simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8),
+                                                         quality=CROP_JPEG_QUALITY, colorspace="RGB"), crop_aad(key))
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
@@ -71,10 +87,12 @@ class LocalMediaStore:
         return key
 
     def get_crop(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise KeyError(f"no crop {key!r}") from None
+        return unseal(self._cipher, data, crop_aad(key), str(path))
 
     def remove(self, key: str) -> bool:
         path = self._path(key)
@@ -112,6 +130,23 @@ class LocalMediaStore:
         with self._records.transaction() as db:
             db.executemany("DELETE FROM media WHERE key = ?", [(k,) for k in doomed])
         return len(doomed)
+
+    def rekey(self, old: Cipher | None, new: Cipher) -> int:
+        """Re-encrypt every indexed crop file from ``old`` (None: plain) to ``new``, each rewritten atomically; a
+        file already sealed with ``new`` (a rekey that stopped part-way) is left as it is. How many rewritten."""
+        rewritten = 0
+        for (key,) in self._records.read("SELECT key FROM media"):
+            path = self._path(key)
+            try:
+                blob = path.read_bytes()
+            except FileNotFoundError:  # retention removed it meanwhile
+                continue
+            if _sealed_with(new, blob, crop_aad(key)):  # a rekey that stopped part-way did this one
+                continue
+            plain = unseal(old, blob, crop_aad(key), str(path))
+            atomic_write(path, new.encrypt(plain, crop_aad(key)), durable=True)
+            rewritten += 1
+        return rewritten
 
     def close(self) -> None:
         """The record database is closed by the store that owns it."""

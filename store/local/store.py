@@ -18,8 +18,9 @@ from pathlib import Path
 
 from shared.errors import GalleryError, GalleryExistsError, GalleryMissingError
 from store.config import GalleryConfig, LocalStoreConfig
+from store.crypto import Cipher
 from store.local.events import LocalEventLog
-from store.local.gallery import DB_FILE, Gallery
+from store.local.gallery import DB_FILE, Gallery, rekey_gallery
 from store.local.live import LocalLiveTracks
 from store.local.media import LocalMediaStore
 from store.local.sqlite import RECORDS_FILE, RecordsDb
@@ -34,23 +35,25 @@ def gallery_exists(directory: Path) -> bool:
     return (Path(directory) / DB_FILE).is_file()
 
 
-def _open_or_create(directory: Path, model: str, dim: int, cfg: GalleryConfig) -> Gallery:
+def _open_or_create(directory: Path, model: str, dim: int, cfg: GalleryConfig,
+                    cipher: Cipher | None = None) -> Gallery:
     """A gallery created empty on first use; the loser of a race to create it opens the winner's."""
     if not gallery_exists(directory):
         try:
-            return Gallery.create(directory, model, dim, cfg)
+            return Gallery.create(directory, model, dim, cfg, cipher)
         except GalleryExistsError:
             log.info("gallery %s was created by another process at the same moment: opening it", directory)
-    return Gallery.open(directory, cfg)
+    return Gallery.open(directory, cfg, cipher)
 
 
-def _persons(directory: Path, cfg: GalleryConfig, model: str | None, dim: int | None, create: bool) -> Gallery:
+def _persons(directory: Path, cfg: GalleryConfig, model: str | None, dim: int | None, create: bool,
+             cipher: Cipher | None) -> Gallery:
     if not gallery_exists(directory):
         if not create or model is None or dim is None:
             raise GalleryMissingError(f"no gallery at {directory} (enrol someone first: `argusnet enroll NAME PHOTO... "
                                f"--gallery {directory}`)")
-        return _open_or_create(directory, model, dim, cfg)
-    gallery = Gallery.open(directory, cfg)
+        return _open_or_create(directory, model, dim, cfg, cipher)
+    gallery = Gallery.open(directory, cfg, cipher)
     if model is not None and gallery.model != model:
         gallery.close()
         raise GalleryError(f"gallery {directory} holds {gallery.model} embeddings but the configured embedder is "
@@ -58,15 +61,40 @@ def _persons(directory: Path, cfg: GalleryConfig, model: str | None, dim: int | 
     return gallery
 
 
+def rekey_local(directory: Path, old: Cipher | None, new: Cipher, cfg: GalleryConfig) -> dict[str, int | None]:
+    """Re-encrypt a local store from ``old`` (None: a plain store) to ``new``; stop its workers first.
+
+    Each gallery is one SQLite transaction (faces re-sealed and the new key check value recorded together), then
+    each crop file is rewritten atomically. Crash window: a crash after a gallery's commit leaves that gallery on the
+    new key and the rest (the other gallery, crop files not yet rewritten) on the old one; the store refuses the
+    old key from then on, and running the same rekey again finishes it (a gallery or crop file already on the new
+    key is skipped). Returns faces re-sealed per gallery (None: already on the new key) and crops rewritten."""
+    directory = Path(directory)
+    if not gallery_exists(directory):
+        raise GalleryMissingError(f"no gallery at {directory}: nothing to rekey")
+    done: dict[str, int | None] = {}
+    for label, gallery_dir in (("persons", directory), ("visitors", directory / VISITORS_DIR)):
+        if gallery_exists(gallery_dir):
+            done[label] = rekey_gallery(gallery_dir, old, new)
+            Gallery.open(gallery_dir, cfg, new).close()  # checks the new key; rebuilds and seals the index file
+    records = RecordsDb(directory)
+    try:
+        done["crops"] = LocalMediaStore(directory, records, new).rekey(old, new)
+    finally:
+        records.close()
+    return done
+
+
 class LocalStore:
     """Persons, visitors, crops, events and live tracks in one directory. Use as a context manager."""
 
-    def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, records: RecordsDb) -> None:
+    def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, records: RecordsDb,
+                 cipher: Cipher | None = None) -> None:
         self.directory = directory
         self.persons = persons
         self.visitors = GalleryVisitorStore(visitors)
         self._records = records
-        self.media = LocalMediaStore(directory, records)
+        self.media = LocalMediaStore(directory, records, cipher)
         self.events = LocalEventLog(records)
         self.live = LocalLiveTracks(records)
 
@@ -76,9 +104,10 @@ class LocalStore:
         """Open the store; ``model``: refuse a gallery of another embedder; ``create``: make it when missing
         (needs ``model`` and ``dim``)."""
         directory = cfg.directory()
-        persons = _persons(directory, gallery, model, dim, create)
+        cipher = Cipher.from_file(cfg.encryption_key_file)
+        persons = _persons(directory, gallery, model, dim, create, cipher)
         try:
-            visitors = _open_or_create(directory / VISITORS_DIR, persons.model, persons.dim, gallery)
+            visitors = _open_or_create(directory / VISITORS_DIR, persons.model, persons.dim, gallery, cipher)
         except BaseException:
             persons.close()
             raise
@@ -94,7 +123,7 @@ class LocalStore:
             visitors.close()
             persons.close()
             raise
-        return cls(directory, persons, visitors, records)
+        return cls(directory, persons, visitors, records, cipher)
 
     def describe(self) -> str:
         return str(self.directory)

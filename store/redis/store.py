@@ -104,6 +104,9 @@ class RedisStore:
         """Open the store; ``model``: refuse a gallery of another embedder; ``create``: make it when missing
         (needs ``model`` and ``dim``)."""
         where = f"{cfg.describe()} prefix {cfg.prefix}"
+        if cfg.encryption_key_file is not None:
+            raise GalleryError(f"redis store {where}: store.encryption_key_file is not supported by the Redis "
+                               "backend yet (only type: local encrypts at rest); unset it")
         keys = StoreKeys(cfg.prefix)
         client = connect(cfg)
         try:
