@@ -13,6 +13,7 @@ from pydantic import Field
 from gpu_worker.decision import RecognitionConfig
 from gpu_worker.detect.config import RetinaFaceConfig
 from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
+from gpu_worker.preview import PreviewConfig
 from gpu_worker.quality import QualityConfig
 from gpu_worker.runtime import RuntimeConfig
 from shared.images import ImageLimits
@@ -50,6 +51,8 @@ class TrackingConfig(Section):
         "frame of cameras below 20 fps, every other frame at 20-29 fps and every third at 30 fps: it halves a "
         "worker's detection work on 25 fps cameras at a small cost in box accuracy (BENCHMARKS.md). Raise it for "
         "fast motion; lower it (as Frigate's detect fps) to serve more cameras per worker.")
+    preview: PreviewConfig = Field(default_factory=PreviewConfig, description="Each camera's annotated preview "
+                                   "and status, written to the store for the dashboard.")
 
 
 class EngineSettings(Protocol):

@@ -30,6 +30,7 @@ class TrackRecord:
     similarity: float | None = None  # of the name announced last
     embeddings: int = 0
     best: list[tuple[float, FaceSample]] = field(default_factory=list)
+    crop: str | None = None  # the store key of its best face, once it was named
 
     def keep_face(self, quality: float, sample: FaceSample, limit: int) -> None:
         """Keep the ``limit`` best faces by quality."""
@@ -85,4 +86,4 @@ def live_track(camera: str, record: TrackRecord) -> LiveTrack:
     name = record.announced
     return LiveTrack(camera=camera, track=record.track, name=name, visitor=name is not None and name == record.visitor,
                      similarity=record.similarity, box=record.last_box, started_ts=record.started_ts,
-                     updated_ts=record.last_capture_ts, time_to_name_ms=record.time_to_name_ms)
+                     updated_ts=record.last_capture_ts, time_to_name_ms=record.time_to_name_ms, crop=record.crop)

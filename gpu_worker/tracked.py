@@ -32,6 +32,7 @@ from gpu_worker.align import align_faces
 from gpu_worker.config import WorkerSettings
 from gpu_worker.decision import Identity, decide
 from gpu_worker.engine import STORED_CROP, Engine
+from gpu_worker.preview import PreviewBox, PreviewPublisher
 from gpu_worker.processing import DecodedFrame, StageTimer, detect_batch
 from gpu_worker.quality import (
     PERFECT_SHARPNESS,
@@ -89,6 +90,7 @@ class TrackedProcessor:
         self.engine = engine
         self.store = store
         self.recorder = TrackRecorder(store, live_ttl_s, worker)
+        self.previews = PreviewPublisher(cfg.tracking.preview, store.live, worker, self.recorder.failed)
         self._rejections = store.visitors.rejections()
         self._next_sync = time.monotonic() + SYNC_S
         self._next_rejections = time.monotonic() + REJECTIONS_S
@@ -170,6 +172,7 @@ class TrackedProcessor:
         self.faces_followed += len(boxes)
         if self.on_tracks is not None:
             self.on_tracks(item, boxes)
+        self._preview(state, item)
         return []
 
     def _frame(self, item: DecodedFrame, faces: Detections, timer: StageTimer) -> list[TrackEvent]:
@@ -196,7 +199,14 @@ class TrackedProcessor:
             self.on_tracks(item, [TrackBox(r.track, r.last_box) for r, _ in matched])
         candidates = self._candidates(state, item, faces, matched)
         events += self._recognise(candidates, frame.capture_ts, timer)
+        self._preview(state, item)
         return events
+
+    def _preview(self, state: CameraState, item: DecodedFrame) -> None:
+        def boxes() -> list[PreviewBox]:
+            return [PreviewBox(r.last_box, _label(r), r.announced is not None) for r in state.tracks.values()
+                    if r.last_capture_ts >= item.capture_ts]
+        self.previews.frame(item.camera, item.seq, item.image, boxes)
 
     def _record(self, state: CameraState, track: Track, capture_ts: float) -> tuple[TrackRecord, bool]:
         record = state.tracks.get(track.track_id)
@@ -290,11 +300,17 @@ class TrackedProcessor:
             self.recorder.flush()  # this batch's events naming the visitor go to the log first, to be renamed too
             self._merge(merged, change.name)
         self._announce(record, change.name, change.similarity, capture_ts)
+        self._keep_crop(state.camera, record)
         event = make_event("track_identified", state.camera, record, capture_ts, name=change.name,
                            similarity=change.similarity, margin=change.margin, merged_visitor=merged,
                            time_to_name_ms=record.time_to_name_ms)
         self.recorder.live(live_track(state.camera, record), force=True)
         return self.recorder.event(event)
+
+    def _keep_crop(self, camera: str, record: TrackRecord) -> None:
+        """A named track's best face so far, so its live entry shows it (replaced by the best at its end)."""
+        if record.best:
+            record.crop = self.recorder.save_crop(camera, record.track, record.best[0][1].crop)
 
     def _merge(self, visitor: str, person: str) -> None:
         try:
@@ -326,6 +342,7 @@ class TrackedProcessor:
             return []
         record.visitor = match.visitor
         self._announce(record, match.visitor, match.similarity, capture_ts)
+        self._keep_crop(state.camera, record)
         event = make_event("track_identified", state.camera, record, capture_ts, name=record.visitor,
                            similarity=match.similarity, visitor=True, time_to_name_ms=record.time_to_name_ms)
         self.recorder.live(live_track(state.camera, record), force=True)
@@ -358,5 +375,12 @@ class TrackedProcessor:
         events: list[TrackEvent] = []
         for camera in [c for c, s in self.cameras.items() if now - s.last_frame_at > self.tcfg.camera_idle_s]:
             state = self.cameras.pop(camera)
+            self.previews.forget(camera)
             events += [self._finish(camera, record) for record in state.tracks.values()]
         return events
+
+
+def _label(record: TrackRecord) -> str:
+    if record.announced is None:
+        return "?"
+    return record.announced if record.similarity is None else f"{record.announced} {record.similarity:.2f}"

@@ -57,7 +57,7 @@ EVENTS_DROPPED_REASONS = ("outbox_full",)
 STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "write_persons", "rejections",
                     "match_or_create", "visitor_seen", "merge_visitor", "read_visitors", "write_visitors",
                     "expire_visitors", "append_events", "rename_events", "query_events", "expire_events", "put_live",
-                    "remove_live", "rename_live", "read_live", "expire_live", "put_crop", "read_crop", "remove_crop",
+                    "remove_live", "rename_live", "read_live", "expire_live", "put_camera", "put_crop", "read_crop", "remove_crop",
                     "expire_crops")
 STORE_BUFFER_KINDS = ("events", "live_tracks", "crops", "visitors")
 

@@ -14,6 +14,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from store.types import (
+    CameraStatus,
     ErasedReferences,
     EventQuery,
     EventRecord,
@@ -168,6 +169,12 @@ class EventLog(Protocol):
         """Events naming ``old`` (a visitor) now name ``new`` (the person it was merged into); how many."""
         ...
 
+    def unname_track(self, camera: str, track: int, name: str) -> int:
+        """An operator said one track is not ``name``: its ``track_identified`` events naming ``name`` are
+        withdrawn and its other events naming it keep no name, similarity or visitor flag from now on (none answers
+        a query by that identity any more); how many events changed."""
+        ...
+
     def delete_identity(self, name: str) -> tuple[int, list[str]]:
         """Delete every event naming ``name`` (after renames), leaving no copy of them in the backend; how many,
         and the crop keys those events held."""
@@ -199,6 +206,27 @@ class LiveTracks(Protocol):
 
     def expire(self, now: float | None = None) -> int:
         """Drop entries whose TTL ran out (they are already invisible to ``alive``); how many."""
+        ...
+
+    def put_camera(self, status: CameraStatus, preview: bytes | None, ttl_s: float) -> None:
+        """A camera's status and its latest annotated preview (JPEG bytes; None keeps no preview), kept for
+        ``ttl_s``: the preview of a camera nobody serves any more vanishes by itself."""
+        ...
+
+    def cameras(self, now: float | None = None) -> list[CameraStatus]:
+        """The cameras whose status has not expired at ``now``, by id."""
+        ...
+
+    def preview(self, camera: str) -> bytes:
+        """The JPEG bytes of a camera's latest preview (KeyError when there is none or it expired)."""
+        ...
+
+    def expire_cameras(self, now: float | None = None) -> int:
+        """Drop camera statuses and previews whose TTL ran out; how many."""
+        ...
+
+    def clear_previews(self) -> int:
+        """Delete every preview now (an erasure: a preview may show the person's face and name); how many."""
         ...
 
     def close(self) -> None: ...

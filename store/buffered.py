@@ -47,6 +47,7 @@ from store.base import EventLog, LiveTracks, MediaStore, PersonGallery, Store, V
 from store.config import StoreBufferConfig
 from store.local.media import crop_key
 from store.types import (
+    CameraStatus,
     ErasedReferences,
     EventQuery,
     EventRecord,
@@ -523,6 +524,9 @@ class BufferedEvents:
     def delete_identity(self, name: str) -> tuple[int, list[str]]:
         return self._o.call("expire_events", self.inner.delete_identity, name)
 
+    def unname_track(self, camera: str, track: int, name: str) -> int:
+        return self._o.call("rename_events", self.inner.unname_track, camera, track, name)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -556,6 +560,22 @@ class BufferedLive:
 
     def expire(self, now: float | None = None) -> int:
         return self._o.call("expire_live", self.inner.expire, now)
+
+    def put_camera(self, status: CameraStatus, preview: bytes | None, ttl_s: float) -> None:
+        """Not buffered: a status that cannot be written now is stale by the next one (a second later)."""
+        self._o.call("put_camera", self.inner.put_camera, status, preview, ttl_s)
+
+    def cameras(self, now: float | None = None) -> list[CameraStatus]:
+        return self._o.call("read_live", self.inner.cameras, now)
+
+    def preview(self, camera: str) -> bytes:
+        return self._o.call("read_live", self.inner.preview, camera)
+
+    def expire_cameras(self, now: float | None = None) -> int:
+        return self._o.call("expire_live", self.inner.expire_cameras, now)
+
+    def clear_previews(self) -> int:
+        return self._o.call("remove_live", self.inner.clear_previews)
 
     def close(self) -> None:
         self.inner.close()

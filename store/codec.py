@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from shared.protocol import TrackEvent
-from store.types import LiveTrack
+from store.types import CameraStatus, LiveTrack
 
 
 def event_json(event: TrackEvent) -> str:
@@ -29,6 +29,14 @@ def renamed_event(event: TrackEvent, old: str, new: str) -> TrackEvent:
     return dataclasses.replace(event, name=new, visitor=False)
 
 
+def unnamed_event(event: TrackEvent) -> TrackEvent | None:
+    """The event as if its track had never been named (an operator said "not this person"): None for the
+    ``track_identified`` event (withdrawn), the others without a name."""
+    if event.type == "track_identified":
+        return None
+    return dataclasses.replace(event, name=None, similarity=None, margin=None, visitor=False, merged_visitor=None)
+
+
 def live_json(track: LiveTrack) -> str:
     data = dataclasses.asdict(track)
     data["box"] = None if track.box is None else list(track.box)
@@ -40,3 +48,11 @@ def live_from_json(text: str) -> LiveTrack:
     if data.get("box") is not None:
         data["box"] = tuple(float(v) for v in data["box"])
     return LiveTrack(**data)
+
+
+def camera_json(status: CameraStatus) -> str:
+    return json.dumps(dataclasses.asdict(status), separators=(",", ":"))
+
+
+def camera_from_json(text: str) -> CameraStatus:
+    return CameraStatus(**json.loads(text))

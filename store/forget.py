@@ -35,6 +35,7 @@ class ForgetReport:
     crops: int
     live_tracks: int
     left: tuple[str, ...]
+    previews: int = 0  # every camera's preview is deleted: any may show the person (they come back within 1 s)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -65,6 +66,7 @@ def forget(store: Store, name: str) -> ForgetReport:
         raise GalleryError(f"the store {store.describe()} holds nothing of {name!r}: no faces, visitor, events, "
                            "live tracks, rejections or merges")
     live, live_crops = store.live.remove_identity(name)
+    previews = store.live.clear_previews()
     events, event_crops = store.events.delete_identity(name)
     crops = sum(store.media.remove(key) for key in sorted(set(live_crops) | set(event_crops)))
     own_rejections = len(store.visitors.rejections().get(name, ())) if is_visitor_name(name) else 0
@@ -73,4 +75,4 @@ def forget(store: Store, name: str) -> ForgetReport:
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
     left = refs.left + store.finish_erasure(name)
     return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
-                        live, left)
+                        live, left, previews)

@@ -1,5 +1,6 @@
 """The one retention job: on a timer, forget visitors not seen for ``visitors.retention_h``, delete crops older
-than ``retention.crops_h`` and events older than ``retention.events_days``, drop expired live tracks, and delete
+than ``retention.crops_h`` and events older than ``retention.events_days``, drop expired live tracks and camera previews (kept
+for ``worker.preview_ttl_s`` after the last refresh), and delete
 the oldest crops while all of them take more than ``retention.media_budget_bytes``.
 
 The worker runs it in its own thread (``RetentionJob.start``); every worker sharing a store may run it, since each
@@ -19,7 +20,7 @@ from store.config import RetentionConfig, VisitorConfig
 from store.types import RetentionReport
 
 log = logging.getLogger(__name__)
-KINDS = ("visitors", "crops", "events", "live_tracks", "crops_budget")
+KINDS = ("visitors", "crops", "events", "live_tracks", "crops_budget", "previews")
 
 
 class RetentionJob:
@@ -43,6 +44,7 @@ class RetentionJob:
             crops=self.store.media.expire(older_than=now - self.retention.crops_h * 3600.0),
             events=self.store.events.expire(older_than=now - self.retention.events_days * 86400.0),
             live_tracks=self.store.live.expire(now),
+            previews=self.store.live.expire_cameras(now),
             crops_budget=self.store.media.trim_to(self.retention.media_budget_bytes))
         if self.removed is not None:
             for kind in KINDS:

@@ -134,6 +134,23 @@ class LiveTrack:
 
 
 @dataclass(frozen=True)
+class CameraStatus:
+    """How one camera looks from the worker that serves it, refreshed about once a second with a preview frame:
+    frames per second received, frames missing from its sequence (dropped on the way: camera queue, link,
+    broker), live tracks, the frame size."""
+
+    camera: str
+    worker: str | None
+    fps: float
+    frames: int
+    dropped: int
+    tracks: int
+    width: int
+    height: int
+    updated_ts: float
+
+
+@dataclass(frozen=True)
 class RetentionReport:
     """What one run of the retention job removed, per kind."""
 
@@ -142,9 +159,10 @@ class RetentionReport:
     events: int = 0
     live_tracks: int = 0
     crops_budget: int = 0
+    previews: int = 0
 
     def total(self) -> int:
-        return self.visitors + self.crops + self.events + self.live_tracks + self.crops_budget
+        return self.visitors + self.crops + self.events + self.live_tracks + self.crops_budget + self.previews
 
 
 @dataclass(frozen=True)

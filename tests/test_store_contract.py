@@ -25,7 +25,7 @@ from store.base import Store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig, RetentionConfig, VisitorConfig
 from store.identity import merge_visitor, promote_visitor
 from store.retention import RetentionJob
-from store.types import EventQuery, EventRecord, FaceSample, LiveTrack
+from store.types import CameraStatus, EventQuery, EventRecord, FaceSample, LiveTrack
 
 DIM = 32
 MODEL = "test_model"
@@ -255,6 +255,20 @@ def test_events_query_by_time_camera_and_identity_newest_first(opener):
     assert [e.event.capture_ts for e in store.events.query(EventQuery())] == [13.0, 12.0]
 
 
+def test_unname_track_takes_the_name_off_one_track_only(opener):
+    store = opener()
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 10.0, "Ann")),
+                         EventRecord(event("track_ended", "cam", 1, 11.0, "Ann")),
+                         EventRecord(event("track_identified", "cam", 2, 12.0, "Ann")),
+                         EventRecord(event("track_identified", "other", 1, 13.0, "Ann"))])
+    assert store.events.unname_track("cam", 1, "Ann") == 2
+    assert store.events.unname_track("cam", 1, "Ann") == 0
+    assert [(e.event.camera, e.event.track) for e in store.events.query(EventQuery(identity="Ann"))] == [
+        ("other", 1), ("cam", 2)]
+    unnamed = [e.event for e in store.events.query(EventQuery(camera="cam")) if e.event.track == 1]
+    assert [(e.type, e.name, e.similarity, e.visitor) for e in unnamed] == [("track_ended", None, None, False)]
+
+
 def test_a_visitor_event_keeps_its_visitor_flag(opener):
     store = opener()
     store.events.append([EventRecord(event("track_identified", "cam", 1, 5.0, "visitor-1", visitor=True))])
@@ -277,6 +291,31 @@ def test_live_tracks_expire_by_themselves(opener):
     assert store.live.alive() == []
 
 
+def _status(camera: str, fps: float = 10.0) -> CameraStatus:
+    return CameraStatus(camera, "worker-1", fps, 100, 2, 1, 1280, 720, time.time())
+
+
+def test_camera_status_and_preview_expire_and_previews_can_be_cleared(opener):
+    store = opener()
+    store.live.put_camera(_status("a"), b"\xff\xd8jpeg-a", ttl_s=0.3)
+    store.live.put_camera(_status("b", 5.0), None, ttl_s=60)
+    assert [(c.camera, c.fps) for c in store.live.cameras()] == [("a", 10.0), ("b", 5.0)]
+    assert store.live.preview("a") == b"\xff\xd8jpeg-a"
+    with pytest.raises(KeyError):
+        store.live.preview("b")  # a status without a preview
+    store.live.put_camera(_status("b", 6.0), b"jpeg-b", ttl_s=60)  # a refresh replaces status and preview
+    assert store.live.preview("b") == b"jpeg-b" and store.live.cameras()[1].fps == 6.0
+    time.sleep(0.4)
+    assert [c.camera for c in store.live.cameras()] == ["b"]  # nobody removed it
+    with pytest.raises(KeyError):
+        store.live.preview("a")
+    assert store.live.expire_cameras() == 1
+    assert store.live.clear_previews() == 1
+    with pytest.raises(KeyError):
+        store.live.preview("b")
+    assert [c.camera for c in store.live.cameras()] == ["b"]  # the status stays; the next refresh brings a preview
+
+
 # ------------------------------------------------------------------------------------------------ retention
 def test_retention_job_expires_each_kind(opener):
     rng = np.random.default_rng(8)
@@ -289,7 +328,10 @@ def test_retention_job_expires_each_kind(opener):
     store.live.put(LiveTrack("cam", 9, None, False, None, None, 0.0, 0.0), ttl_s=0.01)
     time.sleep(0.05)
     job = RetentionJob(store, RetentionConfig(crops_h=1.0, events_days=1.0), VisitorConfig(retention_h=1.0))
-    assert job.run_once().total() == 3  # the old crop, the old event and the dead live track; the visitor stays
+    store.live.put_camera(_status("cam"), b"jpeg", ttl_s=0.01)
+    time.sleep(0.05)
+    assert job.run_once().total() == 4  # the old crop, the old event, the dead live track and the stale preview
+    # (the visitor stays)
     report = job.run_once(now=time.time() + 2 * 3600)
     assert (report.visitors, report.crops, report.events) == (1, 1, 0)
 
@@ -312,6 +354,8 @@ def _seed_identity(store: Store, rng: np.random.Generator, name: str) -> dict:
                          EventRecord(event("track_ended", "cam", 2, 103.0, "Bob"), crop=bobs)])
     store.live.put(LiveTrack("cam", 1, name, False, 0.9, None, 100.0, 101.0), ttl_s=60)
     store.live.put(LiveTrack("cam", 2, "Bob", False, 0.9, None, 100.0, 101.0), ttl_s=60)
+    store.live.put_camera(CameraStatus("cam", "w", 10.0, 5, 0, 2, 640, 480, 101.0), b"preview naming " +
+                          name.encode(), ttl_s=60)
     return {"merged": merged, "other": other, "own": own, "bobs": bobs}
 
 
@@ -322,7 +366,9 @@ def test_forget_erases_faces_events_live_tracks_and_crops_of_one_person(opener, 
     store = opener()
     seeded = _seed_identity(store, rng, "Alice")
     report = forget(store, "Alice")
-    assert (report.faces, report.events, report.crops, report.live_tracks) == (2, 3, 1, 1)
+    assert (report.faces, report.events, report.crops, report.live_tracks, report.previews) == (2, 3, 1, 1, 1)
+    with pytest.raises(KeyError):
+        store.live.preview("cam")
     assert [p.name for p in store.persons.persons()] == ["Bob"]
     assert store.events.query(EventQuery(identity="Alice")) == []
     assert [e.event.name for e in store.events.query(EventQuery())] == ["Bob"]

@@ -53,7 +53,9 @@ def test_cli_track_on_the_arcade_clip(cli, tmp_path, engine):
     ended = {e["track"] for e in events if e["type"] == "track_ended"}
     assert ended <= started
     crops = {int(p.stem) for p in (tmp_path / "gallery" / "crops" / "video").glob("*.jpg")}
-    assert crops and crops <= ended, "every ended, embedded track leaves its best face in gallery/crops/"
+    named = {e["track"] for e in events if e["type"] == "track_identified"}
+    assert crops and crops <= ended | named, "a track leaves its best face in gallery/crops/ once named or ended"
+    assert named <= crops, "a named track's best face is kept while it is alive (the dashboard shows it)"
     assert not any(e["name"] == "Eileen Collins" for e in events), "a stranger in the clip got the demo name"
     assert summary["embeddings"] <= 0.1 * summary["faces_seen"]
 

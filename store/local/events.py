@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from store.codec import event_from_json, event_json, renamed_event
+from store.codec import event_from_json, event_json, renamed_event, unnamed_event
 from store.local.sqlite import RecordsDb
 from store.types import EventQuery, EventRecord, LoggedEvent
 
@@ -49,6 +49,22 @@ class LocalEventLog:
                 event = renamed_event(event_from_json(body), old, new)
                 db.execute("UPDATE events SET name = ?, body = ? WHERE id = ?", (new, event_json(event), event_id))
         return len(rows)
+
+    def unname_track(self, camera: str, track: int, name: str) -> int:
+        changed = 0
+        with self._records.transaction() as db:
+            rows = db.execute("SELECT id, body FROM events WHERE camera = ? AND name = ?", (camera, name)).fetchall()
+            for event_id, body in rows:
+                event = event_from_json(body)
+                if event.track != track:
+                    continue
+                unnamed = unnamed_event(event)
+                if unnamed is None:
+                    db.execute("DELETE FROM events WHERE id = ?", (event_id,))
+                else:
+                    db.execute("UPDATE events SET name = NULL, body = ? WHERE id = ?", (event_json(unnamed), event_id))
+                changed += 1
+        return changed
 
     def delete_identity(self, name: str) -> tuple[int, list[str]]:
         with self._records.transaction() as db:

@@ -1,18 +1,25 @@
-"""The local live tracks: one row per (camera, track) in ``store.sqlite`` with the time it expires."""
+"""The local live tracks: one row per (camera, track) in ``store.sqlite`` with the time it expires; beside them one
+row per camera (status and latest preview JPEG, sealed with the store's key when it has one)."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 
-from store.codec import live_from_json, live_json
+from store.codec import camera_from_json, camera_json, live_from_json, live_json
+from store.crypto import Cipher, seal, unseal
 from store.local.sqlite import RecordsDb
-from store.types import LiveTrack
+from store.types import CameraStatus, LiveTrack
+
+
+def preview_aad(camera: str) -> bytes:
+    return f"preview/{camera}".encode()
 
 
 class LocalLiveTracks:
-    def __init__(self, records: RecordsDb) -> None:
+    def __init__(self, records: RecordsDb, cipher: Cipher | None = None) -> None:
         self._records = records
+        self._cipher = cipher
 
     def put(self, track: LiveTrack, ttl_s: float) -> None:
         if not ttl_s > 0:
@@ -54,6 +61,35 @@ class LocalLiveTracks:
         now = time.time() if now is None else now
         with self._records.transaction() as db:
             return db.execute("DELETE FROM live_tracks WHERE expires <= ?", (now,)).rowcount
+
+    def put_camera(self, status: CameraStatus, preview: bytes | None, ttl_s: float) -> None:
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s: expected > 0, got {ttl_s}")
+        blob = None if preview is None else seal(self._cipher, preview, preview_aad(status.camera))
+        with self._records.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO cameras VALUES (?, ?, ?, ?)",
+                       (status.camera, camera_json(status), blob, time.time() + ttl_s))
+
+    def cameras(self, now: float | None = None) -> list[CameraStatus]:
+        now = time.time() if now is None else now
+        rows = self._records.read("SELECT body FROM cameras WHERE expires > ? ORDER BY camera", (now,))
+        return [camera_from_json(body) for (body,) in rows]
+
+    def preview(self, camera: str) -> bytes:
+        rows = self._records.read("SELECT preview FROM cameras WHERE camera = ? AND expires > ?",
+                                  (camera, time.time()))
+        if not rows or rows[0][0] is None:
+            raise KeyError(f"no preview of camera {camera!r}")
+        return unseal(self._cipher, bytes(rows[0][0]), preview_aad(camera), f"preview of {camera}")
+
+    def expire_cameras(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self._records.transaction() as db:
+            return db.execute("DELETE FROM cameras WHERE expires <= ?", (now,)).rowcount
+
+    def clear_previews(self) -> int:
+        with self._records.transaction() as db:
+            return db.execute("UPDATE cameras SET preview = NULL WHERE preview IS NOT NULL").rowcount
 
     def close(self) -> None:
         """The record database is closed by the store that owns it."""

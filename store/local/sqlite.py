@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS live_tracks (
     expires REAL NOT NULL,
     PRIMARY KEY (camera, track)
 );
+CREATE TABLE IF NOT EXISTS cameras (
+    camera TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    preview BLOB,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS media (key TEXT PRIMARY KEY, created REAL NOT NULL, bytes INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS media_created ON media(created);
 """

@@ -80,6 +80,7 @@ def rekey_local(directory: Path, old: Cipher | None, new: Cipher, cfg: GalleryCo
     records = RecordsDb(directory)
     try:
         done["crops"] = LocalMediaStore(directory, records, new).rekey(old, new)
+        LocalLiveTracks(records).clear_previews()  # previews are refreshed every second: none to re-seal
     finally:
         records.close()
     return done
@@ -96,7 +97,7 @@ class LocalStore:
         self._records = records
         self.media = LocalMediaStore(directory, records, cipher)
         self.events = LocalEventLog(records)
-        self.live = LocalLiveTracks(records)
+        self.live = LocalLiveTracks(records, cipher)
 
     @classmethod
     def open(cls, cfg: LocalStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,

@@ -6,7 +6,9 @@ part, ids are increasing ints that are never handed out twice (even after the st
 after an id is a stream range. Each entry holds the capture time, camera, name, the event as JSON
 (`store.codec`), crop and worker.
 
-Stream entries cannot be changed, so a rename (a visitor merged into a person) is recorded in the hash
+Stream entries cannot be changed, so an operator's "not this person" on a track adds its events' ids to the set
+``PREFIX:events:unnamed`` (read with each query; those events are returned without a name) and takes them out of
+the identity's index (a withdrawn ``track_identified`` is skipped); and a rename (a visitor merged into a person) is recorded in the hash
 ``PREFIX:events:renames`` (visitor -> person) and applied when events are read; the sorted set of the visitor's
 event ids (``PREFIX:events:name:<hex name>``) is moved into the person's in the same script, and appends resolve
 the rename too, so a query by identity reads one sorted set. Queries without an identity walk the stream newest
@@ -28,7 +30,7 @@ from typing import Iterator, Sequence
 
 import redis
 
-from store.codec import event_from_json, event_json, renamed_event
+from store.codec import event_from_json, event_json, renamed_event, unnamed_event
 from store.redis.client import redis_op
 from store.redis.keys import StoreKeys
 from store.types import EventQuery, EventRecord, LoggedEvent
@@ -144,9 +146,15 @@ class RedisEventLog:
                            args=[self._k.event_names_base, *map(_record_json, records)])
         return [int(i) for i in ids]
 
-    def _logged(self, entry_id: bytes, fields: dict[bytes, bytes], renames: dict[bytes, bytes]) -> LoggedEvent:
+    def _logged(self, entry_id: bytes, fields: dict[bytes, bytes], renames: dict[bytes, bytes],
+                unnamed: frozenset[int] = frozenset()) -> LoggedEvent | None:
+        """The logged event, or None for a withdrawn one."""
         event = event_from_json(fields[b"body"].decode("utf-8"))
-        if event.name is not None:
+        if event.name is not None and _event_id(entry_id) in unnamed:
+            event = unnamed_event(event)
+            if event is None:
+                return None
+        elif event.name is not None:
             event = renamed_event(event, event.name, _resolve(renames, event.name))
         crop, worker = fields.get(b"crop"), fields.get(b"worker")
         return LoggedEvent(_event_id(entry_id), event, None if crop is None else crop.decode("utf-8"),
@@ -197,14 +205,15 @@ class RedisEventLog:
         if not 1 <= query.limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit: expected 1..{MAX_QUERY_LIMIT}, got {query.limit}")
         renames = self._r.hgetall(self._k.renames)
+        unnamed = frozenset(int(i) for i in self._r.smembers(self._k.unnamed))
         if query.identity is not None:
             entries = self._of_identity(query.identity, query.after_id, query.oldest_first)
         else:
             entries = self._oldest_first(query.after_id) if query.oldest_first else self._newest_first(query.after_id)
         out: list[LoggedEvent] = []
         for entry_id, fields in entries:
-            logged = self._logged(entry_id, fields, renames)
-            if _matches(logged, query):
+            logged = self._logged(entry_id, fields, renames, unnamed)
+            if logged is not None and _matches(logged, query):
                 out.append(logged)
                 if len(out) == query.limit:
                     break
@@ -214,6 +223,21 @@ class RedisEventLog:
     def rename_identity(self, old: str, new: str) -> int:
         return int(self._rename(keys=[self._k.events_of(old), self._k.events_of(new), self._k.renames],
                                 args=[old, new]))
+
+    @redis_op("un-naming a track's events")
+    def unname_track(self, camera: str, track: int, name: str) -> int:
+        renames = self._r.hgetall(self._k.renames)
+        doomed = []
+        for entry_id, fields in self._of_identity(name, None):
+            logged = self._logged(entry_id, fields, renames)
+            if logged is not None and logged.event.camera == camera and logged.event.track == track and logged.event.name == name:
+                doomed.append(logged.id)
+        if doomed:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.sadd(self._k.unnamed, *doomed)
+            pipe.zrem(self._k.events_of(name), *doomed)
+            pipe.execute()
+        return len(doomed)
 
     @redis_op("deleting an identity's events")
     def delete_identity(self, name: str) -> tuple[int, list[str]]:

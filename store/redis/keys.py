@@ -112,6 +112,10 @@ class StoreKeys:
         return f"{self.prefix}:events:rewrite"
 
     @property
+    def unnamed(self) -> str:  # set: ids of events an operator un-named ("not this person"), applied when read
+        return f"{self.prefix}:events:unnamed"
+
+    @property
     def renames(self) -> str:  # hash: visitor -> the person its events name now
         return f"{self.prefix}:events:renames"
 
@@ -132,6 +136,13 @@ class StoreKeys:
 
     def live_camera(self, camera: str) -> str:  # sorted set: track ids of one camera by expiry (unix s)
         return f"{self.prefix}:live:camera:{camera}"
+
+    def camera_status(self, camera: str) -> str:  # hash: body (JSON), preview (JPEG); with a TTL
+        return f"{self.prefix}:camera:{camera}"
+
+    @property
+    def camera_index(self) -> str:  # sorted set: camera ids by expiry of their status (unix s)
+        return f"{self.prefix}:cameras"
 
     @property
     def live_cameras(self) -> str:  # set: cameras with live tracks

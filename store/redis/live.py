@@ -10,10 +10,10 @@ import time
 
 import redis
 
-from store.codec import live_from_json, live_json
+from store.codec import camera_from_json, camera_json, live_from_json, live_json
 from store.redis.client import redis_op
 from store.redis.keys import StoreKeys
-from store.types import LiveTrack
+from store.types import CameraStatus, LiveTrack
 
 # One camera's expired tracks out of its index (their keys too), and the camera out of the camera set once its
 # index is empty; atomic, so a track a worker refreshes at the same moment is never deleted.
@@ -108,6 +108,53 @@ class RedisLiveTracks:
         return sum(int(self._expire(keys=[self._k.live_camera(camera), self._k.live_cameras],
                                     args=[repr(now), self._k.live_base(camera), camera]))
                    for camera in self._cameras(None))
+
+    # Camera statuses: one hash per camera with a TTL (PEXPIRE), indexed by expiry in a sorted set.
+    @redis_op("storing a camera status")
+    def put_camera(self, status: CameraStatus, preview: bytes | None, ttl_s: float) -> None:
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s: expected > 0, got {ttl_s}")
+        key = self._k.camera_status(status.camera)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping={"body": camera_json(status), **({} if preview is None else {"preview": preview})})
+        pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+        pipe.zadd(self._k.camera_index, {status.camera: time.time() + ttl_s})
+        pipe.execute()
+
+    @redis_op("reading camera statuses")
+    def cameras(self, now: float | None = None) -> list[CameraStatus]:
+        now = time.time() if now is None else now
+        ids = sorted(c.decode("utf-8") for c in self._r.zrangebyscore(self._k.camera_index, f"({now!r}", "+inf"))
+        pipe = self._r.pipeline(transaction=False)
+        for camera in ids:
+            pipe.hget(self._k.camera_status(camera), "body")
+        return [camera_from_json(body.decode("utf-8")) for body in pipe.execute() if body is not None]
+
+    @redis_op("reading a preview")
+    def preview(self, camera: str) -> bytes:
+        data = self._r.hget(self._k.camera_status(camera), "preview")
+        if data is None:
+            raise KeyError(f"no preview of camera {camera!r}")
+        return data
+
+    @redis_op("expiring camera statuses")
+    def expire_cameras(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        gone = self._r.zrangebyscore(self._k.camera_index, "-inf", now)
+        if not gone:
+            return 0
+        pipe = self._r.pipeline(transaction=True)
+        for camera in gone:  # the hash expired by itself unless a worker refreshed it meanwhile: keep that one
+            pipe.zrem(self._k.camera_index, camera)
+        return sum(int(n) for n in pipe.execute())
+
+    @redis_op("removing previews")
+    def clear_previews(self) -> int:
+        removed = 0
+        for camera in self._r.zrange(self._k.camera_index, 0, -1):
+            removed += int(self._r.hdel(self._k.camera_status(camera.decode("utf-8")), "preview"))
+        return removed
 
     def close(self) -> None:
         """The connection is closed by the store that owns it."""
