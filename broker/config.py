@@ -35,6 +35,8 @@ class BrokerConfig(Section):
         default_factory=list, description="Broker endpoints a worker publishes its events to, every one of them; "
         "empty: [events_in].")
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, description="Address the metrics are served on "
+                              "(0.0.0.0 in a container, for a Prometheus on another host).")
 
     @field_validator("camera_brokers", "worker_backends", "worker_events_in")
     @classmethod

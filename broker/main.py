@@ -66,12 +66,13 @@ def run_from_args(args: argparse.Namespace, cfg: BrokerSettings) -> int:
     stop_on_signals(stop)
     try:
         try:
-            port = serve(registry, broker_cfg.metrics_port)
+            port = serve(registry, broker_cfg.metrics_port, broker_cfg.metrics_host)
         except OSError as exc:
             raise ArgusError(f"broker: cannot serve metrics on port {broker_cfg.metrics_port}: {exc}") from exc
         ep = broker.endpoints
         print(f"broker {broker.incarnation}: cameras {ep['frontend']}, workers {ep['backend']}, events in "
-              f"{ep['events_in']}, events out {ep['events_out']}, metrics http://127.0.0.1:{port}/metrics",
+              f"{ep['events_in']}, events out {ep['events_out']}, metrics "
+              f"http://{broker_cfg.metrics_host}:{port}/metrics",
               file=sys.stderr, flush=True)
         broker.run(stop)
     finally:

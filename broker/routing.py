@@ -4,7 +4,11 @@ Every camera is assigned to exactly one live worker (the one with the fewest cam
 seen), so its frames and its tracker state stay on one worker. A worker silent for ``dead_after_s`` is dead: its
 cameras move to the live workers at once (least loaded first). When a worker joins, cameras without a worker are
 assigned, then cameras move from the most-loaded worker to the least-loaded one while their camera counts differ
-by more than one. Cameras silent for ``dead_after_s`` are forgotten (a camera heartbeats every interval).
+by more than one. Assignment is sticky: a worker that was declared dead and comes back (the same process,
+revived after a pause) takes cameras without a worker and new cameras, but no camera is moved to it (its cameras
+went to healthy workers, which now hold the tracks of those people; moving them straight back would split each
+person into two tracks). Only a worker that joins (new, or restarted: a fresh process) rebalances. Cameras silent
+for ``dead_after_s`` are forgotten (a camera heartbeats every interval).
 
 Restarts are told apart from hiccups by heartbeat sequence numbers: a sender whose ``seq`` goes backwards is a new
 process (its credits start afresh), one that continues its sequence after being declared dead is the same process
@@ -111,7 +115,9 @@ class Routing:
         if state.alive:
             return (Seen.RESTARTED if restarted else Seen.KNOWN), []
         state.alive = True
-        return (Seen.RESTARTED if restarted else Seen.REVIVED), self._on_join()
+        if restarted:
+            return Seen.RESTARTED, self._on_join()
+        return Seen.REVIVED, self._assign([cam for cam, c in self._cameras.items() if c.worker is None])
 
     def camera_seen(self, camera: str, now: float, heartbeat_seq: int | None = None) -> tuple[Seen, list[Move]]:
         """Record a message from ``camera`` (``heartbeat_seq`` for a heartbeat, None for a frame). A new camera is

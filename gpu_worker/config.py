@@ -28,6 +28,8 @@ class WorkerConfig(Section):
                                description="How long a batch waits to fill before it runs anyway.")
     capacity: int = Field(default=4, ge=1, le=1024, description="Frames a worker accepts ahead (its credits).")
     metrics_port: int = Field(default=9200, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, description="Address the metrics are served on "
+                              "(0.0.0.0 in a container, for a Prometheus on another host).")
     store_buffer: StoreBufferConfig = Field(default_factory=StoreBufferConfig, description="Writes kept per kind "
                                             "while the store is unavailable (then written in order).")
 

@@ -66,14 +66,14 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
         service = WorkerService(worker_id, processor, cfg.worker, broker, cfg.protocol, registry)
         retention = RetentionJob(store, cfg.retention, cfg.visitors, registry)
         try:
-            port = serve(registry, metrics_port)
+            port = serve(registry, metrics_port, cfg.worker.metrics_host)
         except OSError as exc:
             raise ArgusError(f"worker: cannot serve metrics on port {metrics_port}: {exc}") from exc
         print(f"worker {worker_id}: brokers {','.join(service.backends)}, events to {','.join(service.events_in)}, "
               f"store "
               f"{store.describe()} ({store.persons.face_count} faces), detector on {engine.detector.provider}, "
               f"embedder {engine.embedder.name} on {engine.embedder.provider}, metrics "
-              f"http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+              f"http://{cfg.worker.metrics_host}:{port}/metrics", file=sys.stderr, flush=True)
         stop = threading.Event()
         stop_on_signals(stop)
         job = retention.start(stop)

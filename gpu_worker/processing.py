@@ -54,6 +54,10 @@ class FrameProcessor(Protocol):
         as the ends of tracks of cameras that went silent."""
         ...
 
+    def abandon(self, cameras: set[str] | None = None) -> int:
+        """Drop what it holds for these cameras (all when None) without any event; how many tracks went."""
+        ...
+
 
 def detect_batch(engine: Engine, frames: list[DecodedFrame], timer: StageTimer) -> list:
     """Detections for every frame of a batch in one detector call, timed as the ``detect`` stage."""
@@ -105,6 +109,10 @@ class PerFrameProcessor:
     def idle(self) -> list[TrackEvent]:
         """Every face is its own one-frame track, ended in the frame it was seen: nothing to end later."""
         return []
+
+    def abandon(self, cameras: set[str] | None = None) -> int:
+        """No state is held between frames."""
+        return 0
 
     def _face_events(self, frame: DecodedFrame, box: np.ndarray, identity) -> list[TrackEvent]:
         track = self._next_track.get(frame.camera, 0)

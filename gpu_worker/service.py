@@ -37,6 +37,18 @@ POLL_MS = 20
 STOP_JOIN_S = 10.0  # how long a stopping worker waits for the batch in progress
 IDLE_S = 0.5  # with no frame for this long, the processing thread does the processor's housekeeping (idle())
 OUTBOX_EVENTS = 10_000  # events waiting for the I/O thread to publish (see _Outbox)
+# Stale work is never published. A frame that waited STALE_S in this worker, a batch whose processing took that
+# long, or an event that waited that long to be published was held up by a pause (SIGSTOP, a GC pause, an
+# overloaded VM): the broker may have declared this worker dead and given its cameras to another worker, which
+# tracks those people now. Such frames are dropped (reason "stale"), such events are dropped (events_dropped
+# reason "stale"), and the cameras' track state is abandoned without events; when the I/O loop itself was
+# stopped for longer than DEAD_AFTER_S, everything held is abandoned. Normal waits are milliseconds.
+STALE_S = 2.0
+# A frame held up before it reached this worker (in the broker's or this socket's buffers while the worker was
+# paused) is told by its delay, capture -> received, against the camera's usual delay: the lowest delay seen,
+# which may rise by DELAY_FLOOR_RISE_S a frame so that a camera whose clock is stepped forward is followed within
+# a few seconds. Comparing delays to the camera's own floor makes the check immune to clock offsets between hosts.
+DELAY_FLOOR_RISE_S = 0.05
 
 
 class WorkerMetrics:
@@ -50,6 +62,8 @@ class WorkerMetrics:
                                registry=registry)
         self.end_to_end = Histogram(m.END_TO_END_LATENCY, "Capture to track_started / track_identified published",
                                     buckets=m.LATENCY_BUCKETS, registry=registry)
+        self.time_to_name = Histogram(m.TIME_TO_NAME, "A track's first frame to the frame that named it (a person "
+                                      "or a visitor)", buckets=m.TIME_TO_NAME_BUCKETS, registry=registry)
         self.track_lost = Histogram(m.TRACK_LOST_DELAY, "Last capture of a track to its track_ended published (the "
                                     "time the tracker waits before giving a face up)", buckets=m.TRACK_LOST_BUCKETS,
                                     registry=registry)
@@ -78,6 +92,8 @@ class WorkerMetrics:
         self._events[event.type].inc()
         delay = max(0.0, now - event.capture_ts)
         (self.track_lost if event.type == "track_ended" else self.end_to_end).observe(delay)
+        if event.type == "track_identified" and event.time_to_name_ms is not None:
+            self.time_to_name.observe(event.time_to_name_ms / 1000.0)
 
 
 @dataclass
@@ -136,6 +152,11 @@ class WorkerService:
         # room for every broker's full grant plus one more: a granted frame never finds the inbox full
         self.inbox: "queue.Queue[DecodedFrame | None]" = queue.Queue(maxsize=cfg.capacity * (len(self.backends) + 1))
         self.outbox = _Outbox()
+        self.abandon_all = threading.Event()  # set by the I/O loop after a pause (see STALE_S)
+        self._delay_floor: dict[str, float] = {}  # per camera: the usual capture -> received delay (s)
+        self.io_tick = time.monotonic()  # the I/O loop's latest turn: it runs every POLL_MS unless paused
+        self._pause_lock = threading.Lock()
+        self._pause_start: float | None = None  # the io_tick a pause began after (each pause handled once)
         self.cameras: set[str] = set()
         self.rate_log = RateLimitedLog(log)
 
@@ -153,6 +174,7 @@ class WorkerService:
             pub.connect(endpoint)
         worker = threading.Thread(target=self._process_loop, args=(stop,), name=f"{self.worker_id}-process",
                                   daemon=True)
+        self.io_tick = time.monotonic()
         worker.start()
         try:
             self._io_loop(stop, links, pub)
@@ -195,7 +217,12 @@ class WorkerService:
             self._send_heartbeat(link, self.cfg.capacity)
         by_socket = {link.sock: link for link in links}
         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+        last_tick = time.monotonic()
         while not stop.is_set():
+            tick = time.monotonic()
+            if tick - last_tick > DEAD_AFTER_S:
+                self._paused(last_tick, tick - last_tick)
+            last_tick = self.io_tick = tick
             for sock, _event in poller.poll(POLL_MS):
                 self._drain(by_socket[sock])
             self._publish_events(pub)
@@ -210,6 +237,26 @@ class WorkerService:
                 self._check_broker(link, now)
             if beat:
                 next_beat = now + HEARTBEAT_INTERVAL_S
+
+    def _note_pause(self, start: float, gap_s: float) -> None:
+        """A pause that began after the I/O loop's turn ``start`` (seen by either thread; handled once)."""
+        with self._pause_lock:
+            if start == self._pause_start:
+                return
+            self._pause_start = start
+        log.warning("worker %s was stopped for %.1f s (longer than the %.1f s after which brokers declare a worker "
+                    "dead): dropping the frames, events and tracks it held", self.worker_id, gap_s, DEAD_AFTER_S)
+        self.abandon_all.set()
+
+    def _paused(self, start: float, gap_s: float) -> None:
+        """The I/O loop did not run for ``gap_s`` (> DEAD_AFTER_S): the brokers have declared this worker dead."""
+        self._note_pause(start, gap_s)
+        while True:
+            try:
+                self.outbox.events.get_nowait()
+            except queue.Empty:
+                break
+            self.metrics.events_dropped.labels(reason="stale").inc()
 
     def _drain(self, link: _BrokerLink) -> None:
         while True:
@@ -253,6 +300,11 @@ class WorkerService:
             self._send_heartbeat(link, max(0, self.cfg.capacity - link.outstanding))
         link.broker_id = link.last_broker = hb.sender
 
+    def _held_up(self, camera: str, delay: float) -> bool:
+        floor = min(delay, self._delay_floor.get(camera, delay) + DELAY_FLOOR_RISE_S)
+        self._delay_floor[camera] = floor
+        return delay - floor > STALE_S
+
     def _on_frame(self, frame: Frame, link: int = 0) -> None:
         received = time.time()
         self.metrics.frames_in.labels(camera=frame.camera_id).inc()
@@ -260,6 +312,12 @@ class WorkerService:
         if frame.camera_id not in self.cameras:
             self.metrics.camera_seen(frame.camera_id)
             self.cameras.add(frame.camera_id)
+        if self._held_up(frame.camera_id, received - frame.capture_ts):
+            self.metrics.dropped.labels(camera=frame.camera_id, reason="stale").inc()
+            self.rate_log.warning("stale", "dropping frames of camera %s that were held up %.1f s on their way (a "
+                                  "pause of this worker?)", frame.camera_id, received - frame.capture_ts)
+            self.outbox.add_finished(1, link)
+            return
         try:
             start = time.perf_counter()
             image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
@@ -282,6 +340,9 @@ class WorkerService:
                 event = self.outbox.events.get_nowait()
             except queue.Empty:
                 return
+            if time.time() - event.ts > STALE_S:  # waited through a pause: another worker may track them now
+                self.metrics.events_dropped.labels(reason="stale").inc()
+                continue
             start = time.perf_counter()
             pub.send_multipart([event.camera.encode(), encode(event)])
             self.metrics.observe("publish", time.perf_counter() - start)
@@ -310,6 +371,7 @@ class WorkerService:
                 first = self.inbox.get(timeout=IDLE_S)
                 break
             except queue.Empty:
+                self._check_pause()
                 self._hand_over(self._run(self.processor.idle, 0))
         if first is None:
             return None
@@ -336,6 +398,35 @@ class WorkerService:
                               exc_info=True)
             return None
 
+    def _check_pause(self) -> None:
+        """Before any work: when the I/O loop has not turned for DEAD_AFTER_S (the process was stopped, and this
+        thread woke first) or saw a pause, drop every camera's tracks without events."""
+        tick = self.io_tick
+        if time.monotonic() - tick > DEAD_AFTER_S:
+            self._note_pause(tick, time.monotonic() - tick)
+        if self.abandon_all.is_set():
+            self.abandon_all.clear()
+            self._abandon(None)
+
+    def _fresh(self, batch: list[DecodedFrame]) -> list[DecodedFrame]:
+        """The frames that did not wait STALE_S here; the others are dropped as stale, and their cameras' tracks
+        abandoned (the camera may be tracked by another worker now)."""
+        now = time.time()
+        stale = {item.camera for item in batch if now - item.received_ts > STALE_S}
+        if not stale:
+            return batch
+        for item in batch:
+            if item.camera in stale:
+                self.metrics.dropped.labels(camera=item.camera, reason="stale").inc()
+        self._abandon(stale)
+        return [item for item in batch if item.camera not in stale]
+
+    def _abandon(self, cameras: set[str] | None) -> None:
+        dropped = self._run(lambda: self.processor.abandon(cameras), 0)
+        if dropped:
+            log.warning("abandoned %d track(s) of %s without events (stale after a pause)", dropped,
+                        "every camera" if cameras is None else ", ".join(sorted(cameras)))
+
     def _hand_over(self, events: list[TrackEvent] | None) -> None:
         """Queue events for the I/O thread without ever blocking; a full outbox drops (and counts) the event."""
         for event in events or ():
@@ -350,9 +441,16 @@ class WorkerService:
             batch = self._next_batch()
             if batch is None:
                 return
-            events = self._run(lambda: self.processor.process(batch, self.metrics), len(batch))
+            self._check_pause()
+            fresh = self._fresh(batch)
+            started = time.time()
+            events = self._run(lambda: self.processor.process(fresh, self.metrics), len(fresh)) if fresh else []
+            if events is not None and time.time() - started > STALE_S:  # paused while processing
+                self.metrics.events_dropped.labels(reason="stale").inc(len(events))
+                events = []
+                self._abandon({item.camera for item in fresh})
             self._hand_over(events)
-            for item in batch:
+            for item in fresh:
                 if events is None:
                     self.metrics.dropped.labels(camera=item.camera, reason="processing_error").inc()
                 else:

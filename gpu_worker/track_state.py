@@ -55,6 +55,8 @@ class CameraState:
     last_detect_ts: float | None = None  # ... and of its latest frame the detector ran on
     last_frame_at: float = field(default_factory=time.monotonic)
     id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
+    worker: str | None = None  # put on its events with the epoch (TrackEvent.worker, .epoch)
+    epoch: int = 1
 
     def public_id(self, track: Track) -> int:
         return self.id_base + track.track_id
@@ -72,13 +74,13 @@ class CameraState:
         return due
 
 
-def make_event(kind: str, camera: str, record: TrackRecord, capture_ts: float, name: str | None = None,
+def make_event(kind: str, state: CameraState, record: TrackRecord, capture_ts: float, name: str | None = None,
                similarity: float | None = None, margin: float | None = None, visitor: bool = False,
                time_to_name_ms: float | None = None, merged_visitor: str | None = None) -> TrackEvent:
-    return TrackEvent(type=kind, camera=camera, track=record.track, name=name, similarity=similarity, margin=margin,
-                      ts=time.time(), capture_ts=capture_ts, box=record.last_box, time_to_name_ms=time_to_name_ms,
-                      duration_s=max(0.0, record.last_capture_ts - record.started_ts), visitor=visitor,
-                      merged_visitor=merged_visitor)
+    return TrackEvent(type=kind, camera=state.camera, track=record.track, name=name, similarity=similarity,
+                      margin=margin, ts=time.time(), capture_ts=capture_ts, box=record.last_box,
+                      time_to_name_ms=time_to_name_ms, duration_s=max(0.0, record.last_capture_ts - record.started_ts),
+                      visitor=visitor, merged_visitor=merged_visitor, worker=state.worker, epoch=state.epoch)
 
 
 def live_track(camera: str, record: TrackRecord) -> LiveTrack:

@@ -97,6 +97,7 @@ class TrackedProcessor:
         self.cfg = cfg
         self.tcfg = cfg.tracking
         self.cameras: dict[str, CameraState] = {}
+        self._epochs: dict[str, int] = {}  # the latest tracking session (TrackEvent.epoch) of each camera
         threshold = cfg.visitors.threshold
         self.visitor_threshold = engine.rule.threshold if threshold is None else threshold
         self.embeddings = 0
@@ -142,7 +143,9 @@ class TrackedProcessor:
     def _camera(self, camera: str) -> CameraState:
         state = self.cameras.get(camera)
         if state is None:
-            state = CameraState(camera, build_tracker(self.tcfg.tracker), RecognitionScheduler(self.tcfg.scheduler))
+            epoch = self._epochs[camera] = self._epochs.get(camera, 0) + 1
+            state = CameraState(camera, build_tracker(self.tcfg.tracker), RecognitionScheduler(self.tcfg.scheduler),
+                                worker=self.recorder.worker, epoch=epoch)
             self.cameras[camera] = state
         state.last_frame_at = time.monotonic()
         return state
@@ -190,7 +193,7 @@ class TrackedProcessor:
                 continue
             record, started = self._record(state, track, frame.capture_ts)
             if started:
-                events.append(self.recorder.event(make_event("track_started", state.camera, record,
+                events.append(self.recorder.event(make_event("track_started", state, record,
                                                              frame.capture_ts)))
             self.recorder.live(live_track(state.camera, record), force=started)
             if track.det_index is not None:
@@ -301,7 +304,7 @@ class TrackedProcessor:
             self._merge(merged, change.name)
         self._announce(record, change.name, change.similarity, capture_ts)
         self._keep_crop(state.camera, record)
-        event = make_event("track_identified", state.camera, record, capture_ts, name=change.name,
+        event = make_event("track_identified", state, record, capture_ts, name=change.name,
                            similarity=change.similarity, margin=change.margin, merged_visitor=merged,
                            time_to_name_ms=record.time_to_name_ms)
         self.recorder.live(live_track(state.camera, record), force=True)
@@ -343,7 +346,7 @@ class TrackedProcessor:
         record.visitor = match.visitor
         self._announce(record, match.visitor, match.similarity, capture_ts)
         self._keep_crop(state.camera, record)
-        event = make_event("track_identified", state.camera, record, capture_ts, name=record.visitor,
+        event = make_event("track_identified", state, record, capture_ts, name=record.visitor,
                            similarity=match.similarity, visitor=True, time_to_name_ms=record.time_to_name_ms)
         self.recorder.live(live_track(state.camera, record), force=True)
         return [self.recorder.event(event)]
@@ -352,9 +355,9 @@ class TrackedProcessor:
     def _ended(self, state: CameraState, track: Track) -> list[TrackEvent]:
         record = state.tracks.pop(track.track_id, None)
         state.scheduler.forget(state.public_id(track))
-        return [] if record is None else [self._finish(state.camera, record)]
+        return [] if record is None else [self._finish(state, record)]
 
-    def _finish(self, camera: str, record: TrackRecord) -> TrackEvent:
+    def _finish(self, state: CameraState, record: TrackRecord) -> TrackEvent:
         """A track is over: its best faces refresh its visitor, its best face is kept as the track's crop, it
         leaves the live tracks, and its ``track_ended`` event (with the crop) goes to the event log."""
         if record.visitor is not None and record.identity.name is None and record.best:
@@ -362,12 +365,26 @@ class TrackedProcessor:
                 self.store.visitors.seen(record.visitor, record.best_samples(), self.cfg.visitors.max_faces)
             except StoreError as exc:
                 self.recorder.failed("visitor_seen", exc)
+        camera = state.camera
         crop = self.recorder.save_crop(camera, record.track, record.best[0][1].crop) if record.best else None
         self.recorder.ended(camera, record.track)
         name = record.identity.name or record.visitor
-        event = make_event("track_ended", camera, record, record.last_capture_ts, name=name,
+        event = make_event("track_ended", state, record, record.last_capture_ts, name=name,
                            visitor=name is not None and name == record.visitor)
         return self.recorder.event(event, crop)
+
+    def abandon(self, cameras: set[str] | None = None) -> int:
+        """Drop the track state of these cameras (all when None) without any event: this worker was paused long
+        enough to be declared dead, so the broker may have given them to another worker, which tracks them now.
+        Their live entries are removed; the next frame of such a camera starts a new epoch. How many tracks."""
+        dropped = 0
+        for camera in [c for c in self.cameras if cameras is None or c in cameras]:
+            state = self.cameras.pop(camera)
+            self.previews.forget(camera)
+            for record in state.tracks.values():
+                self.recorder.ended(camera, record.track)
+                dropped += 1
+        return dropped
 
     def _end_idle_cameras(self, now: float) -> list[TrackEvent]:
         """A camera that sent nothing for ``camera_idle_s`` (it moved to another worker, or stopped): end its
@@ -376,7 +393,7 @@ class TrackedProcessor:
         for camera in [c for c, s in self.cameras.items() if now - s.last_frame_at > self.tcfg.camera_idle_s]:
             state = self.cameras.pop(camera)
             self.previews.forget(camera)
-            events += [self._finish(camera, record) for record in state.tracks.values()]
+            events += [self._finish(state, record) for record in state.tracks.values()]
         return events
 
 

@@ -20,6 +20,7 @@ IMAGES_REFUSED = f"{PREFIX}_images_refused_total"  # counter, labels: reason
 STAGE_LATENCY = f"{PREFIX}_stage_latency_seconds"  # histogram, labels: stage
 END_TO_END_LATENCY = f"{PREFIX}_end_to_end_latency_seconds"  # histogram: capture -> track_started or
 # track_identified published (track_ended is published once the tracker gave the face up: TRACK_LOST_DELAY)
+TIME_TO_NAME = f"{PREFIX}_time_to_name_seconds"  # histogram: a track's first frame -> the frame that named it
 TRACK_LOST_DELAY = f"{PREFIX}_track_lost_delay_seconds"  # histogram: last capture of a track -> track_ended published
 FRAMES_IN = f"{PREFIX}_frames_in_total"  # counter, labels: camera
 FRAMES_OUT = f"{PREFIX}_frames_out_total"  # counter, labels: camera
@@ -46,13 +47,13 @@ UNCREDITED_FRAMES = f"{PREFIX}_uncredited_frames_total"  # counter, labels: came
 # The label values every process exports at 0 from its start (per-camera ones once the camera is first seen), so
 # that a rate() or an alert on a series sees it before the first increment.
 PROTOCOL_ERROR_REASONS = (*REASONS, "bad_frames", "unexpected_message")  # decoding + a wrong envelope or peer
-WORKER_DROP_REASONS = ("bad_jpeg", "worker_full", "processing_error", "shutdown")
+WORKER_DROP_REASONS = ("bad_jpeg", "worker_full", "processing_error", "stale", "shutdown")
 BROKER_DROP_REASONS = ("no_worker", "queue_full", "camera_gone")
 CAMERA_DROP_REASONS = ("camera_queue_full", "camera_not_connected")
 CAMERA_OUTCOMES = ("captured", "sent", "unchanged", "queue_full", "not_connected", "reopened", "read_error",
                    "shutdown")
 AUTH_REFUSED_REASONS = ("unknown_key", "mechanism_mismatch", "handshake_aborted", "handshake")
-EVENTS_DROPPED_REASONS = ("outbox_full",)
+EVENTS_DROPPED_REASONS = ("outbox_full", "stale")
 # The operations a worker's store (store.buffered.BufferedStore) times and counts, and the kinds of writes it buffers
 STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "write_persons", "rejections",
                     "match_or_create", "visitor_seen", "merge_visitor", "read_visitors", "write_visitors",
@@ -65,6 +66,7 @@ STAGES = ("capture_to_send", "broker", "decode", "detect", "embed", "search", "t
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORE_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                          2.5, 5.0, 10.0)  # a Redis round trip on a LAN is well under a millisecond
+TIME_TO_NAME_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 TRACK_LOST_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)  # a tracker waits seconds, not ms
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,8 @@ class ProtocolConfig(Section):
 
 
 # 1: Frame, FaceBatch, TrackEvent, Heartbeat. 2: TrackEvent.merged_visitor added, FaceBatch removed.
-SCHEMA_VERSION = 2
+# 3: TrackEvent.worker and TrackEvent.epoch added.
+SCHEMA_VERSION = 3
 
 REASONS = (
     "oversize",         # payload longer than max_bytes (checked before unpacking)
@@ -232,7 +233,10 @@ class TrackEvent:
     first frame to its naming (>= 0) or None; duration_s: track length so far (>= 0) or None; visitor: True when
     ``name`` is a provisional visitor id rather than an enrolled person; merged_visitor: the visitor id
     (visitor-N) this track was before it was recognised as the enrolled person in ``name``, only on
-    "track_identified" events (with visitor False), else None.
+    "track_identified" events (with visitor False), else None; worker: the id of the worker that tracked it;
+    epoch: that worker's tracking session of the camera (1 when it first served the camera, +1 each time it
+    starts serving it again: after the camera moved away and back, or after the worker was paused long enough
+    to be declared dead and dropped what it held), so a consumer can tell a new session's tracks from an old one's.
     """
 
     type: str
@@ -248,6 +252,8 @@ class TrackEvent:
     duration_s: float | None
     visitor: bool
     merged_visitor: str | None = None
+    worker: str | None = None
+    epoch: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -293,7 +299,8 @@ _SCHEMAS: dict[type, tuple[_Field, ...]] = {
                  _Field("margin", _optional(_TS)), _Field("ts", _TS), _Field("capture_ts", _TS),
                  _Field("box", _optional(_box)), _Field("time_to_name_ms", _optional(_float(0.0))),
                  _Field("duration_s", _optional(_float(0.0))), _Field("visitor", _bool),
-                 _Field("merged_visitor", _optional(_text))),
+                 _Field("merged_visitor", _optional(_text)), _Field("worker", _optional(_ident)),
+                 _Field("epoch", _optional(_SEQ))),
     Heartbeat: (_Field("sender", _ident), _Field("role", _choice(ROLES)), _Field("seq", _SEQ), _Field("ts", _TS),
                 _Field("credits", _int(0, MAX_CREDITS)), _Field("cameras", _idents)),
 }

@@ -147,7 +147,7 @@ def test_merged_visitor_defaults_to_none() -> None:
 
 
 def test_envelope_and_types_on_the_wire() -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     body = wire(merged())
     assert body["v"] == SCHEMA_VERSION and body["t"] == "track_event"
     assert body["box"] == [10.0, 20.0, 110.0, 140.0] and body["merged_visitor"] == "visitor-3"
@@ -202,6 +202,8 @@ def test_messages_are_frozen_and_hashable() -> None:
     (lambda: dataclasses.replace(event(), merged_visitor=""), "bad_value", "merged_visitor"),
     (lambda: dataclasses.replace(event(), merged_visitor="a\nb"), "bad_value", "merged_visitor"),
     (lambda: dataclasses.replace(event(), merged_visitor=3), "bad_type", "merged_visitor"),
+    (lambda: dataclasses.replace(event(), worker="../w"), "bad_value", "worker"),
+    (lambda: dataclasses.replace(event(), epoch=-1), "bad_value", "epoch"),
     (lambda: dataclasses.replace(merged(), type="track_started"), "bad_value", "merged_visitor"),
     (lambda: dataclasses.replace(merged(), type="track_ended"), "bad_value", "merged_visitor"),
     (lambda: dataclasses.replace(merged(), type="track_ended", name=None), "bad_value", "merged_visitor"),
@@ -221,7 +223,8 @@ def test_constructors_validate(make: Any, reason: str, field: str) -> None:
 def test_to_json_dict() -> None:
     out = event().to_json_dict()
     assert list(out) == [f.name for f in dataclasses.fields(TrackEvent)]
-    assert list(out)[-1] == "merged_visitor" and out["merged_visitor"] is None
+    assert list(out)[-3:] == ["merged_visitor", "worker", "epoch"] and out["merged_visitor"] is None
+    assert out["worker"] is None and out["epoch"] is None
     assert out["box"] == [10.0, 20.0, 110.0, 140.0] and out["name"] == "alice"
     assert json.loads(json.dumps(out)) == out
     assert dataclasses.replace(event(), box=None).to_json_dict()["box"] is None
@@ -257,7 +260,7 @@ def test_malformed(data: bytes) -> None:
     assert (err.reason, err.field) == ("malformed", None)
 
 
-@pytest.mark.parametrize("version", [None, 1, 3, 0, "2", 2.0, True, [2]])
+@pytest.mark.parametrize("version", [None, 1, 2, 4, 0, "3", 3.0, True, [3]])
 def test_version(version: Any) -> None:
     body = wire(heartbeat())
     if version is None:
@@ -294,7 +297,7 @@ def test_version_1_messages_are_refused(tag: str) -> None:
     version mismatch, not as a missing field or an unknown type."""
     err = reject(pack(_version_1(tag)))
     assert (err.reason, err.field) == ("version", "v")
-    assert "schema version 2" in str(err)
+    assert f"schema version {SCHEMA_VERSION}" in str(err)
 
 
 @pytest.mark.parametrize("tag", ["Frame", "nope", 3, None, b"frame", "face_batch"])
