@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from broker.config import BrokerConfig
 from camera_node.config import CameraConfig
+from dashboard.config import DashboardConfig
 from gpu_worker.config import TrackingConfig, WorkerConfig
 from gpu_worker.decision import RecognitionConfig
 from gpu_worker.detect.config import DetectorConfig, RetinaFaceConfig
@@ -45,6 +46,7 @@ class UpConfig(Section):
                                         description="Cameras `argusnet up` starts; default: the built-in demo camera.")
     gallery: Path | None = Field(default=None, description="Store directory of a local store (the same as "
                                  "store.path, which wins when both are set); default: the user data directory.")
+    dashboard: bool = Field(default=True, description="Start the web dashboard (on dashboard.listen) too.")
 
     @field_validator("cameras")
     @classmethod
@@ -80,6 +82,7 @@ class ArgusConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Tracking and recognition "
                                      "scheduling on the workers.")
     up: UpConfig = Field(default_factory=UpConfig, description="What `argusnet up` starts.")
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="The web dashboard.")
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested dict from ``ARGUSNET__SECTION__FIELD=value`` variables; values are parsed as YAML scalars."""

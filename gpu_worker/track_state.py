@@ -83,9 +83,10 @@ def make_event(kind: str, state: CameraState, record: TrackRecord, capture_ts: f
                       visitor=visitor, merged_visitor=merged_visitor, worker=state.worker, epoch=state.epoch)
 
 
-def live_track(camera: str, record: TrackRecord) -> LiveTrack:
+def live_track(state: CameraState, record: TrackRecord) -> LiveTrack:
     """The live-tracks entry of a track: its latest box, and the name it was last announced with."""
     name = record.announced
-    return LiveTrack(camera=camera, track=record.track, name=name, visitor=name is not None and name == record.visitor,
+    return LiveTrack(camera=state.camera, track=record.track, name=name, visitor=name is not None and name == record.visitor,
                      similarity=record.similarity, box=record.last_box, started_ts=record.started_ts,
-                     updated_ts=record.last_capture_ts, time_to_name_ms=record.time_to_name_ms, crop=record.crop)
+                     updated_ts=record.last_capture_ts, time_to_name_ms=record.time_to_name_ms, crop=record.crop,
+                     worker=state.worker)

@@ -195,7 +195,7 @@ class TrackedProcessor:
             if started:
                 events.append(self.recorder.event(make_event("track_started", state, record,
                                                              frame.capture_ts)))
-            self.recorder.live(live_track(state.camera, record), force=started)
+            self.recorder.live(live_track(state, record), force=started)
             if track.det_index is not None:
                 matched.append((record, track))
         if self.on_tracks is not None:
@@ -307,7 +307,7 @@ class TrackedProcessor:
         event = make_event("track_identified", state, record, capture_ts, name=change.name,
                            similarity=change.similarity, margin=change.margin, merged_visitor=merged,
                            time_to_name_ms=record.time_to_name_ms)
-        self.recorder.live(live_track(state.camera, record), force=True)
+        self.recorder.live(live_track(state, record), force=True)
         return self.recorder.event(event)
 
     def _keep_crop(self, camera: str, record: TrackRecord) -> None:
@@ -348,7 +348,7 @@ class TrackedProcessor:
         self._keep_crop(state.camera, record)
         event = make_event("track_identified", state, record, capture_ts, name=record.visitor,
                            similarity=match.similarity, visitor=True, time_to_name_ms=record.time_to_name_ms)
-        self.recorder.live(live_track(state.camera, record), force=True)
+        self.recorder.live(live_track(state, record), force=True)
         return [self.recorder.event(event)]
 
     # ------------------------------------------------------------------------------------------ endings

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 AUDIT_FILE = "audit.jsonl"
 SUBJECTS_FILE = "audit-subjects.json"
 GENESIS = "0" * 64
-ACTIONS = ("enrol", "remove", "rename", "name_visitor", "reject", "forget", "reembed", "login", "user_add",
-           "user_remove")
+ACTIONS = ("enrol", "remove", "rename", "name_visitor", "reject", "confirm", "forget", "reembed", "login",
+           "login_failed", "logout", "user_add", "user_remove")
 RECORD_KEYS = frozenset({"seq", "ts", "actor", "action", "subject", "details", "prev", "hash"})
 ALTERED = "altered"
 REORDERED = "removed or reordered"
@@ -60,8 +60,14 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
+ACTOR_ENV = "ARGUSNET_ACTOR"  # set by the dashboard for the commands it runs (dashboard:<user>)
+
+
 def default_actor() -> str:
-    """``cli:`` + the login name; ``cli:uid<N>`` where the system cannot name the user."""
+    """``$ARGUSNET_ACTOR`` when set, else ``cli:`` + the login name (``cli:uid<N>`` where the system cannot name
+    the user)."""
+    if os.environ.get(ACTOR_ENV):
+        return os.environ[ACTOR_ENV]
     try:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError, ImportError) as exc:

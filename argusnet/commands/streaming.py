@@ -17,8 +17,18 @@ from argusnet.commands.common import (
 )
 from argusnet.config import ArgusConfig
 from argusnet.events import EventPrinter
-from argusnet.launcher import ChildSpec, Listen, Supervisor, check_listen, free_port, reserve_ports, tcp_listen
+from argusnet.launcher import (
+    WILDCARD_HOSTS,
+    ChildSpec,
+    Listen,
+    Supervisor,
+    check_listen,
+    free_port,
+    reserve_ports,
+    tcp_listen,
+)
 from camera_node.sources import file_path
+from dashboard.config import split_listen
 from shared.errors import GalleryError, InputError
 from shared.signals import stop_on_signals
 from store.config import StoreConfig
@@ -146,6 +156,9 @@ def child_specs(cfg: ArgusConfig, store: StoreConfig, jsonl: Path | None) -> lis
                                                             camera.metrics_port, f"camera-{camera.id}")))
     printer = ("events",) if jsonl is None else ("events", "--jsonl", str(jsonl))
     specs.append(ChildSpec("events", printer, STOP_PRINTER))
+    if cfg.up.dashboard:
+        gallery = ("--gallery", str(store.directory())) if store.type == "local" else ()
+        specs.append(ChildSpec("dashboard", ("dashboard", *gallery), STOP_PRINTER))
     return specs
 
 
@@ -160,6 +173,9 @@ def listen_addresses(cfg: ArgusConfig, specs: list[ChildSpec]) -> list[Listen]:
                  for name in ("frontend", "backend", "events_in", "events_out")]
     metrics = [Listen(s.metrics_field, str(s.metrics_port), "127.0.0.1", s.metrics_port) for s in specs
                if s.metrics_port is not None]
+    if cfg.up.dashboard:
+        host, port = split_listen(cfg.dashboard.listen)
+        metrics.append(Listen("dashboard.listen", cfg.dashboard.listen, WILDCARD_HOSTS.get(host, host), port))
     return [a for a in endpoints if a is not None] + metrics
 
 
@@ -202,7 +218,21 @@ def _print_plan(args: argparse.Namespace, cfg: ArgusConfig, store: StoreConfig, 
         print(f"  crops: {directory / 'crops'}/, event log: {directory / 'store.sqlite'}", file=sys.stderr)
     else:
         print(f"  crops and event log: {store.describe()}", file=sys.stderr)
+    if cfg.up.dashboard:
+        host, port = split_listen(cfg.dashboard.listen)
+        shown = "127.0.0.1" if host in WILDCARD_HOSTS.values() else host
+        print(f"  dashboard: http://{shown}:{port}/", file=sys.stderr)
     sys.stderr.flush()
+
+
+def _first_admin(cfg: ArgusConfig, store: StoreConfig) -> None:
+    """With no dashboard user yet, make an admin and print its password, once (it is not kept anywhere else)."""
+    from argusnet.commands.dashboard import ensure_admin
+
+    made = ensure_admin(cfg, store)
+    if made is not None:
+        print(f"  dashboard login (shown once; add users with `argusnet dashboard user add`): user {made[0]}, "
+              f"password {made[1]}", file=sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -220,6 +250,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.logs is not None:
         args.logs.mkdir(parents=True, exist_ok=True)
     _print_plan(args, cfg, store, specs)
+    if cfg.up.dashboard:
+        _first_admin(cfg, store)
+    sys.stderr.flush()
     stop = threading.Event()
     stop_on_signals(stop)
     supervisor = Supervisor(specs, None if args.config is None else Path(args.config), args.logs, args.log_level)

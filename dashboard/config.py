@@ -1,0 +1,42 @@
+"""The dashboard's settings (`dashboard:` in the configuration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from shared.schema import Section
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as host and port; ValueError naming what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    return (host[1:-1] if host.startswith("[") and host.endswith("]") else host), int(port)
+
+
+class DashboardConfig(Section):
+    listen: str = Field(default="127.0.0.1:8080", description="HOST:PORT the dashboard serves on (0.0.0.0:8080 "
+                        "for every interface; put TLS in front of it off a closed network).")
+    users_file: Path | None = Field(default=None, description="The dashboard's users (argon2 hashes), written by "
+                                    "`argusnet dashboard user add`; default: dashboard-users.json in a local "
+                                    "store's directory (required with the Redis store).")
+    session_key_file: Path | None = Field(default=None, description="Secret key that signs session cookies (32+ "
+                                          "bytes); default: dashboard-session.key beside the users file, made on "
+                                          "first start.")
+    session_h: float = Field(default=12.0, gt=0.0, le=24.0 * 30, description="A login lasts this long.")
+    secure_cookies: bool = Field(default=False, description="Mark cookies Secure (only sent over HTTPS): set it "
+                                 "when a TLS proxy is in front.")
+    poll_s: float = Field(default=0.2, gt=0.0, le=10.0, description="How often the event log is read for new "
+                          "events pushed to browsers.")
+    max_clients: int = Field(default=100, ge=1, le=10000, description="Live-update connections served at once.")
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024,
+                                  description="Largest total size of the photos of one enrolment.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_listen(value)
+        return value

@@ -1,0 +1,50 @@
+"""Run the dashboard: open the store, build the app, serve it with uvicorn until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from dashboard.app import create_app
+from dashboard.auth import SessionSigner, load_or_make_key
+from dashboard.config import DashboardConfig, split_listen
+from dashboard.context import Dashboard
+from dashboard.users import UserFile
+from shared.errors import GalleryMissingError, InputError
+from store import open_store
+from store.audit import AuditLog
+from store.config import GalleryConfig, StoreConfig
+
+log = logging.getLogger(__name__)
+
+
+def run_dashboard(cfg: DashboardConfig, store_cfg: StoreConfig, gallery: GalleryConfig, users_file: Path,
+                  session_key_file: Path, cameras: list[str], audit: AuditLog | None,
+                  enrol_command: list[str]) -> int:
+    host, port = split_listen(cfg.listen)
+    try:
+        store = open_store(store_cfg, gallery)
+    except GalleryMissingError as exc:
+        raise InputError(f"{exc}: enrol someone first (`argusnet enroll`) or start `argusnet up`") from exc
+    try:
+        users = UserFile(users_file)
+        if not users.users():
+            log.warning("no dashboard user in %s: add one with `argusnet dashboard user add NAME --role admin "
+                        "--password-file FILE` (nobody can log in until then)", users_file)
+        signer = SessionSigner(load_or_make_key(session_key_file), cfg.session_h * 3600.0)
+        dash = Dashboard(store, users, signer, cfg, cameras, audit, enrol_command, CollectorRegistry())
+        app = create_app(dash)
+        print(f"dashboard on http://{host if ':' not in host else f'[{host}]'}:{port}/ (store {store.describe()})",
+              flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=3))
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn stopped gracefully on SIGINT, then re-raised it
+            pass
+    finally:
+        store.close()
+    return 0

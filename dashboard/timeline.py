@@ -1,0 +1,53 @@
+"""One identity's page: where and when it was seen (one span per track, across cameras, newest first) and its
+stored faces."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from dashboard.views import crop_url, event_json
+from shared.errors import GalleryError
+from store.base import Store
+from store.types import EventQuery, LoggedEvent, is_visitor_name
+
+TIMELINE_EVENTS = 2000
+
+
+def spans(events: list[LoggedEvent]) -> list[dict]:
+    """One entry per (camera, track): first and last capture time, best similarity, its crop."""
+    by_track: dict[tuple[str, int], dict] = {}
+    for logged in events:
+        e = logged.event
+        span = by_track.setdefault((e.camera, e.track), {"camera": e.camera, "track": e.track, "first": e.capture_ts,
+                                                          "last": e.capture_ts, "similarity": None, "events": 0,
+                                                          "crop_url": crop_url(f"{e.camera}/{e.track}")})
+        span["first"], span["last"] = min(span["first"], e.capture_ts), max(span["last"], e.capture_ts)
+        span["events"] += 1
+        if e.similarity is not None and (span["similarity"] is None or e.similarity > span["similarity"]):
+            span["similarity"] = e.similarity
+    return sorted(by_track.values(), key=lambda s: -s["last"])
+
+
+def identity_json(store: Store, name: str) -> dict:
+    """KeyError when the store knows nothing of ``name``."""
+    events = store.events.query(EventQuery(identity=name, limit=TIMELINE_EVENTS))
+    visitor = is_visitor_name(name)
+    part = store.visitors if visitor else store.persons
+    if not visitor:
+        store.persons.sync()
+    try:
+        faces = part.faces_of(name)
+    except GalleryError:
+        faces = []
+    if not faces and not events:
+        raise KeyError(name)
+    kind = "visitor" if visitor else ("person" if faces else "former")
+    base = "visitors" if visitor else "persons"
+    return {"name": name, "kind": kind, "merged_into": store.visitors.merged_into(name) if visitor else None,
+            "faces": [{"face_id": f.face_id, "source": f.source, "created": f.created,
+                       "url": f"/api/faces/{base}/{_q(name)}/{f.face_id}.jpg"} for f in faces],
+            "timeline": spans(events), "events": [event_json(e) for e in events[:200]]}
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")
