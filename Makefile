@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.argusnet-installed
 PYTEST_ARGS ?=
 
-.PHONY: install redis-server demo test bench lock clean
+.PHONY: install system-deps demo test bench lock clean
 
 install: $(STAMP)
 
@@ -19,20 +19,37 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# A camera node (a Raspberry Pi): only what `argusnet camera` needs (requirements-node.lock: no worker, store or
+# dashboard packages), into $(VENV): `make node VENV=/opt/argusnet` for deploy/node/argusnet-camera.service. The
+# project is installed editable, as by `install`: the checkout must stay where it is (outside /home for the unit).
+NODE_LOCK := requirements-node.lock
+.PHONY: node
+node: $(NODE_LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(NODE_LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/argusnet camera --help >/dev/null
+
 # The demo: broker, a worker and the built-in demo camera; the portrait is enrolled as "Eileen Collins" on first
 # run. Stops after DEMO_SECONDS (or Ctrl-C).
 DEMO_SECONDS ?= 30
 demo: install
 	$(BIN)/argusnet up --duration $(DEMO_SECONDS)
 
-# The Redis store's tests start their own redis-server (tests/redis_server.py): install it when it is missing
-# (Debian/Ubuntu: apt-get as root, else through sudo).
-redis-server:
-	@command -v redis-server >/dev/null || { \
+# The tests start real servers and tools from Debian: redis-server (the Redis store), chromium (the dashboard's
+# browser tests), prometheus + promtool (scrape and alert-rule tests), docker-compose (compose file validation).
+# Install whichever is missing (Debian/Ubuntu: apt-get as root, else through sudo).
+TEST_TOOLS := redis-server:redis-server chromium:chromium prometheus:prometheus promtool:prometheus \
+  docker-compose:docker-compose systemd-analyze:systemd
+system-deps:
+	@missing=""; for pair in $(TEST_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
+	  echo "installing from Debian:$$missing"; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; fi
 
-test: install redis-server
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every benchmark of BENCHMARKS.md (about 20 minutes on 2 cores; search builds a 1M-face HNSW index).
@@ -48,6 +65,7 @@ bench: install
 	$(BIN)/argusnet bench overload --seconds 60 --json out/bench-overload.json
 	$(BIN)/argusnet bench search --json out/bench-search.json
 	$(BIN)/argusnet bench store --cold-faces 100000 --json out/bench-store.json
+	$(BIN)/argusnet bench dashboard --json out/bench-dashboard.json
 
 # Regenerate requirements.lock from the current environment (after changing pyproject.toml).
 lock:
