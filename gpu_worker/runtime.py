@@ -25,6 +25,9 @@ class RuntimeConfig(Section):
     require_provider: Provider | None = Field(
         default=None, description="Fail at start instead of falling back when this provider is not the one used.")
     threads: int = Field(default=0, ge=0, le=256, description="Intra-op CPU threads per ONNX session; 0 = all cores.")
+    spin: bool = Field(default=False, description="Let ONNX Runtime's intra-op threads busy-wait between runs (a "
+                       "little lower latency for one stream; costs a whole core while idle, so off by default: a "
+                       "worker serving many cameras and the other processes of a host need those cycles).")
 
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ def create_session(model: bytes | str | os.PathLike[str], cfg: RuntimeConfig, mo
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = cfg.threads
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.spin else "0")
     opts.log_severity_level = 3
     source = model if isinstance(model, bytes) else os.fspath(model)
     try:

@@ -18,6 +18,10 @@ BENCHMARKS = {
     "overload": ("bench.overload", "32 cameras at 5 fps into one worker that cannot keep up: memory, fairness"),
     "encryption": ("bench.encryption", "local store with vs without store.encryption_key_file: enrol, cold start"),
     "store": ("bench.store", "Redis vs local store: enrol -> searchable, match_or_create/s, cold start, memory"),
+    "link": ("bench.link", "a 720p camera behind a tc-shaped link (2/4/10 Mbit/s): fps, JPEG quality, latency"),
+    "capacity": ("bench.capacity", "720p 10 fps cameras one worker sustains (p95 <= 250 ms, drops <= 1%) vs per_frame"),
+    "dashboard": ("bench.dashboard", "event log -> row in Chromium p50/p95 ms; 20 SSE clients at 50 events/s: lag, RSS"),
+    "soak": ("bench.soak", "a real `up` (2 workers, 6 cameras) for 30 min: RSS, fds, p95 drift, events/camera, drops"),
 }
 
 
