@@ -22,7 +22,7 @@ from gpu_worker.quality import (
     check_single_face,
     face_quality,
 )
-from shared.types import Detections
+from shared.types import Detections, iou_matrix
 from store.types import FaceSample
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # Faces are stored in the gallery as a generous aligned crop (ArcFace layout, zoomed out) with known landmark
 # positions, so that any embedder's template can be cut from it again (`argusnet gallery reembed`).
+FINE_PASS_MAX_PX = 48  # a photo's second, full-resolution pass adds only faces smaller than this at the first's scale
 STORED_CROP = AlignTemplate("stored_crop_320", 112, ARCFACE_112).scaled("stored_crop_320", 320, zoom=0.6)
 
 
@@ -95,20 +96,42 @@ class Engine:
         return DecisionRule(self.embedder.threshold if threshold is None else threshold, self.cfg.recognition.margin)
 
     def detect(self, image: np.ndarray, pad_retry: bool = False) -> Detections:
-        """Faces in one RGB image; with ``pad_retry``, a photo with no face is tried again with a border
-        (tightly cropped head shots)."""
-        found = self.detector.detect([image])[0]
+        """Faces in one photo (see ``detect_fine``); with ``pad_retry``, a photo with no face is tried again with
+        a border (tightly cropped head shots)."""
+        found = self.detect_fine(image)
+        side = self.cfg.detector.max_side
         pad_frac = self.cfg.quality.pad_retry
         if len(found) or not pad_retry or pad_frac <= 0:
             return found
         pad = int(round(max(image.shape[:2]) * pad_frac))
         padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        again = self.detector.detect([padded])[0]
+        again = self.detector.detect([padded], side)[0]
         if len(again) == 0:
             return again
         h, w = image.shape[:2]
         boxes = np.clip(again.boxes - pad, 0, [w, h, w, h]).astype(np.float32)
         return Detections(boxes, again.scores, (again.landmarks - pad).astype(np.float32))
+
+    def detect_fine(self, image: np.ndarray) -> Detections:
+        """A photo's faces: the pass at ``detector.max_side``, plus the small faces a second pass at the photo's
+        own resolution (up to ``detector.photo_max_side``) finds. Only faces smaller than FINE_PASS_MAX_PX at the
+        first pass's scale are taken from the second pass: that pass is there for faces too small for the first;
+        a large "face" only it sees is not trusted (RetinaFace sees dogs' faces at full resolution)."""
+        cfg = self.cfg.detector
+        found = self.detector.detect([image])[0]
+        longest = max(image.shape[:2])
+        if cfg.photo_max_side <= cfg.max_side or longest <= cfg.max_side:
+            return found
+        fine = self.detector.detect([image], cfg.photo_max_side)[0]
+        base_scale = cfg.max_side / longest
+        heights = (fine.boxes[:, 3] - fine.boxes[:, 1]) * base_scale
+        overlap = iou_matrix(fine.boxes, found.boxes).max(axis=1) if len(found) else np.zeros(len(fine))
+        extra = np.flatnonzero((heights < FINE_PASS_MAX_PX) & (overlap < 0.3))
+        if extra.size == 0:
+            return found
+        small = fine.select(extra)
+        return Detections(np.concatenate([found.boxes, small.boxes]), np.concatenate([found.scores, small.scores]),
+                          np.concatenate([found.landmarks, small.landmarks]))
 
     def observe(self, image: np.ndarray, faces: Detections) -> list[FaceObservation]:
         """Align and embed the given faces of ``image``."""

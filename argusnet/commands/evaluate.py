@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write each sequence's MOT ground truth (seqN-gt.txt) here")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result to this JSON file")
     p.set_defaults(handler=cmd_track)
+    p = ev.add_parser("small-faces", help="verification with every face shrunk to H px in a camera-sized frame: "
+                      "faces detected, accuracy, TAR@FAR, wrong names per height")
+    p.add_argument("--pairs", type=Path, required=True, metavar="CSV")
+    p.add_argument("--heights", default="20,28,40,56,80,112", help="face heights in px (default 20,28,40,56,80,112)")
+    p.add_argument("--frame", default="1280x720", help="frame size WIDTHxHEIGHT (default 1280x720)")
+    _common(p, handler=cmd_small_faces)
     p = ev.add_parser("detect", help="detector recall/precision/AP at IoU 0.5 against dlib imglab XML boxes")
     p.add_argument("--boxes", type=Path, required=True, metavar="XML")
     _common(p, handler=cmd_detect)
@@ -75,6 +81,13 @@ def cmd_track(args: argparse.Namespace) -> int:
         raise InputError(f"--fps must be between 1 and 60, got {args.fps}")
     return _finish(evaluate_tracking(engine_from(args), args.data, args.sequences, args.seed, args.gt_dir, args.fps),
                    args.json)
+
+
+def cmd_small_faces(args: argparse.Namespace) -> int:
+    from evaluation.small_faces import parse_frame, parse_heights, run_small_faces
+
+    heights, frame = parse_heights(args.heights), parse_frame(args.frame)
+    return _finish(run_small_faces(engine_from(args), args.pairs, args.images, heights, frame), args.json)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

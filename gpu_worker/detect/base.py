@@ -14,6 +14,7 @@ class Detector(Protocol):
     name: str
     provider: str
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """One ``Detections`` per (H, W, 3) uint8 RGB image, in that image's pixel coordinates."""
+    def detect(self, images: Sequence[np.ndarray], max_side: int | None = None) -> list[Detections]:
+        """One ``Detections`` per (H, W, 3) uint8 RGB image, in that image's pixel coordinates; ``max_side``: the
+        longer side images are resized to (default: the configured one)."""
         ...
