@@ -22,7 +22,7 @@ class DashboardConfig(Section):
                         "for every interface; put TLS in front of it off a closed network).")
     users_file: Path | None = Field(default=None, description="The dashboard's users (argon2 hashes), written by "
                                     "`argusnet dashboard user add`; default: dashboard-users.json in a local "
-                                    "store's directory (required with the Redis store).")
+                                    "store's directory, or in the user data directory with the Redis store.")
     session_key_file: Path | None = Field(default=None, description="Secret key that signs session cookies (32+ "
                                           "bytes); default: dashboard-session.key beside the users file, made on "
                                           "first start.")

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
 from argusnet.config import ArgusConfig
-from shared.errors import InputError
 from store.audit import AuditLog
-from store.config import LocalStoreConfig, StoreConfig
+from store.config import LocalStoreConfig, StoreConfig, default_store_dir
 
 USERS_FILE = "dashboard-users.json"
 SESSION_KEY_FILE = "dashboard-session.key"
@@ -46,11 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def users_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
+    """``dashboard.users_file``; else beside a local store's data, or in the user data directory (a Redis store:
+    set it explicitly on a site where dashboards run on other hosts)."""
     if cfg.dashboard.users_file is not None:
         return cfg.dashboard.users_file
     if isinstance(store, LocalStoreConfig):
         return store.directory() / USERS_FILE
-    raise InputError("dashboard.users_file: set it with the Redis store (the dashboard's users are kept in a file)")
+    return default_store_dir().parent / USERS_FILE
 
 
 def session_key_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
