@@ -4,11 +4,11 @@ Every camera is assigned to exactly one live worker (the one with the fewest cam
 seen), so its frames and its tracker state stay on one worker. A worker silent for ``dead_after_s`` is dead: its
 cameras move to the live workers at once (least loaded first). When a worker joins, cameras without a worker are
 assigned, then cameras move from the most-loaded worker to the least-loaded one while their camera counts differ
-by more than one. Assignment is sticky: a worker that was declared dead and comes back (the same process,
-revived after a pause) takes cameras without a worker and new cameras, but no camera is moved to it (its cameras
-went to healthy workers, which now hold the tracks of those people; moving them straight back would split each
-person into two tracks). Only a worker that joins (new, or restarted: a fresh process) rebalances. Cameras silent
-for ``dead_after_s`` are forgotten (a camera heartbeats every interval).
+by more than one. Assignment is sticky: the cameras moved away from a worker declared dead never go straight back
+to it when it comes back (the same process, revived after a pause): the healthy workers hold the tracks of those
+people now, and moving them back would split each person into two tracks. A revived worker rebalances like a
+joining one, but only with other cameras. Cameras silent for ``dead_after_s`` are forgotten (a camera heartbeats
+every interval).
 
 Restarts are told apart from hiccups by heartbeat sequence numbers: a sender whose ``seq`` goes backwards is a new
 process (its credits start afresh), one that continues its sequence after being declared dead is the same process
@@ -63,6 +63,7 @@ class _Camera:
     last_seen: float
     last_seq: int | None
     worker: str | None = None
+    moved_from: str | None = None  # the dead worker it was moved away from (it never goes straight back there)
 
 
 class Routing:
@@ -115,9 +116,7 @@ class Routing:
         if state.alive:
             return (Seen.RESTARTED if restarted else Seen.KNOWN), []
         state.alive = True
-        if restarted:
-            return Seen.RESTARTED, self._on_join()
-        return Seen.REVIVED, self._assign([cam for cam, c in self._cameras.items() if c.worker is None])
+        return (Seen.RESTARTED if restarted else Seen.REVIVED), self._on_join()
 
     def camera_seen(self, camera: str, now: float, heartbeat_seq: int | None = None) -> tuple[Seen, list[Move]]:
         """Record a message from ``camera`` (``heartbeat_seq`` for a heartbeat, None for a frame). A new camera is
@@ -149,6 +148,8 @@ class Routing:
         gone = [cam for cam, c in self._cameras.items() if now - c.last_seen > self.dead_after_s]
         moves = [Move(cam, self._forget_camera(cam) or previous.get(cam), None) for cam in gone]
         orphans = [cam for cam in previous if cam in self._cameras]
+        for cam in orphans:
+            self._cameras[cam].moved_from = previous[cam]
         assigned = {m.camera: m.new for m in self._assign(orphans)}
         moves += [Move(cam, previous[cam], assigned.get(cam)) for cam in orphans]
         return Expired(tuple(dead), tuple(gone), tuple(moves))
@@ -186,12 +187,16 @@ class Routing:
 
     def _on_join(self) -> list[Move]:
         """Assign cameras without a worker, then move cameras from the most- to the least-loaded worker while
-        their counts differ by more than one."""
+        their counts differ by more than one, never a camera back to the dead worker it was moved away from."""
         moves = self._assign([cam for cam, c in self._cameras.items() if c.worker is None])
         while True:
             live = [(len(w.cameras), wid) for wid, w in self._workers.items() if w.alive]
             (low, target), (high, source) = min(live), max(live)
             if high - low <= 1:
                 return moves
-            camera = next(reversed(self._workers[source].cameras))
+            camera = next((c for c in reversed(self._workers[source].cameras)
+                           if self._cameras[c].moved_from != target), None)
+            if camera is None:
+                return moves
             moves.append(self._set_worker(camera, target))
+            self._cameras[camera].moved_from = None
