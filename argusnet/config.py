@@ -29,7 +29,7 @@ from shared.errors import ConfigError
 from shared.images import ImageLimits
 from shared.keys import SecurityConfig
 from shared.protocol import ProtocolConfig
-from shared.schema import Section, format_validation_error
+from shared.schema import Section, format_validation_error, read_yaml_mapping
 from store.config import (
     GalleryConfig,
     LocalStoreConfig,
@@ -122,16 +122,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"configuration file not found: {p}") from exc
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read configuration file {p}: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration file {p} must hold a mapping, got {type(loaded).__name__}")
+        loaded = read_yaml_mapping(p, "configuration file")
         data = loaded
     env = env_overrides(os.environ if environ is None else environ)
     if env:

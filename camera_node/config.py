@@ -7,7 +7,6 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from pydantic import Field, FilePath, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -15,7 +14,7 @@ from shared.errors import ConfigError
 from shared.ids import ID_PATTERN, ID_RULE
 from shared.keys import SecurityConfig
 from shared.protocol import ProtocolConfig
-from shared.schema import Section, format_validation_error
+from shared.schema import Section, format_validation_error, read_yaml_mapping
 from shared.zmq_defaults import ENDPOINT_SEPARATOR, MAX_ENDPOINTS, parse_endpoints
 
 
@@ -120,17 +119,7 @@ class NodeConfig(CameraConfig):
 
 def load_node_config(path: Path, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
     """A camera file (YAML), with ``overrides`` (command-line options) on top; ConfigError naming the field."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"camera file not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read camera file {path}: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"camera file {path} must hold a mapping (id: ..., source: ..., brokers: [...]), got "
-                          f"{type(data).__name__}")
+    data = read_yaml_mapping(path, "camera file", " (id: ..., source: ..., brokers: [...])")
     data = {**data, **(overrides or {})}
     try:
         return NodeConfig.model_validate(data)

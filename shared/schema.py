@@ -6,9 +6,13 @@ Each component keeps its own sections beside its code (``gpu_worker/detect/confi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, ValidationError
+
+from shared.errors import ConfigError
 
 
 class Section(BaseModel):
@@ -63,3 +67,19 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         shown = "(missing)" if e["type"] == "missing" else _shown(e.get("input"))
         lines.append(f"  {path} = {shown}: {e['msg']}")
     return "\n".join(lines)
+
+
+def read_yaml_mapping(path: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """The mapping a YAML file holds (empty for an empty file); ConfigError naming ``what`` (e.g. "camera file")
+    when it is missing, unreadable, not YAML or not a mapping (``hint`` says what it should look like)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping{hint}, got {type(data).__name__}")
+    return data
