@@ -25,8 +25,8 @@ class RuntimeConfig(Section):
     require_provider: Provider | None = Field(
         default=None, description="Fail at start instead of falling back when this provider is not the one used.")
     threads: int = Field(default=0, ge=0, le=256, description="Intra-op CPU threads per ONNX session; 0 = all cores.")
-    spin: bool = Field(default=False, description="Let ONNX Runtime's intra-op threads busy-wait between runs (a "
-                       "little lower latency for one stream; costs a whole core while idle, so off by default: a "
+    spin: bool = Field(default=False, description="Let ONNX Runtime's intra-op threads busy-wait between runs (it "
+                       "may lower one stream's latency a little, and can keep a core busy, so off by default: a "
                        "worker serving many cameras and the other processes of a host need those cycles).")
 
 
