@@ -77,7 +77,9 @@ def test_a_paused_worker_publishes_nothing_stale_and_its_camera_stays_moved(clus
     assert any(e["camera"] == "cam-a" and e["worker"] == other for e in after), "cam-a was not tracked after"
     old = [e for e in after if e["type"] != "track_ended" and e["latency_ms"] > STALE_MS]
     assert not old, f"stale events published after the resume: {old[:3]}"
-    held = [e for e in after if e["worker"] == paused and e["capture_ts"] < resumed]
+    # work it held: captured before the pause or during it (a revived worker may take another camera at once,
+    # whose frames are fresh: captured within the last second)
+    held = [e for e in after if e["worker"] == paused and e["capture_ts"] < resumed - 1.0]
     assert not held, f"the paused worker published work it held: {held[:3]}"
     for camera in CAMERAS:
         tracks: dict[int, list[dict]] = {}
