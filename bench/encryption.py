@@ -1,10 +1,14 @@
-"""Encryption at rest: what store.encryption_key_file costs on the local backend, with and without a key, in one run.
+"""Encryption at rest: what store.encryption_key_file costs on the local and Redis backends, with and without a key.
 
 - enrol: one ``add_person`` of ``--enrol-faces`` faces (default 1,000; 150x150 crops), median of ``--repeats``
   fresh stores.
 - cold start from ``--cold-faces`` faces (default 10,000 x 128): ``open_store`` up to its first answered search,
   from the index file (decrypted when keyed) and with the index file deleted (rebuilt from SQLite: every embedding
   decrypted); median of ``--repeats`` opens.
+
+- Redis (a redis-server this benchmark starts on a free loopback port): the same enrolment into a fresh prefix,
+  and a replica's cold start from ``--cold-faces`` faces: ``open_store`` (snapshot: every embedding read and,
+  when keyed, decrypted) up to its first answered search.
 
 Run: argusnet bench encryption --json out/bench-encryption.json
 """
@@ -20,8 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.common import emit, parser, summary_ms
+from bench.store import start_redis
 from store import open_store
-from store.config import GalleryConfig, LocalStoreConfig
+from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
 from store.local.gallery import INDEX_FILE
 from store.types import FaceSample
 
@@ -78,11 +83,54 @@ def _one(root: Path, key: Path | None, enrol: Sequence[FaceSample], cold: Sequen
             "gallery_sqlite_bytes": (directory / "gallery.sqlite").stat().st_size}
 
 
+def _redis_cfg(url: str, prefix: str, key: Path | None) -> RedisStoreConfig:
+    return RedisStoreConfig(url=url, prefix=prefix, encryption_key_file=key, socket_timeout_s=120.0)
+
+
+def _redis_one(url: str, label: str, key: Path | None, enrol: Sequence[FaceSample], cold: Sequence[FaceSample],
+               repeats: int) -> dict[str, Any]:
+    enrol_samples = []
+    for run in range(repeats):
+        with open_store(_redis_cfg(url, f"{label}-enrol-{run}", key), GalleryConfig(), "bench", DIM,
+                        create=True) as store:
+            t0 = time.perf_counter()
+            store.persons.add_person("person", enrol)
+            enrol_samples.append((time.perf_counter() - t0) * 1000.0)
+    cfg = _redis_cfg(url, f"{label}-cold", key)
+    with open_store(cfg, GalleryConfig(), "bench", DIM, create=True) as store:
+        for start in range(0, len(cold), BATCH):
+            store.persons.add_person(f"p{start // BATCH}", cold[start:start + BATCH])
+    query = np.asarray(cold[0].embedding)[None, :]
+    cold_samples = []
+    for run in range(repeats + 1):  # the first open warms Redis and the process up: not counted
+        t0 = time.perf_counter()
+        with open_store(cfg, GalleryConfig(), "bench", DIM) as store:
+            store.persons.search(query, 1)
+        if run:
+            cold_samples.append((time.perf_counter() - t0) * 1000.0)
+    return {"enrol_ms": summary_ms(enrol_samples), "cold_start_ms": summary_ms(cold_samples)}
+
+
+def _redis_results(key: Path, enrol: Sequence[FaceSample], cold: Sequence[FaceSample],
+                   repeats: int) -> dict[str, Any]:
+    server = start_redis()
+    try:
+        results = {"plain": _redis_one(server.url, "plain", None, enrol, cold, repeats),
+                   "encrypted": _redis_one(server.url, "encrypted", key, enrol, cold, repeats)}
+    finally:
+        server.stop()
+    results["encrypted_over_plain"] = {
+        name: round(results["encrypted"][name]["median"] / results["plain"][name]["median"], 3)
+        for name in ("enrol_ms", "cold_start_ms")}
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--enrol-faces", type=int, default=1000)
     p.add_argument("--cold-faces", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-redis", action="store_true", help="measure the local backend only")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     enrol, cold = _faces(rng, args.enrol_faces), _faces(rng, args.cold_faces)
@@ -92,8 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         key.write_text(secrets.token_hex(32) + "\n")
         results = {"plain": _one(root / "plain", None, enrol, cold, args.repeats),
                    "encrypted": _one(root / "encrypted", key, enrol, cold, args.repeats)}
+        redis_side = None if args.no_redis else _redis_results(key, enrol, cold, args.repeats)
     ratios = {name: round(results["encrypted"][name]["median"] / results["plain"][name]["median"], 3)
               for name in ("enrol_ms", "cold_start_index_file_ms", "cold_start_rebuild_ms")}
     emit({"benchmark": "encryption", "enrol_faces": args.enrol_faces, "cold_faces": args.cold_faces,
-          "results": results, "encrypted_over_plain": ratios}, args.json)
+          "results": results, "encrypted_over_plain": ratios, "redis": redis_side}, args.json)
     return 0

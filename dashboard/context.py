@@ -16,7 +16,7 @@ from dashboard.auth import LoginThrottle, SessionSigner
 from dashboard.config import DashboardConfig
 from dashboard.users import UserFile
 from shared.logs import RateLimitedLog
-from store.audit import AuditLog
+from store.audit import AuditTrail
 from store.base import Store
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Dashboard:
     signer: SessionSigner
     cfg: DashboardConfig
     cameras: list[str]
-    audit: AuditLog | None
+    audit: AuditTrail | None
     enrol_command: list[str]  # `argusnet ... enroll` with the store's options; the name and photos are appended
     registry: CollectorRegistry
     crop_dir: Path | None = None
@@ -75,6 +75,6 @@ class Dashboard:
         self._rate_log.warning("store", "store %s failed: %s", self.store.describe(), exc)
 
     def record(self, actor: str, action: str, subject: str | None, **details: object) -> None:
-        """An audit record of a change made through the dashboard (local stores keep the log)."""
+        """An audit record of a change made through the dashboard, in the store's audit log."""
         if self.audit is not None:
             self.audit.append(actor=actor, action=action, subject=subject, details=dict(details))

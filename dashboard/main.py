@@ -15,15 +15,13 @@ from dashboard.context import Dashboard
 from dashboard.users import UserFile
 from shared.errors import GalleryMissingError, InputError
 from store import open_store
-from store.audit import AuditLog
 from store.config import GalleryConfig, StoreConfig
 
 log = logging.getLogger(__name__)
 
 
 def run_dashboard(cfg: DashboardConfig, store_cfg: StoreConfig, gallery: GalleryConfig, users_file: Path,
-                  session_key_file: Path, cameras: list[str], audit: AuditLog | None,
-                  enrol_command: list[str]) -> int:
+                  session_key_file: Path, cameras: list[str], enrol_command: list[str]) -> int:
     host, port = split_listen(cfg.listen)
     try:
         store = open_store(store_cfg, gallery)
@@ -35,7 +33,7 @@ def run_dashboard(cfg: DashboardConfig, store_cfg: StoreConfig, gallery: Gallery
             log.warning("no dashboard user in %s: add one with `argusnet dashboard user add NAME --role admin "
                         "--password-file FILE` (nobody can log in until then)", users_file)
         signer = SessionSigner(load_or_make_key(session_key_file), cfg.session_h * 3600.0)
-        dash = Dashboard(store, users, signer, cfg, cameras, audit, enrol_command, CollectorRegistry())
+        dash = Dashboard(store, users, signer, cfg, cameras, store.audit, enrol_command, CollectorRegistry())
         app = create_app(dash)
         print(f"dashboard on http://{host if ':' not in host else f'[{host}]'}:{port}/ (store {store.describe()})",
               flush=True)

@@ -59,7 +59,7 @@ STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "
                     "match_or_create", "visitor_seen", "merge_visitor", "read_visitors", "write_visitors",
                     "expire_visitors", "append_events", "rename_events", "query_events", "expire_events", "put_live",
                     "remove_live", "rename_live", "read_live", "expire_live", "put_camera", "put_crop", "read_crop", "remove_crop",
-                    "expire_crops")
+                    "expire_crops", "audit_append", "audit_forget", "audit_read")
 STORE_BUFFER_KINDS = ("events", "live_tracks", "crops", "visitors")
 
 STAGES = ("capture_to_send", "broker", "decode", "detect", "embed", "search", "track", "publish")

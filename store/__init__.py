@@ -4,6 +4,10 @@ file or walks crop folders."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
+from store.audit import AuditTrail
 from store.base import (
     EventLog,
     LiveTracks,
@@ -30,5 +34,23 @@ def open_store(cfg: StoreConfig, gallery: GalleryConfig, model: str | None = Non
     raise ValueError(f"unknown store type {cfg.type!r}")
 
 
-__all__ = ["EventLog", "GalleryConfig", "LiveTracks", "LocalStoreConfig", "MediaStore", "PersonGallery",
-           "RedisStoreConfig", "Store", "StoreConfig", "VisitorStore", "open_store"]
+@contextmanager
+def opened_audit(cfg: StoreConfig) -> Iterator[AuditTrail | None]:
+    """The audit log of the configured store without opening its galleries (for commands that only record a
+    change), or None when there is no store yet (the first enrolment creates it, and nothing before it is an
+    identity change)."""
+    if cfg.type == "local":
+        from store.local.audit import FileAuditLog
+
+        yield FileAuditLog(cfg.directory()) if cfg.directory().is_dir() else None
+    elif cfg.type == "redis":
+        from store.redis.store import redis_audit
+
+        with redis_audit(cfg) as trail:
+            yield trail
+    else:
+        raise ValueError(f"unknown store type {cfg.type!r}")
+
+
+__all__ = ["AuditTrail", "EventLog", "GalleryConfig", "LiveTracks", "LocalStoreConfig", "MediaStore", "PersonGallery",
+           "RedisStoreConfig", "Store", "StoreConfig", "VisitorStore", "opened_audit", "open_store"]

@@ -1,7 +1,8 @@
-"""The store interface: what every backend (local now; Redis next) provides, as Protocols.
+"""The store interface: what every backend (local, Redis) provides, as Protocols.
 
-A ``Store`` bundles five parts: ``persons`` (the enrolled gallery), ``visitors`` (provisional identities of people
-nobody enrolled), ``media`` (track crops), ``events`` (the event history) and ``live`` (the tracks alive now).
+A ``Store`` bundles six parts: ``persons`` (the enrolled gallery), ``visitors`` (provisional identities of people
+nobody enrolled), ``media`` (track crops), ``events`` (the event history), ``live`` (the tracks alive now) and
+``audit`` (the tamper-evident log of changes to identities and users, `store.audit.AuditTrail`).
 Identity operations that span parts (an operator naming a visitor, a visitor merged into the person a track was
 later named as) are written once over these Protocols in `store.identity`; retention in `store.retention`.
 Every backend passes the contract suite in ``tests/test_store_contract.py``.
@@ -13,6 +14,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from store.audit import AuditTrail
 from store.types import (
     CameraStatus,
     ErasedReferences,
@@ -240,6 +242,7 @@ class Store(Protocol):
     media: MediaStore
     events: EventLog
     live: LiveTracks
+    audit: AuditTrail
 
     def describe(self) -> str:
         """Where the data is (a directory, a URL without its password), for logs and messages."""

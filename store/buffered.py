@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from shared import metrics as m
 from shared.errors import StoreError, StoreUnavailableError
 from shared.logs import RateLimitedLog
+from store.audit import AuditRecord, AuditReport, AuditTrail
 from store.base import EventLog, LiveTracks, MediaStore, PersonGallery, Store, VisitorStore
 from store.config import StoreBufferConfig
 from store.local.media import crop_key
@@ -234,6 +235,7 @@ class BufferedStore:
         self.media = BufferedMedia(self, store.media)
         self.events = BufferedEvents(self, store.events)
         self.live = BufferedLive(self, store.live)
+        self.audit = BufferedAudit(self, store.audit)
 
     # ----- calls -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -579,3 +581,29 @@ class BufferedLive:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class BufferedAudit:
+    """The audit log: an append waits in the buffer behind the write it records (a worker's automatic merge), so it
+    is written after that write, in order, or dropped and counted with it; the record's ``ts`` is when it is
+    written. Reads and forgets go to the store."""
+
+    def __init__(self, owner: BufferedStore, inner: AuditTrail) -> None:
+        self._o = owner
+        self.inner = inner
+        self.where = inner.where
+
+    def append(self, actor: str | None = None, action: str = "", subject: str | None = None,
+               details: Mapping[str, Any] | None = None) -> AuditRecord | None:
+        details = dict(details or {})
+        return self._o.write("visitors", "audit_append",
+                             lambda _age: self.inner.append(actor, action, subject, details), None)
+
+    def forget_subject(self, name: str, actor: str | None = None) -> bool:
+        return self._o.call("audit_forget", self.inner.forget_subject, name, actor)
+
+    def list(self) -> list[AuditRecord]:
+        return self._o.call("audit_read", self.inner.list)
+
+    def verify(self) -> AuditReport:
+        return self._o.call("audit_read", self.inner.verify)

@@ -88,8 +88,9 @@ class RedisStoreConfig(Section):
                         "Stores sharing one Redis database need different prefixes.")
     socket_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0, description="Connect and reply timeout of "
                                     "each Redis command: a dead server fails an operation after this long.")
-    encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP + " Not yet supported by "
-                                             "the Redis backend: setting it is refused when the store opens.")
+    encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP + " On Redis: embeddings "
+                                             "and crops of both galleries, track crops and camera previews; every "
+                                             "process of the site needs the same key file.")
 
     @field_validator("url")
     @classmethod

@@ -62,6 +62,17 @@ class Cipher:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, bytes(data), aad)
 
+    def opens(self, blob: bytes, aad: bytes) -> bool:
+        """Whether ``blob`` is this key's blob for ``aad`` (a rekey that stopped part-way skips those)."""
+        blob = bytes(blob)
+        if len(blob) < NONCE_BYTES + 16:
+            return False
+        try:
+            self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        except InvalidTag:
+            return False
+        return True
+
     def decrypt(self, blob: bytes, aad: bytes, where: str) -> bytes:
         """The plaintext; GalleryError naming ``where`` when the blob is not this key's blob for ``aad``."""
         blob = bytes(blob)

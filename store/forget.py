@@ -5,7 +5,9 @@ and the rejections recorded for them, rejections naming them, merges into or fro
 (events are deleted, not anonymised: an event is a sighting of the person), the crops those events and their live
 tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what still holds deleted bytes (the
 local index files and SQLite WALs; the Redis galleries' change streams; the Redis event stream is rewritten by the
-event log itself). A name the store holds nothing of is refused with `GalleryError` before anything changes.
+event log itself). Last, the audit log records the forget (`store.audit`: the record keeps only the subject's
+opaque id, and the name leaves the subject mapping). A name the store holds nothing of is refused with
+`GalleryError` before anything changes.
 
 Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, person
 faces last; every step deletes what is there, so a forget that stopped half-way is finished by running it again.
@@ -58,8 +60,10 @@ def _holds(store: Store, name: str) -> bool:
     return is_visitor_name(name) and store.visitors.merged_into(name) is not None
 
 
-def forget(store: Store, name: str) -> ForgetReport:
-    """Erase ``name`` from every part of ``store`` (GalleryError, nothing changed, when it holds nothing of it)."""
+def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
+    """Erase ``name`` from every part of ``store`` (GalleryError, nothing changed, when it holds nothing of it),
+    then record the forget in the audit log, whose mapping lets go of the name (``actor``: who asked; default the
+    CLI user)."""
     if not name.strip():
         raise GalleryError("the name to forget must not be empty")
     if not _holds(store, name):
@@ -74,5 +78,6 @@ def forget(store: Store, name: str) -> ForgetReport:
     visitor_faces = store.visitors.remove(name) if is_visitor_name(name) else 0
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
     left = refs.left + store.finish_erasure(name)
+    store.audit.forget_subject(name, actor)
     return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
                         live, left, previews)

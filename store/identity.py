@@ -4,7 +4,7 @@
 - ``merge_visitor``: a track that was a visitor is recognised as an enrolled person; the visitor's faces stop
   answering as a visitor (they are not added to the person: a tracked face is not an enrolment).
 Both record the merge (the visitor's name resolves to the person) and point the visitor's past events and live
-tracks to the person. Order: the person side first, the visitor's removal last, so a crash in between leaves a
+tracks to the person; a merge is also an audit record (an operator's promote is audited by the command that asked). Order: the person side first, the visitor's removal last, so a crash in between leaves a
 duplicate, never a loss.
 """
 
@@ -46,10 +46,14 @@ def promote_visitor(store: Store, visitor: str, name: str) -> MergeReport:
     return _finish(store, visitor, name.strip(), len(added))
 
 
-def merge_visitor(store: Store, visitor: str, person: str) -> MergeReport:
-    """``visitor`` turned out to be the enrolled ``person``."""
+def merge_visitor(store: Store, visitor: str, person: str, actor: str = "worker") -> MergeReport:
+    """``visitor`` turned out to be the enrolled ``person`` (a worker decided it: ``actor``). The merge is an audit
+    record (``merge``, subject ``person``), appended after the merge is made."""
     _check_names(visitor, person)
-    return _finish(store, visitor, person, 0)
+    report = _finish(store, visitor, person, 0)
+    store.audit.append(actor=actor, action="merge", subject=person,
+                       details={"visitor": visitor, "faces_removed": report.faces_removed, "events": report.events})
+    return report
 
 
 def _finish(store: Store, visitor: str, person: str, added: int) -> MergeReport:

@@ -52,6 +52,8 @@ GAPS = (
     "MediaStore has no put of raw JPEG bytes, no listing and no crop time: crops referenced by events are decoded "
     "and re-encoded (not byte-equal), timed by their event's capture time; crops no event names are not copied",
     "LiveTracks are not copied (they expire within retention.live_ttl_s)",
+    "The audit log is not copied: its records are hash-chained in the source store, which keeps them (save them "
+    "with `argusnet audit list --json` before retiring it); the destination starts a chain of its own",
 )
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from store.audit import ACTIONS, AUDIT_FILE, GENESIS, SUBJECTS_FILE, AuditLog, default_actor
+from store.audit import ACTIONS, GENESIS, default_actor
+from store.local.audit import AUDIT_FILE, SUBJECTS_FILE
+from store.local.audit import FileAuditLog as AuditLog
 
 NAMES = ("alice", "bob", "carol", "dave", "erin")
 
@@ -186,12 +188,12 @@ def test_the_default_actor_is_the_cli_user(tmp_path, monkeypatch):
     assert AuditLog(tmp_path).append(action="login").actor == f"cli:uid{os.getuid()}"
 
 
-def test_a_missing_directory_or_a_non_local_store_is_bad_input(tmp_path, cli):
+def test_a_missing_store_is_bad_input(tmp_path, cli, redis_url):
     result = cli("audit", "verify", "--gallery", tmp_path / "absent")
-    assert result.code == 2 and "no store directory" in result.err and "Traceback" not in result.err
-    result = cli("audit", "list", env={"ARGUSNET__STORE__TYPE": "redis",
-                                       "ARGUSNET__STORE__URL": "redis://127.0.0.1:6379/0"})
-    assert result.code == 2 and "local stores only" in result.err and "Traceback" not in result.err, result.err
+    assert result.code == 2 and "no store at" in result.err and "Traceback" not in result.err
+    result = cli("audit", "list", env={"ARGUSNET__STORE__TYPE": "redis", "ARGUSNET__STORE__URL": redis_url,
+                                       "ARGUSNET__STORE__PREFIX": "nostorehere"})
+    assert result.code == 2 and "no store at" in result.err and "Traceback" not in result.err, result.err
 
 
 def _append_many(directory: str, who: str, n: int) -> None:

@@ -1,15 +1,16 @@
-"""`argusnet audit list|verify`: the tamper-evident audit log of a local store (store/audit.py)."""
+"""`argusnet audit list|verify`: the tamper-evident audit log of the store, on either backend (store/audit.py)."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+from contextlib import contextmanager
+from typing import Iterator
 
 from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
-from shared.errors import EXIT_FAILURE, EXIT_OK, GalleryMissingError, InputError
-from store.audit import AuditLog, AuditRecord
-from store.config import LocalStoreConfig
+from shared.errors import EXIT_FAILURE, EXIT_OK, GalleryMissingError
+from store import opened_audit
+from store.audit import AuditRecord, AuditTrail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,15 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_verify)
 
 
-def audit_log(args: argparse.Namespace) -> AuditLog:
-    """The audit log of the store the command names; only local stores keep one for now."""
+@contextmanager
+def audit_log(args: argparse.Namespace) -> Iterator[AuditTrail]:
+    """The audit log of the store the command names (GalleryMissingError when there is no store)."""
     cfg = store_config(args, config_from(args))
-    if not isinstance(cfg, LocalStoreConfig):
-        raise InputError(f"the audit log is kept by local stores only; the configured store is {cfg.type!r}")
-    directory: Path = cfg.directory()
-    if not directory.is_dir():
-        raise GalleryMissingError(f"no store directory at {directory}")
-    return AuditLog(directory)
+    with opened_audit(cfg) as trail:
+        if trail is None:
+            raise GalleryMissingError(f"no store at {cfg.describe()}: nothing has been audited yet")
+        yield trail
 
 
 def _line(r: AuditRecord) -> str:
@@ -43,7 +43,8 @@ def _line(r: AuditRecord) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    records = audit_log(args).list()
+    with audit_log(args) as trail:
+        records = trail.list()
     if args.json:
         print_json({"records": [r.to_json() for r in records]})
         return EXIT_OK
@@ -54,27 +55,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    log = audit_log(args)
-    report = log.verify()
+    with audit_log(args) as trail:
+        report, where = trail.verify(), trail.where
     if report.ok:
-        print(f"audit log intact: {report.records} record(s) in {log.path}")
+        print(f"audit log intact: {report.records} record(s) in {where}")
         return EXIT_OK
     seq = "?" if report.first_bad_seq is None else report.first_bad_seq
-    print(f"audit log {log.path} is NOT intact: line {report.first_bad_line} (seq {seq}): {report.reason}")
+    print(f"audit log {where} is NOT intact: line {report.first_bad_line} (seq {seq}): {report.reason}")
     return EXIT_FAILURE
 
 
 def record_change(args: argparse.Namespace, action: str, subject: str | None, **details: object) -> None:
-    """Append one record of a change a command just made (after it succeeded). Only local stores keep an audit
-    log for now; ``details`` must hold no person's name (only ``subject`` is pseudonymous)."""
-    cfg = store_config(args, config_from(args))
-    if isinstance(cfg, LocalStoreConfig) and cfg.directory().is_dir():
-        AuditLog(cfg.directory()).append(action=action, subject=subject, details=dict(details))
+    """Append one record of a change a command just made (after it succeeded) to the store's audit log;
+    ``details`` must hold no person's name (only ``subject`` is pseudonymous)."""
+    with opened_audit(store_config(args, config_from(args))) as trail:
+        if trail is not None:
+            trail.append(action=action, subject=subject, details=dict(details))
 
-
-def record_forget(args: argparse.Namespace, name: str) -> None:
-    """After a forget: a ``forget`` record (holding only the subject's id) is appended and ``name`` leaves the
-    subject mapping, so the log no longer leads to it. Local stores only, as ``record_change``."""
-    cfg = store_config(args, config_from(args))
-    if isinstance(cfg, LocalStoreConfig) and cfg.directory().is_dir():
-        AuditLog(cfg.directory()).forget_subject(name)

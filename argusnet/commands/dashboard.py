@@ -9,7 +9,7 @@ from pathlib import Path
 
 from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
 from argusnet.config import ArgusConfig
-from store.audit import AuditLog
+from store import opened_audit
 from store.config import LocalStoreConfig, StoreConfig, default_store_dir
 
 USERS_FILE = "dashboard-users.json"
@@ -60,11 +60,12 @@ def session_key_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
     return users_path(cfg, store).parent / SESSION_KEY_FILE
 
 
-def audit_of(store: StoreConfig) -> AuditLog | None:
-    """The audit log of a local store (the Redis backend keeps none yet)."""
-    if isinstance(store, LocalStoreConfig) and store.directory().is_dir():
-        return AuditLog(store.directory())
-    return None
+def audit_change(store: StoreConfig, action: str, **details: object) -> None:
+    """An audit record of a user change, in the store's audit log (none yet when the store does not exist: the
+    first enrolment creates it)."""
+    with opened_audit(store) as trail:
+        if trail is not None:
+            trail.append(action=action, details=dict(details))
 
 
 def _user_file(args: argparse.Namespace):
@@ -80,9 +81,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
     users, store = _user_file(args)
     user = users.add(args.name, args.role, read_password_file(args.password_file), replace=args.replace)
-    log = audit_of(store)
-    if log is not None:
-        log.append(action="user_add", details={"user": user.name, "role": user.role})
+    audit_change(store, "user_add", user=user.name, role=user.role)
     print(f"dashboard user {user.name} ({user.role}) saved in {users.path}")
     return 0
 
@@ -90,9 +89,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_remove(args: argparse.Namespace) -> int:
     users, store = _user_file(args)
     users.remove(args.name)
-    log = audit_of(store)
-    if log is not None:
-        log.append(action="user_remove", details={"user": args.name})
+    audit_change(store, "user_remove", user=args.name)
     print(f"dashboard user {args.name} removed from {users.path}")
     return 0
 
@@ -119,9 +116,7 @@ def ensure_admin(cfg: ArgusConfig, store: StoreConfig) -> tuple[str, str] | None
         return None
     password = secrets.token_urlsafe(15)
     users.add("admin", "admin", password)
-    log = audit_of(store)
-    if log is not None:
-        log.append(action="user_add", details={"user": "admin", "role": "admin", "made_by": "argusnet up"})
+    audit_change(store, "user_add", user="admin", role="admin", made_by="argusnet up")
     return "admin", password
 
 
@@ -143,4 +138,4 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     listen = args.listen or cfg.dashboard.listen
     return run_dashboard(cfg.dashboard.model_copy(update={"listen": listen}), store, cfg.gallery,
                          users_path(cfg, store), session_key_path(cfg, store), [c.id for c in cfg.up.cameras],
-                         audit_of(store), enrol_command(args, store))
+                         enrol_command(args, store))

@@ -8,7 +8,6 @@ import argparse
 import json
 from pathlib import Path
 
-from argusnet.commands.audit import record_forget
 from argusnet.commands.common import add_gallery_arg, config_from, open_cli_store
 from shared.errors import EXIT_FAILURE, EXIT_OK
 from store.forget import ForgetReport, forget
@@ -39,7 +38,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
     with open_cli_store(args, config_from(args)) as store:
         report = forget(store, args.name)
         where = store.describe()
-    record_forget(args, args.name)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"store": where, **report.to_json()}, indent=2) + "\n")

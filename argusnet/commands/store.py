@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
 from shared.errors import EXIT_FAILURE, InputError
-from store import open_store
+from store import open_store, opened_audit
 from store.config import LocalStoreConfig, RedisStoreConfig, StoreConfig
 from store.crypto import Cipher, load_key
 from store.local.store import rekey_local
@@ -101,15 +101,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILURE
 
 
-REKEY_HELP = """Re-encrypt a local store with a new key: every face embedding and crop (one SQLite transaction per
-gallery), the index files and every track crop file (each rewritten atomically). The current key is
-store.encryption_key_file (unset: a plain store, which this encrypts). Stop the workers first. A crash part-way
-leaves the committed galleries on the new key: run the same command again to finish. Afterwards set
-store.encryption_key_file to the new file. Exit 2 for a wrong or missing key, or a Redis store."""
+REKEY_HELP = """Re-encrypt a store with a new key. The current key is store.encryption_key_file (unset: a plain store,
+which this encrypts). Stop the workers and the dashboard first. Local store: every face embedding and crop (one
+SQLite transaction per gallery), the index files and every track crop file (each rewritten atomically); a crash
+part-way leaves the committed galleries on the new key. Redis store: the store is marked as being rekeyed (every
+process refuses it meanwhile), then every face, track crop and preview is rewritten; refused while workers publish
+camera statuses. Either way, run the same command again to finish a rekey that stopped part-way, and afterwards set
+store.encryption_key_file to the new file on every host. Exit 2 for a wrong or missing key."""
 
 
 def register_rekey(s: argparse._SubParsersAction) -> None:
-    p = s.add_parser("rekey", help="re-encrypt a local store with a new key", description=REKEY_HELP,
+    p = s.add_parser("rekey", help="re-encrypt the store with a new key", description=REKEY_HELP,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--new-key-file", type=Path, required=True, metavar="FILE",
                    help="file holding the new 32-byte key as 64 hex digits")
@@ -121,18 +123,23 @@ def register_rekey(s: argparse._SubParsersAction) -> None:
 def cmd_rekey(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     store_cfg = store_config(args, cfg)
-    if not isinstance(store_cfg, LocalStoreConfig):
-        raise InputError("argusnet store rekey: only a local store can be rekeyed (the Redis backend does not "
-                         "encrypt at rest yet); pass --gallery DIR")
     new = Cipher(load_key(args.new_key_file), str(args.new_key_file))
     old = Cipher.from_file(store_cfg.encryption_key_file)
     if old is not None and old.check_value == new.check_value:
         raise InputError(f"--new-key-file {args.new_key_file} holds the current key")
-    done = rekey_local(store_cfg.directory(), old, new, cfg.gallery)
+    if isinstance(store_cfg, LocalStoreConfig):
+        done = rekey_local(store_cfg.directory(), old, new, cfg.gallery)
+    else:
+        from store.redis.rekey import rekey_redis
+
+        done = rekey_redis(store_cfg, old, new)
+    with opened_audit(store_cfg) as trail:
+        if trail is not None:
+            trail.append(action="rekey", details={k: v for k, v in done.items() if v is not None})
     if args.json:
         print_json(done)
     else:
-        print(f"rekeyed {store_cfg.directory()}: " + ", ".join(
+        print(f"rekeyed {store_cfg.describe()}: " + ", ".join(
             f"{k} {'already on the new key' if v is None else v}" for k, v in done.items()))
         print(f"now set store.encryption_key_file to {args.new_key_file}")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from shared.errors import GalleryError, GalleryExistsError, GalleryMissingError
 from store.config import GalleryConfig, LocalStoreConfig
 from store.crypto import Cipher
+from store.local.audit import FileAuditLog
 from store.local.events import LocalEventLog
 from store.local.gallery import DB_FILE, Gallery, rekey_gallery
 from store.local.live import LocalLiveTracks
@@ -98,6 +99,7 @@ class LocalStore:
         self.media = LocalMediaStore(directory, records, cipher)
         self.events = LocalEventLog(records)
         self.live = LocalLiveTracks(records, cipher)
+        self.audit = FileAuditLog(directory)
 
     @classmethod
     def open(cls, cfg: LocalStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,

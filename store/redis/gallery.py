@@ -49,6 +49,7 @@ import simplejpeg
 
 from shared.errors import GalleryError
 from store.config import GalleryConfig
+from store.crypto import Cipher, seal, unseal
 from store.face_index import FaceIndex, rank_persons
 from store.redis.client import WriteLock, guard, redis_op
 from store.redis.keys import GalleryKeys
@@ -132,6 +133,12 @@ return scrubbed
 """
 
 
+def face_aad(salt: str, gallery: str, face_id: int, field: str) -> bytes:
+    """A sealed face blob's associated data: the store's salt, the gallery (persons or visitors), the face and the
+    field, so a blob moved onto another face, field or gallery fails to decrypt."""
+    return f"face/{salt}/{gallery}/{face_id}/{field}".encode()
+
+
 def encode_crop(crop: np.ndarray) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
                                   colorspace="RGB")
@@ -186,11 +193,14 @@ class RedisGallery:
     """One gallery; thread-safe. ``where`` names it in messages (the store's URL without password, and the
     gallery)."""
 
-    def __init__(self, client: redis.Redis, keys: GalleryKeys, cfg: GalleryConfig, where: str) -> None:
+    def __init__(self, client: redis.Redis, keys: GalleryKeys, cfg: GalleryConfig, where: str,
+                 cipher: Cipher | None = None, salt: str = "") -> None:
         self._r = client
         self._k = keys
         self.cfg = cfg
         self.where = where
+        self._cipher = cipher  # the store checked it against its key check value
+        self._salt, self._name = salt, keys.base.rsplit(":", 1)[-1]
         self._lock = threading.RLock()
         self._writer = WriteLock(client, keys.lock, where)
         self._commit = client.register_script(COMMIT_SCRIPT)
@@ -237,6 +247,16 @@ class RedisGallery:
             self._owner = {}
             self._pending = None
 
+    # ----- encryption at rest (store.crypto) ----------------------------------------------------------------
+    def _aad(self, face_id: int, field: str) -> bytes:
+        return face_aad(self._salt, self._name, face_id, field)
+
+    def _seal(self, data: bytes, face_id: int, field: str) -> bytes:
+        return seal(self._cipher, data, self._aad(face_id, field))
+
+    def _unseal(self, blob: bytes, face_id: int, field: str) -> bytes:
+        return unseal(self._cipher, blob, self._aad(face_id, field), f"{self.where}: face {face_id} {field}")
+
     # ----- snapshot and change stream ----------------------------------------------------------------------
     def _read_meta(self) -> tuple[int, bytes, str, int, list[str]]:
         pipe = self._r.pipeline(transaction=True)
@@ -257,14 +277,26 @@ class RedisGallery:
         return {int(face_id): name for name, ids in zip(names, pipe.execute()) for face_id in ids}
 
     def _embeddings(self, ids: Sequence[int]) -> dict[int, bytes]:
-        """Embedding bytes of the faces whose hash exists."""
+        """Embedding bytes (decrypted) of the faces whose hash exists."""
         out: dict[int, bytes] = {}
         for start in range(0, len(ids), PAGE):
             chunk = ids[start:start + PAGE]
             pipe = self._r.pipeline(transaction=False)
             for face_id in chunk:
                 pipe.hget(self._k.face(face_id), "embedding")
-            out.update((i, blob) for i, blob in zip(chunk, pipe.execute()) if blob is not None)
+            out.update((i, self._unseal(blob, i, "embedding")) for i, blob in zip(chunk, pipe.execute())
+                       if blob is not None)
+        return out
+
+    def _stored_ids(self, ids: Sequence[int]) -> set[int]:
+        """The faces among ``ids`` whose hash holds an embedding (nothing decrypted)."""
+        out: set[int] = set()
+        for start in range(0, len(ids), PAGE):
+            chunk = ids[start:start + PAGE]
+            pipe = self._r.pipeline(transaction=False)
+            for face_id in chunk:
+                pipe.hexists(self._k.face(face_id), "embedding")
+            out.update(i for i, there in zip(chunk, pipe.execute()) if there)
         return out
 
     def _snapshot(self) -> Snapshot:
@@ -338,7 +370,7 @@ class RedisGallery:
             if drop_orphan(keys=[key, members_key], args=[suffix]):
                 log.warning("%s: face %s was written without its index entry (an interrupted write): deleted",
                             self.where, _text(suffix))
-        have = self._embeddings(sorted(owners))
+        have = self._stored_ids(sorted(owners))
         drop_dangling = self._r.register_script(DROP_DANGLING_SCRIPT)
         for face_id in sorted(set(owners) - set(have)):
             if drop_dangling(keys=[self._k.face(face_id), self._k.faces_of(owners[face_id])], args=[face_id]):
@@ -448,7 +480,8 @@ class RedisGallery:
         pipe.hset(self._k.seen, name, repr(now))
         for face_id, face, vector in zip(ids, faces, embeddings):
             pipe.hset(self._k.face(face_id), mapping={
-                "person": name, "model": self.model, "embedding": vector.tobytes(), "crop": encode_crop(face.crop),
+                "person": name, "model": self.model, "embedding": self._seal(vector.tobytes(), face_id, "embedding"),
+                "crop": self._seal(encode_crop(face.crop), face_id, "crop"),
                 "landmarks": np.asarray(face.landmarks, np.float32).tobytes(), "source": str(face.source),
                 "created": repr(now)})
         pipe.sadd(self._k.faces_of(name), *ids)
@@ -514,7 +547,8 @@ class RedisGallery:
                 raise GalleryError(f"reembed must cover every face: got {len(vectors)} of {len(self._owner)}")
             pipe = self._r.pipeline(transaction=True)
             for face_id, vector in vectors.items():
-                pipe.hset(self._k.face(face_id), mapping={"embedding": vector.tobytes(), "model": model})
+                pipe.hset(self._k.face(face_id), mapping={"embedding": self._seal(vector.tobytes(), face_id,
+                                                                                  "embedding"), "model": model})
             pipe.hset(self._k.meta, mapping={"model": model, "dim": str(dim)})
             self._commit(keys=[self._k.generation, self._k.changes], args=[CHANGES_MAXLEN, "replace", "", ""],
                          client=pipe)
@@ -655,10 +689,11 @@ class RedisGallery:
         for face_id, row in zip(ids, pipe.execute()):
             if not row:  # removed since the ids were read
                 continue
-            out.append(StoredFace(face_id, owners[face_id], simplejpeg.decode_jpeg(row[b"crop"], colorspace="RGB"),
-                                  np.frombuffer(row[b"landmarks"], np.float32).reshape(5, 2).copy(),
-                                  np.frombuffer(row[b"embedding"], np.float32).copy(), _text(row[b"source"]),
-                                  float(row[b"created"])))
+            crop = simplejpeg.decode_jpeg(self._unseal(row[b"crop"], face_id, "crop"), colorspace="RGB")
+            embedding = np.frombuffer(self._unseal(row[b"embedding"], face_id, "embedding"), np.float32).copy()
+            out.append(StoredFace(face_id, owners[face_id], crop,
+                                  np.frombuffer(row[b"landmarks"], np.float32).reshape(5, 2).copy(), embedding,
+                                  _text(row[b"source"]), float(row[b"created"])))
         return out
 
     @redis_op("reading faces")

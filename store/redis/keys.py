@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
 STORE_KIND = "argusnet-store"
+REKEY_FIELD = "rekey_to"  # in the store's meta while `argusnet store rekey` runs: the new key's check value
 GALLERIES = ("persons", "visitors")
 
 
@@ -81,7 +82,7 @@ class StoreKeys:
     prefix: str
 
     @property
-    def meta(self) -> str:  # hash: kind, schema_version, created
+    def meta(self) -> str:  # hash: kind, schema_version, created, key_check (encrypted), rekey_to (rekey running)
         return f"{self.prefix}:meta"
 
     @property
@@ -147,3 +148,12 @@ class StoreKeys:
     @property
     def live_cameras(self) -> str:  # set: cameras with live tracks
         return f"{self.prefix}:live:cameras"
+
+    # audit log (store.redis.audit)
+    @property
+    def audit(self) -> str:  # list: the audit records (canonical JSON), oldest first
+        return f"{self.prefix}:audit"
+
+    @property
+    def audit_subjects(self) -> str:  # hash: person name -> subject id
+        return f"{self.prefix}:audit:subjects"

@@ -11,6 +11,8 @@ import time
 import redis
 
 from store.codec import camera_from_json, camera_json, live_from_json, live_json
+from store.crypto import Cipher, seal, unseal
+from store.local.live import preview_aad
 from store.redis.client import redis_op
 from store.redis.keys import StoreKeys
 from store.types import CameraStatus, LiveTrack
@@ -29,7 +31,8 @@ return #tracks
 
 
 class RedisLiveTracks:
-    def __init__(self, client: redis.Redis, keys: StoreKeys, where: str) -> None:
+    def __init__(self, client: redis.Redis, keys: StoreKeys, where: str, cipher: Cipher | None = None) -> None:
+        self._cipher = cipher  # previews are sealed with the store's key when it has one
         self._r = client
         self._k = keys
         self.where = where
@@ -117,7 +120,8 @@ class RedisLiveTracks:
         key = self._k.camera_status(status.camera)
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(key)
-        pipe.hset(key, mapping={"body": camera_json(status), **({} if preview is None else {"preview": preview})})
+        sealed = {} if preview is None else {"preview": seal(self._cipher, preview, preview_aad(status.camera))}
+        pipe.hset(key, mapping={"body": camera_json(status), **sealed})
         pipe.pexpire(key, max(1, round(ttl_s * 1000)))
         pipe.zadd(self._k.camera_index, {status.camera: time.time() + ttl_s})
         pipe.execute()
@@ -136,7 +140,7 @@ class RedisLiveTracks:
         data = self._r.hget(self._k.camera_status(camera), "preview")
         if data is None:
             raise KeyError(f"no preview of camera {camera!r}")
-        return data
+        return unseal(self._cipher, data, preview_aad(camera), f"{self.where}: preview of {camera}")
 
     @redis_op("expiring camera statuses")
     def expire_cameras(self, now: float | None = None) -> int:

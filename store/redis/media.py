@@ -10,7 +10,8 @@ import redis
 import simplejpeg
 
 from shared.ids import is_valid_id
-from store.local.media import CROP_JPEG_QUALITY, crop_key
+from store.crypto import Cipher, seal, unseal
+from store.local.media import CROP_JPEG_QUALITY, crop_aad, crop_key
 from store.redis.client import redis_op
 from store.redis.keys import StoreKeys
 
@@ -25,7 +26,8 @@ def _check_key(key: str) -> str:
 
 
 class RedisMediaStore:
-    def __init__(self, client: redis.Redis, keys: StoreKeys, where: str) -> None:
+    def __init__(self, client: redis.Redis, keys: StoreKeys, where: str, cipher: Cipher | None = None) -> None:
+        self._cipher = cipher  # crops are sealed with the store's key when it has one
         self._r = client
         self._k = keys
         self.where = where
@@ -33,8 +35,8 @@ class RedisMediaStore:
     @redis_op("storing a crop")
     def put_crop(self, camera: str, track: int, crop: np.ndarray, when: float | None = None) -> str:
         key = crop_key(camera, track)
-        data = simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8), quality=CROP_JPEG_QUALITY,
-                                      colorspace="RGB")
+        data = seal(self._cipher, simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8),
+                                                         quality=CROP_JPEG_QUALITY, colorspace="RGB"), crop_aad(key))
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._k.crop(key), data)
         pipe.zadd(self._k.crops, {key: time.time() if when is None else when})
@@ -46,7 +48,7 @@ class RedisMediaStore:
         data = self._r.get(self._k.crop(_check_key(key)))
         if data is None:
             raise KeyError(f"no crop {key!r}")
-        return data
+        return unseal(self._cipher, data, crop_aad(key), f"{self.where}: crop {key}")
 
     @redis_op("removing a crop")
     def remove(self, key: str) -> bool:

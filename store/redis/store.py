@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import redis
 
 from shared.errors import GalleryError, GalleryMissingError
 from store.config import GalleryConfig, RedisStoreConfig
+from store.crypto import META_KEY, Cipher, check_key
+from store.redis.audit import RedisAuditLog
 from store.redis.client import connect, guard
 from store.redis.events import RedisEventLog
 from store.redis.gallery import CREATE_META_SCRIPT, RedisGallery
-from store.redis.keys import SCHEMA_VERSION, STORE_KIND, StoreKeys
+from store.redis.keys import REKEY_FIELD, SCHEMA_VERSION, STORE_KIND, StoreKeys
 from store.redis.live import RedisLiveTracks
 from store.redis.media import RedisMediaStore
 from store.visitors import GalleryVisitorStore
@@ -38,7 +42,7 @@ def _foreign(where: str, prefix: str, detail: str) -> GalleryError:
                         "choose another store.prefix or database")
 
 
-def _validate_meta(client: redis.Redis, keys: StoreKeys, where: str) -> None:
+def validate_meta(client: redis.Redis, keys: StoreKeys, where: str) -> None:
     meta = client.hgetall(keys.meta)
     if meta.get(b"kind") != STORE_KIND.encode():
         raise _foreign(where, keys.prefix, f"{keys.meta} has kind {meta.get(b'kind')!r}")
@@ -48,8 +52,9 @@ def _validate_meta(client: redis.Redis, keys: StoreKeys, where: str) -> None:
                            f"(this ArgusNet reads version {SCHEMA_VERSION})")
 
 
-def _check_store(client: redis.Redis, keys: StoreKeys, where: str, create: bool) -> None:
-    """The store's meta is there and ours (created when ``create`` and the prefix is empty)."""
+def _check_store(client: redis.Redis, keys: StoreKeys, where: str, create: bool, cipher: Cipher | None) -> None:
+    """The store's meta is there and ours (created when ``create`` and the prefix is empty, recording ``cipher``'s
+    key check value when there is one)."""
     client.ping()
     kind = client.type(keys.meta)
     if kind == b"none":
@@ -61,15 +66,28 @@ def _check_store(client: redis.Redis, keys: StoreKeys, where: str, create: bool)
         if not create:
             raise GalleryMissingError(f"no gallery at {where} (enrol someone first: `argusnet enroll NAME PHOTO...` "
                                       "with this store configured)")
+        keyed = () if cipher is None else (META_KEY, cipher.check_value)
         client.eval(CREATE_META_SCRIPT, 1, keys.meta, "kind", STORE_KIND, "schema_version", str(SCHEMA_VERSION),
-                    "created", repr(time.time()))
+                    "created", repr(time.time()), *keyed)
     elif kind != b"hash":
         raise _foreign(where, keys.prefix, f"{keys.meta} is a {kind.decode()}")
-    _validate_meta(client, keys, where)
+    validate_meta(client, keys, where)
+
+
+def store_salt(client: redis.Redis, keys: StoreKeys, cipher: Cipher | None, where: str) -> str:
+    """Check ``cipher`` against the store's key check value (GalleryError for a wrong, missing or unwanted key, or
+    a rekey that stopped part-way) and return the salt of its sealed blobs' associated data (its creation time)."""
+    meta = client.hgetall(keys.meta)
+    if REKEY_FIELD.encode() in meta:
+        raise GalleryError(f"redis store {where}: a rekey stopped part-way; run `argusnet store rekey` again with the "
+                           "same --new-key-file to finish it")
+    recorded = meta.get(META_KEY.encode())
+    check_key(None if recorded is None else recorded.decode("ascii"), cipher, f"redis store {where}")
+    return meta.get(b"created", b"").decode("ascii")
 
 
 def _gallery(client: redis.Redis, keys: StoreKeys, name: str, cfg: GalleryConfig, where: str, model: str | None,
-             dim: int | None, create: bool) -> RedisGallery:
+             dim: int | None, create: bool, cipher: Cipher | None, salt: str) -> RedisGallery:
     gkeys = keys.gallery(name)
     label = f"{where} ({name})"
     if not RedisGallery.exists(client, gkeys, label):
@@ -77,26 +95,44 @@ def _gallery(client: redis.Redis, keys: StoreKeys, name: str, cfg: GalleryConfig
             raise GalleryMissingError(f"no gallery at {where} (enrol someone first: `argusnet enroll NAME PHOTO...` "
                                       "with this store configured)")
         RedisGallery.create_meta(client, gkeys, model, dim, label)
-    gallery = RedisGallery(client, gkeys, cfg, label)
+    gallery = RedisGallery(client, gkeys, cfg, label, cipher, salt)
     if model is not None and gallery.model != model:
         raise GalleryError(f"{label} holds {gallery.model} embeddings but the configured embedder is {model}; run "
                            "`argusnet gallery reembed` or use another store")
     return gallery
 
 
+@contextmanager
+def redis_audit(cfg: RedisStoreConfig) -> Iterator[RedisAuditLog | None]:
+    """The audit log of the Redis store ``cfg`` names, on a connection of its own (closed at the end); None when
+    the prefix holds no store yet. GalleryError for another application's keys."""
+    where = f"{cfg.describe()} prefix {cfg.prefix}"
+    keys = StoreKeys(cfg.prefix)
+    client = connect(cfg)
+    try:
+        with guard(where, "reading the store's meta"):
+            exists = bool(client.exists(keys.meta))
+            if exists:
+                validate_meta(client, keys, where)
+        yield RedisAuditLog(client, keys, where) if exists else None
+    finally:
+        client.close()
+
+
 class RedisStore:
     """Persons, visitors, crops, events and live tracks in one Redis database. Use as a context manager."""
 
     def __init__(self, where: str, client: redis.Redis, persons: RedisGallery, visitors: RedisGallery,
-                 keys: StoreKeys) -> None:
+                 keys: StoreKeys, cipher: Cipher | None = None) -> None:
         self.where = where
         self._client = client
         self._keys = keys
         self.persons = persons
         self.visitors = GalleryVisitorStore(visitors)
-        self.media = RedisMediaStore(client, keys, where)
+        self.media = RedisMediaStore(client, keys, where, cipher)
         self.events = RedisEventLog(client, keys, where)
-        self.live = RedisLiveTracks(client, keys, where)
+        self.live = RedisLiveTracks(client, keys, where, cipher)
+        self.audit = RedisAuditLog(client, keys, where)
 
     @classmethod
     def open(cls, cfg: RedisStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
@@ -104,22 +140,22 @@ class RedisStore:
         """Open the store; ``model``: refuse a gallery of another embedder; ``create``: make it when missing
         (needs ``model`` and ``dim``)."""
         where = f"{cfg.describe()} prefix {cfg.prefix}"
-        if cfg.encryption_key_file is not None:
-            raise GalleryError(f"redis store {where}: store.encryption_key_file is not supported by the Redis "
-                               "backend yet (only type: local encrypts at rest); unset it")
+        cipher = Cipher.from_file(cfg.encryption_key_file)
         keys = StoreKeys(cfg.prefix)
         client = connect(cfg)
         try:
             with guard(where, "opening the store"):
-                _check_store(client, keys, where, create and model is not None and dim is not None)
-            persons = _gallery(client, keys, "persons", gallery, where, model, dim, create)
+                _check_store(client, keys, where, create and model is not None and dim is not None, cipher)
+                salt = store_salt(client, keys, cipher, where)
+            persons = _gallery(client, keys, "persons", gallery, where, model, dim, create, cipher, salt)
             # visitors follow the persons' model (a reembed that stopped half-way leaves them on another one)
-            visitors = _gallery(client, keys, "visitors", gallery, where, persons.model, persons.dim, True)
+            visitors = _gallery(client, keys, "visitors", gallery, where, persons.model, persons.dim, True, cipher,
+                                salt)
         except BaseException:
             client.close()
             raise
-        log.debug("store: redis %s", where)
-        return cls(where, client, persons, visitors, keys)
+        log.debug("store: redis %s%s", where, " (encrypted at rest)" if cipher else "")
+        return cls(where, client, persons, visitors, keys, cipher)
 
     def describe(self) -> str:
         return self.where
