@@ -41,7 +41,8 @@ K8S_BUILDS = {"base": K8S / "base", "gpu": K8S / "overlays" / "gpu",
 K8S_VERSION = "1.30.0"
 CONFIG_ARG = "--config"
 ARGUSNET_SERVICES = {"broker", "worker", "worker-gpu", "dashboard"}
-COMPOSE_SERVICES = ARGUSNET_SERVICES | {"redis", "prometheus", "grafana"}
+ONE_SHOT = {"store-init"}  # runs to completion before the services that need the store
+COMPOSE_SERVICES = ARGUSNET_SERVICES | ONE_SHOT | {"redis", "prometheus", "grafana"}
 COMMANDS = {"broker", "worker", "dashboard"}
 
 
@@ -289,6 +290,8 @@ def test_compose_services_each_with_a_healthcheck(compose: dict[str, Any]) -> No
     services = compose["services"]
     assert set(services) == COMPOSE_SERVICES
     for name, service in services.items():
+        if name in ONE_SHOT:
+            continue
         test = service.get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
     assert services["worker"]["deploy"]["replicas"] == 2
@@ -322,6 +325,16 @@ def test_compose_runs_argusnet_from_the_read_only_site_configuration(compose: di
     assert ports(compose["services"]["dashboard"]) == [("127.0.0.1", 8080, listen["dashboard"])]
     assert ports(compose["services"]["broker"]) == [("", 5555, int(cfg.broker.frontend.rsplit(":", 1)[1]))]
     assert not any(ports(compose["services"][name]) for name in ("worker", "worker-gpu", "redis"))
+
+
+def test_compose_creates_the_store_before_the_workers_and_the_dashboard(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    init = services["store-init"]
+    assert init["command"] == [CONFIG_ARG, "/etc/argusnet/site.yaml", "store", "init"]
+    assert init["restart"] == "no" and init["read_only"] is True and "redis_password" in {
+        s["source"] for s in init["secrets"]}
+    for name in ("worker", "worker-gpu", "dashboard"):
+        assert services[name]["depends_on"]["store-init"] == {"condition": "service_completed_successfully"}, name
 
 
 def test_compose_secrets_are_files_never_values(compose: dict[str, Any]) -> None:
@@ -741,7 +754,10 @@ def check_locked_down(obj: dict[str, Any]) -> None:
         assert context["capabilities"] == {"drop": ["ALL"]}
         for part in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(container["resources"][part]), f"{container['name']}: {part}"
+    for container in pod["containers"]:  # init containers run to completion: Kubernetes allows them no probes
         assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
+    for container in pod.get("initContainers", []):
+        assert container["args"][-2:] == ["store", "init"], container["name"]
 
 
 def created_secrets() -> dict[str, set[str] | None]:
@@ -893,3 +909,16 @@ def test_renderer_agrees_with_kubectl_kustomize(rendered: dict[str, list[dict[st
     assert done.returncode == 0, done.stderr
     theirs = [d for d in yaml.safe_load_all(done.stdout) if d]
     assert normalised(theirs) == normalised(rendered[build])
+
+
+@pytest.mark.parametrize("build", sorted(K8S_BUILDS))
+def test_workers_and_the_dashboard_create_the_store_first(rendered: dict[str, list[dict[str, Any]]],
+                                                          build: str) -> None:
+    deployments = kinds(rendered[build], "Deployment")
+    for name in ("worker", "dashboard"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        main = pod["containers"][0]
+        assert init["args"] == main["args"][:2] + ["store", "init"] and init["image"] == main["image"], name
+        assert {m["name"] for m in init["volumeMounts"]} <= {m["name"] for m in main["volumeMounts"]}, name
+        assert init.get("env") == main.get("env"), name

@@ -15,8 +15,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
-from shared.errors import EXIT_FAILURE, InputError
+from argusnet.commands.common import (
+    add_gallery_arg,
+    config_from,
+    engine_from,
+    open_cli_store,
+    print_json,
+    store_config,
+)
+from shared.errors import EXIT_FAILURE, GalleryMissingError, InputError
 from store import open_store, opened_audit
 from store.config import LocalStoreConfig, RedisStoreConfig, StoreConfig
 from store.crypto import Cipher, load_key
@@ -43,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_migrate)
     register_rekey(s)
+    p = s.add_parser("init", help="create the configured store, empty, if it does not exist (workers and the "
+                     "dashboard refuse a missing one); exit 0 when it is there", description=INIT_HELP)
+    add_gallery_arg(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_init)
 
 
 def parse_spec(option: str, spec: str, password_file: Path | None, prefix: str) -> StoreConfig:
@@ -99,6 +111,33 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
     return 0 if report.ok else EXIT_FAILURE
+
+
+INIT_HELP = """Create the configured store for the configured embedder if it does not exist yet, with nobody enrolled,
+so that workers and the dashboard (which refuse a missing store, to catch a wrong path or URL) can start on a new
+site: the compose file and the Kubernetes manifests run it before them. An existing store is left as it is (exit
+0) when it holds the configured embedder's embeddings; another embedder's store is refused (exit 2)."""
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    engine = engine_from(args)
+    cfg = engine.cfg
+    store_cfg = store_config(args, cfg)
+    try:
+        open_cli_store(args, cfg, engine).close()
+        created = False
+    except GalleryMissingError:
+        with open_cli_store(args, cfg, engine, create=True):
+            created = True
+    with open_cli_store(args, cfg, engine) as store:
+        result = {"store": store.describe(), "created": created, "model": store.persons.model,
+                  "persons": len(store.persons.persons()), "encrypted": store_cfg.encryption_key_file is not None}
+    if args.json:
+        print_json(result)
+    else:
+        state = "created, empty" if created else f"already there ({result['persons']} person(s))"
+        print(f"store {result['store']}: {state}; embedder {result['model']}")
+    return 0
 
 
 REKEY_HELP = """Re-encrypt a store with a new key. The current key is store.encryption_key_file (unset: a plain store,
