@@ -1,14 +1,28 @@
 """Camera -> worker assignment and liveness bookkeeping for the broker: pure logic, no sockets, no clock.
 
-Every camera is assigned to exactly one live worker (the one with the fewest cameras when the camera is first
-seen), so its frames and its tracker state stay on one worker. A worker silent for ``dead_after_s`` is dead: its
-cameras move to the live workers at once (least loaded first). When a worker joins, cameras without a worker are
-assigned, then cameras move from the most-loaded worker to the least-loaded one while their camera counts differ
-by more than one. Assignment is sticky: the cameras moved away from a worker declared dead never go straight back
-to it when it comes back (the same process, revived after a pause): the healthy workers hold the tracks of those
-people now, and moving them back would split each person into two tracks. A revived worker rebalances like a
-joining one, but only with other cameras. Cameras silent for ``dead_after_s`` are forgotten (a camera heartbeats
-every interval).
+Every camera is assigned to exactly one live worker, so its frames and its tracker state stay on one worker. A
+worker silent for ``dead_after_s`` is dead: its cameras move to the live workers at once. When a worker joins,
+cameras without a worker are assigned, then cameras move from the most-loaded worker to the least-loaded one while
+their camera counts differ by more than one. Assignment is sticky: the cameras moved away from a worker declared
+dead never go straight back to it when it comes back (the same process, revived after a pause): the healthy
+workers hold the tracks of those people now, and moving them back would split each person into two tracks. A
+revived worker rebalances like a joining one, but only with other cameras. Cameras silent for ``dead_after_s``
+are forgotten (a camera heartbeats every interval).
+
+Brokers share one assignment through the workers' claims. Workers serve every broker, and each worker's heartbeat
+lists the cameras it processed frames of in the last few seconds (``gpu_worker.served``: SERVED_S, cleared when the
+worker was paused long enough to be declared dead, since it then drops every track it held; at most MAX_CAMERAS).
+Whenever this broker must choose a worker for a camera that has none here (a camera it has not seen: a new one or
+one failing over from another broker; one whose worker died; one left unassigned while no worker was alive), it
+prefers a live worker that claims the camera (if several do, which happens only within SERVED_S of a move, the least
+loaded of them), but never a worker it was moved away from when that worker was declared dead (the sticky rule);
+with no claimant, the least-loaded live worker. So a camera that fails over to the second broker lands on the worker
+that holds its tracks. Claims never move a camera that has a live worker here, so two brokers that disagree cannot
+drive a camera back and forth: every move is caused by an event (a camera or worker appearing, a worker dying or
+joining), never by a claim alone, and a claim only copies a decision already made. The alternative, rendezvous
+hashing over the live workers, needs no message but is not sticky: a revived worker would get its hashed cameras
+straight back (two tracks per person), every worker-set change moves cameras at once, and two brokers that see
+different live workers for a moment disagree; its balance is only statistical.
 
 Restarts are told apart from hiccups by heartbeat sequence numbers: a sender whose ``seq`` goes backwards is a new
 process (its credits start afresh), one that continues its sequence after being declared dead is the same process
@@ -19,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Iterable
 
 from shared.zmq_defaults import DEAD_AFTER_S
 
@@ -34,11 +49,13 @@ class Seen(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """Camera ``camera`` changed worker from ``old`` to ``new`` (None: no worker)."""
+    """Camera ``camera`` changed worker from ``old`` to ``new`` (None: no worker); ``claimed``: ``new`` was chosen
+    because it claims the camera (it served it lately, for this broker or another)."""
 
     camera: str
     old: str | None
     new: str | None
+    claimed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +73,7 @@ class _Worker:
     last_seq: int
     alive: bool = True
     cameras: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    claims: frozenset[str] = frozenset()  # the cameras its latest heartbeat says it served lately
 
 
 @dataclass(slots=True)
@@ -103,16 +121,24 @@ class Routing:
         state = self._workers.get(worker)
         return state is not None and state.alive
 
+    def claims_of(self, worker: str) -> frozenset[str]:
+        """The cameras ``worker`` claimed in its latest heartbeat (empty for an unknown worker)."""
+        state = self._workers.get(worker)
+        return frozenset() if state is None else state.claims
+
     # ------------------------------------------------------------------------------------------ updates
-    def worker_seen(self, worker: str, seq: int, now: float) -> tuple[Seen, list[Move]]:
-        """Record a heartbeat of ``worker`` with sequence number ``seq``; a worker that (re)joins takes the
-        cameras without a worker and a fair share of the others. Returns what the heartbeat meant and the moves."""
+    def worker_seen(self, worker: str, seq: int, now: float, claims: Iterable[str] = ()) -> tuple[Seen, list[Move]]:
+        """Record a heartbeat of ``worker`` with sequence number ``seq`` and the cameras it ``claims`` (served
+        lately); a worker that (re)joins takes the cameras without a worker and a fair share of the others.
+        Returns what the heartbeat meant and the moves. Claims are kept for later choices, they move nothing."""
         state = self._workers.get(worker)
         if state is None:
-            self._workers[worker] = _Worker(last_seen=now, last_seq=seq)
+            self._workers[worker] = _Worker(last_seen=now, last_seq=seq, claims=frozenset(claims))
             return Seen.NEW, self._on_join()
         restarted = seq <= state.last_seq
         state.last_seen, state.last_seq = now, seq
+        if claims or state.claims:
+            state.claims = frozenset(claims)
         if state.alive:
             return (Seen.RESTARTED if restarted else Seen.KNOWN), []
         state.alive = True
@@ -150,8 +176,11 @@ class Routing:
         orphans = [cam for cam in previous if cam in self._cameras]
         for cam in orphans:
             self._cameras[cam].moved_from = previous[cam]
-        assigned = {m.camera: m.new for m in self._assign(orphans)}
-        moves += [Move(cam, previous[cam], assigned.get(cam)) for cam in orphans]
+        assigned = {m.camera: m for m in self._assign(orphans)}
+        for cam in orphans:
+            move = assigned.get(cam)
+            moves.append(Move(cam, previous[cam], None if move is None else move.new,
+                              claimed=move is not None and move.claimed))
         return Expired(tuple(dead), tuple(gone), tuple(moves))
 
     # ------------------------------------------------------------------------------------------ internals
@@ -165,6 +194,13 @@ class Routing:
         live = [(len(w.cameras), wid) for wid, w in self._workers.items() if w.alive]
         return min(live)[1] if live else None
 
+    def _claimant(self, camera: str) -> str | None:
+        """The least-loaded live worker that claims ``camera``, never the dead worker it was moved away from."""
+        avoid = self._cameras[camera].moved_from
+        claiming = [(len(w.cameras), wid) for wid, w in self._workers.items()
+                    if w.alive and camera in w.claims and wid != avoid]
+        return min(claiming)[1] if claiming else None
+
     def _set_worker(self, camera: str, worker: str | None) -> Move:
         state = self._cameras[camera]
         old = state.worker
@@ -176,13 +212,16 @@ class Routing:
         return Move(camera, old, worker)
 
     def _assign(self, cameras: list[str]) -> list[Move]:
-        """Give each camera to the least-loaded live worker (no move when none is alive)."""
+        """Give each camera to a live worker that claims it, else to the least-loaded live worker (no move when
+        none is alive)."""
         moves = []
         for cam in cameras:
-            target = self._least_loaded()
+            claimant = self._claimant(cam)
+            target = claimant or self._least_loaded()
             if target is None:
                 break
-            moves.append(self._set_worker(cam, target))
+            move = self._set_worker(cam, target)
+            moves.append(Move(move.camera, move.old, move.new, claimed=claimant is not None))
         return moves
 
     def _on_join(self) -> list[Move]:

@@ -7,6 +7,10 @@ Sockets (all owned by the thread that calls ``run``; they are bound in the const
 - ``backend`` ROUTER (workers, routing ids ``wrk:<id>``);
 - ``events_in`` XSUB (workers' PUB sockets connect) proxied both ways to ``events_out`` XPUB (subscribers).
 
+Each worker heartbeat's ``cameras`` are the cameras that worker served lately, for this broker or another: the
+routing table prefers that worker when it assigns one of them here (see ``broker.routing``), which is how brokers
+share one camera -> worker assignment without talking to each other.
+
 Every message on the two ROUTERs is one msgpack payload from ``shared.protocol`` after the identity frame. A
 message that is not exactly that, or that is not what that peer may send, is dropped, counted in
 ``argusnet_protocol_errors_total{reason}`` and logged once per reason per minute; the broker keeps serving.
@@ -251,7 +255,7 @@ class Broker:
             self._drop(displaced, "queue_full")
 
     def _on_worker_heartbeat(self, worker: str, hb: Heartbeat) -> None:
-        seen, moves = self.routing.worker_seen(worker, hb.seq, time.monotonic())
+        seen, moves = self.routing.worker_seen(worker, hb.seq, time.monotonic(), hb.cameras)
         self.credits.worker_grant(worker, hb.credits, reset=seen in (Seen.NEW, Seen.RESTARTED))
         self._apply_moves(moves)
         if seen is not Seen.KNOWN:
@@ -267,8 +271,9 @@ class Broker:
         for move in moves:
             for item in self.queues.reassign(move.camera, move.new):
                 self._drop(item, "no_worker")
-            if move.old is not None or move.new is None:
-                log.info("camera %s: worker %s -> %s", move.camera, move.old, move.new)
+            if move.old is not None or move.new is None or move.claimed:
+                log.info("camera %s: worker %s -> %s%s", move.camera, move.old, move.new,
+                         " (it claims the camera: it served it lately)" if move.claimed else "")
 
     def _dispatch(self) -> None:
         """Send waiting frames to every live worker while it has credits, round-robin across its cameras."""

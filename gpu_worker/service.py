@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from broker.config import BrokerConfig
 from gpu_worker.config import WorkerConfig
 from gpu_worker.processing import DecodedFrame, FrameProcessor
+from gpu_worker.served import ServedCameras
 from shared import metrics as m
 from shared.errors import ProtocolError
 from shared.logs import RateLimitedLog
@@ -159,6 +160,7 @@ class WorkerService:
         self._pause_start: float | None = None  # the io_tick a pause began after (each pause handled once)
         self.cameras: set[str] = set()
         self.rate_log = RateLimitedLog(log)
+        self.served = ServedCameras(self.metrics.frames_out)  # the cameras each heartbeat claims (served lately)
 
     # ------------------------------------------------------------------------------------------ I/O thread
     def _link(self, index: int, endpoint: str) -> _BrokerLink:
@@ -351,7 +353,7 @@ class WorkerService:
     def _send_heartbeat(self, link: _BrokerLink, credits: int) -> None:
         link.hb_seq += 1
         hb = Heartbeat(sender=self.worker_id, role="worker", seq=link.hb_seq, ts=time.time(), credits=credits,
-                       cameras=tuple(sorted(self.cameras))[:1024])
+                       cameras=self.served.claims(time.monotonic()))
         try:
             link.sock.send(encode(hb), zmq.NOBLOCK)
             link.owed = 0

@@ -271,7 +271,10 @@ class Heartbeat:
 
     sender: process id (shared.ids.ID_RULE); role: one of ROLES; seq: the sender's heartbeat counter
     (0..2**63-1); ts: when it was sent (unix s); credits: frames the sender can take now (0..2**31-1); cameras:
-    distinct camera ids the sender serves (at most MAX_CAMERAS, may be empty).
+    distinct camera ids (at most MAX_CAMERAS, may be empty): from a broker to a worker, the cameras it assigned to
+    that worker; from a worker, the cameras it served lately (processed frames of in the last few seconds, nothing
+    from before a pause that got it declared dead: gpu_worker.served), which every broker prefers it for when it
+    assigns one of them (broker.routing); a camera sends none (unused).
     """
 
     sender: str

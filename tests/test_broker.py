@@ -198,6 +198,7 @@ class Peer:
         self.frames: list[Frame] = []
         self.broker_beats: list[Heartbeat] = []
         self.auto_credit = False  # worker: grant one credit back per frame received, like a real worker
+        self.claims: tuple[str, ...] = ()  # worker: the cameras its heartbeats say it served lately
 
     @property
     def credits(self) -> int:
@@ -206,7 +207,7 @@ class Peer:
 
     def beat(self, credits: int = 0) -> None:
         self.seq += 1
-        cameras = (self.name,) if self.role == "camera" else ()
+        cameras = (self.name,) if self.role == "camera" else self.claims
         try:
             self.sock.send(encode(Heartbeat(self.name, self.role, self.seq, time.time(), credits, cameras)), zmq.NOBLOCK)
         except zmq.Again:  # not connected (e.g. refused by CURVE): a real node would retry at its next beat
