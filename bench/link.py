@@ -14,13 +14,15 @@ to the camera's rate, else the built-in demo scene) asked for at 10 fps. Per rat
 control settle, over a window of ``--seconds``:
 
 - ``delivered_fps``: frames of the camera received by the worker per second;
-- ``jpeg_quality`` and ``camera_fps``: what the node's flow control chose (its argusnet_camera_jpeg_quality and
-  argusnet_camera_fps gauges, sampled every 0.5 s: median, min, max);
+- ``jpeg_quality``, ``max_side`` and ``camera_fps``: what the node's flow control chose (its
+  argusnet_camera_jpeg_quality, argusnet_camera_max_side and argusnet_camera_fps gauges, sampled every 0.5 s:
+  median, min, max), and ``node_link_kbit``: the link rate the node measured from its credits (median);
 - ``p50_latency_ms`` / ``p95_latency_ms``: capture on the node -> event received here, over the track_started and
   track_identified events of the window (the worker's end-to-end latency plus the event stream);
 - ``queue_max``: the node's capture queue (argusnet_queue_depth{queue="camera:ID"}, sampled); ``in_flight_max``:
-  frames sent and not yet credited back (the broker's window minus the credits the node holds); and the bytes
-  waiting in the node's TCP send buffer (``ss``) and in the tbf queue, sampled: where frames actually wait;
+  frames sent and not yet credited back (the broker's window minus the credits the node holds), and
+  ``in_flight_kb_max`` their bytes (argusnet_camera_in_flight_bytes); and the bytes waiting in the node's TCP
+  send buffer (``ss``) and in the tbf queue, sampled: where frames actually wait;
 - ``captured_fps`` and ``capture_to_send_p95_ms``: frames the node captured per second, and how long they waited
   in its queue for a credit (its capture_to_send histogram, interpolated); ``send_to_worker_p50_ms`` /
   ``_p95_ms``: sent on the node -> received by the worker (the worker's "broker" stage: the link, the TCP send
@@ -33,7 +35,7 @@ Target (issue 14): at 4 Mbit/s a 720p camera keeps >= 5 fps with p95 capture -> 
 queue (flow control lowers rate and quality instead of queueing).
 
 What-if runs (settings, not code): ``--camera-setting jpeg_quality=50`` (also min_jpeg_quality, min_fps, max_side,
-queue) and ``--camera-credits N`` (broker.camera_credits, the frames a camera may have in flight).
+min_max_side, queue) and ``--camera-credits N`` (broker.camera_credits, the frames a camera may have in flight).
 
 Needs root (ip netns, tc) and iproute2. Run: argusnet bench link [--rate 4mbit ...] --json out/bench-link.json
 """
@@ -83,7 +85,10 @@ CLIP_FPS = 25.0  # arcade.mp4
 START_S = 180.0  # worker model load (and the dlib ONNX export on a first run)
 FIRST_FRAME_S = 60.0
 BROKER_WINDOW = 4  # broker.camera_credits default: frames a camera may have in flight
-WHAT_IF_SETTINGS = ("jpeg_quality", "min_jpeg_quality", "min_fps", "max_side", "queue")
+WHAT_IF_SETTINGS = ("jpeg_quality", "min_jpeg_quality", "min_fps", "max_side", "min_max_side", "queue")
+CAMERA_MAX_SIDE = f"{m.PREFIX}_camera_max_side"  # the node's own gauges (camera_node/node.py)
+CAMERA_LINK_RATE = f"{m.PREFIX}_camera_link_bytes_per_second"
+CAMERA_IN_FLIGHT = f"{m.PREFIX}_camera_in_flight_bytes"
 TARGET = {"rate": "4mbit", "delivered_fps_min": 5.0, "p95_latency_ms_max": 500.0}
 T = TypeVar("T")
 
@@ -470,9 +475,7 @@ class Sampler:
 # ------------------------------------------------------------------------------------------ the run
 def write_clip(folder: Path, fps: float) -> tuple[Path, str]:
     """A 1280x720 MJPEG clip of arcade.mp4 (else of the demo scene), resampled from 25 fps to ``fps``, and what it
-    is. At the camera's own rate: the node paces a file at the file's fps and schedules its next capture from the
-    end of the previous read, so a 25 fps file asked for at 10 fps is captured below 10 fps (every wait for the
-    file's next frame adds to the period); at 10 fps the file never makes it wait."""
+    is: a camera delivering 720p at the rate it is asked for."""
     frames, what = frames_720p(105)
     picked = [frames[round(k * CLIP_FPS / fps)] for k in range(int(len(frames) * fps / CLIP_FPS))]
     path = folder / "clip-720p.avi"
@@ -510,6 +513,9 @@ class LinkRun:
         return {"fps": total(cam, m.CAMERA_FPS, camera=camera), "quality": total(cam, m.CAMERA_JPEG_QUALITY,
                                                                                      camera=camera),
                 "credits": total(cam, m.CAMERA_CREDITS, camera=camera),
+                "max_side": total(cam, CAMERA_MAX_SIDE, camera=camera),
+                "link_rate": total(cam, CAMERA_LINK_RATE, camera=camera),
+                "in_flight": total(cam, CAMERA_IN_FLIGHT, camera=camera),
                 "queue": total(cam, m.QUEUE_DEPTH, queue=f"camera:{camera}"),
                 "send_q": self.link.send_queue_bytes(self.ports["frontend"]),
                 "tbf_backlog": self.link.counters()["tbf_backlog"],
@@ -581,7 +587,9 @@ def summarize(label: str, bps: float | None, camera: str, before: dict, after: d
         "delivered_fps": round(delivered / seconds, 2),
         "processed_fps": round(delta("worker", m.FRAMES_OUT, camera=camera) / seconds, 2),
         "jpeg_quality": quality["median"], "jpeg_quality_range": [quality["min"], quality["max"]],
+        "max_side": _spread([s["max_side"] for s in samples]),
         "camera_fps": _spread([s["fps"] for s in samples]),
+        "node_link_kbit": _spread([s["link_rate"] * 8 / 1000 for s in samples])["median"],
         "p50_latency_ms": p50, "p95_latency_ms": p95, "latency_events": len(latencies),
         "captured_fps": round(delta("camera", m.CAMERA_FRAMES, camera=camera, outcome="captured") / seconds, 2),
         "capture_to_send_p95_ms": _ms(histogram_quantile(*waited, 0.95)),
@@ -589,6 +597,7 @@ def summarize(label: str, bps: float | None, camera: str, before: dict, after: d
         "send_to_worker_p95_ms": _ms(histogram_quantile(*transfer, 0.95)),
         "queue_max": int(max((s["queue"] for s in samples), default=0)),
         "in_flight_max": int(window - min((s["credits"] for s in samples), default=window)),
+        "in_flight_kb_max": round(max((s["in_flight"] for s in samples), default=0) / 1024, 1),
         "tcp_send_queue_max_kb": round(max((s["send_q"] for s in samples), default=0) / 1024, 1),
         "tbf_backlog_max_kb": round(max((s["tbf_backlog"] for s in samples), default=0) / 1024, 1),
         "broker_queue_max": int(max((s["broker_queue"] for s in samples), default=0)),
@@ -680,7 +689,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             tap.close()
     result = {"benchmark": "link", "source": source, "fps_requested": args.fps,
-              "camera_settings": settings or "defaults (jpeg_quality 85, min_jpeg_quality 50, min_fps 1, queue 2)",
+              "camera_settings": settings or "defaults (jpeg_quality 85, min_jpeg_quality 50, max_side 1280, "
+                                             "min_max_side 640, min_fps 1, queue 2)",
               "broker_camera_credits": args.camera_credits,
               "tbf": {"both_directions": True, "latency_ms": args.tbf_latency_ms,
                       "burst": "max(16 KiB, 10 ms of the rate)"},

@@ -26,8 +26,10 @@ class CameraConfig(Section):
     fps: float = Field(default=10.0, gt=0.0, le=120.0, description="Highest frame rate sent.")
     min_fps: float = Field(default=1.0, gt=0.0, le=120.0, description="Lowest rate flow control may slow down to.")
     max_side: int = Field(default=1280, ge=64, le=8192, description="Frames are downscaled to this longer side.")
+    min_max_side: int = Field(default=640, ge=64, le=8192, description="Smallest longer side flow control may "
+                              "downscale to on a slow link (after the JPEG quality is at its lowest).")
     jpeg_quality: int = Field(default=85, ge=10, le=100, description="JPEG quality at full credit.")
-    min_jpeg_quality: int = Field(default=50, ge=10, le=100, description="Lowest JPEG quality under back-pressure.")
+    min_jpeg_quality: int = Field(default=50, ge=10, le=100, description="Lowest JPEG quality on a slow link.")
     queue: int = Field(default=2, ge=1, le=64, description="Capture queue length; the oldest frame is dropped.")
     motion_gate: bool = Field(default=False, description="Skip frames that barely differ from the last sent one.")
     motion_threshold: float = Field(default=2.0, ge=0.0, le=255.0,

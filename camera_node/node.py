@@ -20,13 +20,14 @@ import threading
 import time
 from typing import Any, Sequence
 
-import simplejpeg
 import zmq
 from prometheus_client import Counter, Gauge, Histogram
 
-from camera_node.capture import CaptureLoop, FrameQueue
+from camera_node.capture import CapturedFrame, CaptureLoop, FrameQueue
+from camera_node.capture import encode_jpeg as encode_jpeg  # where bench/ imports it from
 from camera_node.config import CameraConfig
 from camera_node.flow import FlowController
+from camera_node.memory import return_freed_frames
 from camera_node.sources import open_source
 from shared import metrics as m
 from shared.errors import ConfigError, ProtocolError
@@ -43,11 +44,9 @@ from shared.zmq_defaults import (
 
 log = logging.getLogger(__name__)
 POLL_MS = 10
-
-
-def encode_jpeg(image, quality: int) -> bytes:
-    """JPEG with simplejpeg's fast DCT (about a third faster; the loss is below what quality 85 already costs)."""
-    return simplejpeg.encode_jpeg(image, quality=int(quality), colorspace="RGB", fastdct=True)
+CAMERA_MAX_SIDE = f"{m.PREFIX}_camera_max_side"  # gauge, labels: camera: longer side flow control allows now
+CAMERA_LINK_RATE = f"{m.PREFIX}_camera_link_bytes_per_second"  # gauge, labels: camera: measured (0: not yet)
+CAMERA_IN_FLIGHT = f"{m.PREFIX}_camera_in_flight_bytes"  # gauge, labels: camera: sent, not yet credited
 
 
 class CameraMetrics:
@@ -63,6 +62,13 @@ class CameraMetrics:
         self.quality = Gauge(m.CAMERA_JPEG_QUALITY, "JPEG quality the node currently uses", ["camera"],
                              registry=registry)
         self.credits = Gauge(m.CAMERA_CREDITS, "Broker credits held", ["camera"], registry=registry)
+        self.max_side = Gauge(CAMERA_MAX_SIDE, "Longer side (px) flow control lets frames have now", ["camera"],
+                              registry=registry)
+        self.link_rate = Gauge(CAMERA_LINK_RATE, "Link rate to the broker as the node measures it from its "
+                               "credits (bytes/s; 0 until the first frame is credited)", ["camera"],
+                               registry=registry)
+        self.in_flight = Gauge(CAMERA_IN_FLIGHT, "Bytes of frames sent and not yet credited by the broker",
+                               ["camera"], registry=registry)
         self.failovers = Counter(m.CAMERA_FAILOVERS, "Moves to the next broker endpoint after the broker in use fell "
                                  "silent", ["camera"], registry=registry)
         self.broker_index = Gauge(m.CAMERA_BROKER_INDEX, "Position (from 0) in the node's broker endpoint list of the "
@@ -106,7 +112,8 @@ class CameraNode:
         self._hb_seq = 0
         self._stop_capture = threading.Event()
         self.capture = CaptureLoop(cfg, lambda: open_source(cfg, self._stop_capture), self.queue,
-                                   lambda: self.flow.fps, self._count)
+                                   lambda: self.flow.fps, self._count, max_side=lambda: self.flow.max_side,
+                                   quality=lambda: self.flow.quality)
 
     @property
     def endpoint(self) -> str:
@@ -139,6 +146,7 @@ class CameraNode:
             self.metrics.dropped.labels(camera=self.cfg.id, reason="camera_queue_full").inc()
 
     def run(self, stop: threading.Event) -> None:
+        return_freed_frames()
         thread = threading.Thread(target=self.capture.run, args=(self._stop_capture,), name=f"capture-{self.cfg.id}",
                                   daemon=True)
         thread.start()
@@ -182,6 +190,7 @@ class CameraNode:
             log.warning("camera %s: broker %s silent for %.1f s; capture goes on, sending resumes when a broker "
                         "grants credits", self.cfg.id, self._broker, DEAD_AFTER_S)
             self._broker, self.credits = None, 0
+            self.flow.reset()
 
     def _fail_over(self) -> None:
         """Close the DEALER and connect a new one to the next endpoint; credits start from zero, frames stay."""
@@ -190,6 +199,7 @@ class CameraNode:
         self._index = (self._index + 1) % len(self.endpoints)
         self.sock = self._socket()
         self._broker, self.credits = None, 0
+        self.flow.reset()
         self.metrics.failovers.labels(camera=self.cfg.id).inc()
         log.warning("camera %s: broker at %s silent for %.1f s: failing over to %s", self.cfg.id, old, DEAD_AFTER_S,
                     self.endpoint)
@@ -210,36 +220,41 @@ class CameraNode:
             if self._broker is not None:
                 log.info("camera %s: broker restarted (%s -> %s)", self.cfg.id, self._broker, hb.sender)
             self._broker, self.credits = hb.sender, 0
+            self.flow.reset()
         self._broker_seen = time.monotonic()
         self.credits += hb.credits
+        self.flow.credited(self._broker_seen, hb.credits)
 
     def _send_ready(self, now: float) -> None:
-        if len(self.queue) and self.credits <= 0:
-            self.flow.starved(now)
-            return
-        while self.credits > 0:
-            item = self.queue.get()
-            if item is None:
-                self.flow.plenty(now)
+        """Send waiting frames while a credit is held and the flow controller lets the bytes go."""
+        self.flow.update(now, self.queue.offered)
+        while True:
+            head = self.queue.peek()
+            if head is None or not self.flow.may_send(len(head.jpeg)):
+                return  # nothing waits, or the link's share is in flight: frames wait here, newest first
+            if self.credits <= 0:
+                self.flow.credit_starved(now)
                 return
-            self._send(item)
+            item = self.queue.get()
+            if item is not None:
+                self._send(item)
 
-    def _send(self, item) -> None:
-        h, w = item.image.shape[:2]
-        jpeg = encode_jpeg(item.image, self.flow.quality)
-        sent_at = time.time()
-        frame = Frame(camera_id=self.cfg.id, seq=item.seq, capture_ts=item.capture_ts, send_ts=sent_at, width=w,
-                      height=h, jpeg=jpeg)
+    def _send(self, item: CapturedFrame) -> None:
+        frame = Frame(camera_id=self.cfg.id, seq=item.seq, capture_ts=item.capture_ts, send_ts=time.time(),
+                      width=item.width, height=item.height, jpeg=item.jpeg)
+        payload = encode(frame)
         try:
-            self.sock.send(encode(frame), zmq.NOBLOCK)
+            self.sock.send(payload, zmq.NOBLOCK)
         except zmq.Again:  # not connected: the frame is lost here, counted like a queue drop
             self.metrics.dropped.labels(camera=self.cfg.id, reason="camera_not_connected").inc()
             self.metrics.frames.labels(camera=self.cfg.id, outcome="not_connected").inc()
             return
         self.credits -= 1
         self.sent += 1
+        now = time.monotonic()
+        self.flow.sent(now, len(payload), item.quality, max(item.width, item.height), item.source_side)
         self.metrics.frames.labels(camera=self.cfg.id, outcome="sent").inc()
-        self.metrics.stage.labels(stage="capture_to_send").observe(max(0.0, time.monotonic() - item.read_at))
+        self.metrics.stage.labels(stage="capture_to_send").observe(max(0.0, now - item.read_at))
 
     def _heartbeat(self) -> None:
         self._hb_seq += 1
@@ -261,5 +276,8 @@ class CameraNode:
     def _gauges(self) -> None:
         self.metrics.fps.labels(camera=self.cfg.id).set(self.flow.fps)
         self.metrics.quality.labels(camera=self.cfg.id).set(self.flow.quality)
+        self.metrics.max_side.labels(camera=self.cfg.id).set(self.flow.max_side)
+        self.metrics.link_rate.labels(camera=self.cfg.id).set(self.flow.link_rate() or 0.0)
+        self.metrics.in_flight.labels(camera=self.cfg.id).set(self.flow.in_flight_bytes)
         self.metrics.credits.labels(camera=self.cfg.id).set(self.credits)
         self.metrics.queue_depth.labels(queue=f"camera:{self.cfg.id}").set(len(self.queue))

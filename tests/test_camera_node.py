@@ -1,5 +1,6 @@
 """The camera node's parts: the demo source (a real detector finds the face where the source says it is), the
-file source, the motion gate, the drop-oldest queue and flow control; and `argusnet camera` stopping on SIGINT."""
+file source, the motion gate and the drop-oldest queue (flow control: tests/test_camera_flow.py); and `argusnet
+camera` stopping on SIGINT."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from camera_node.base import Captured, SourceError
 from camera_node.capture import CapturedFrame, FrameQueue, MotionGate, downscale
 from camera_node.config import CameraConfig
 from camera_node.demo import PERIOD_S, render
-from camera_node.flow import FlowController
 from camera_node.sources import FileSource, open_source
 from shared.protocol import Frame, Heartbeat, decode, encode
 from shared.types import iou_matrix
@@ -59,7 +59,7 @@ def test_paced_file_source_follows_real_time(data_dir):
 
 def test_queue_drops_oldest_and_motion_gate_keeps_alive():
     q = FrameQueue(2)
-    items = [CapturedFrame(i, 0.0, np.zeros((2, 2, 3), np.uint8), 0.0) for i in range(3)]
+    items = [CapturedFrame(i, 0.0, b"\xff\xd8", 0.0, 2, 2, 85, 2) for i in range(3)]
     assert q.put(items[0]) is None and q.put(items[1]) is None
     assert q.put(items[2]).seq == 0 and [q.get().seq, q.get().seq] == [1, 2] and q.get() is None
     gate = MotionGate(threshold=2.0, keepalive_s=5.0)
@@ -69,21 +69,6 @@ def test_queue_drops_oldest_and_motion_gate_keeps_alive():
     moved[100:300, 100:300] = 200
     assert gate.passes(moved, 6.0)
     assert downscale(still, 320).shape == (240, 320, 3) and downscale(still, 1280) is still
-
-
-def test_flow_control_lowers_fps_then_quality_and_recovers():
-    cfg = CameraConfig(id="c", source="demo", fps=10, min_fps=2, jpeg_quality=85, min_jpeg_quality=50)
-    flow = FlowController(cfg)
-    now = 0.0
-    for _ in range(40):
-        now += 1.0
-        flow.starved(now)
-    assert flow.fps == 2 and flow.quality == 50
-    flow.starved(now + 0.1)  # at most one step per STEP_S
-    for _ in range(60):
-        now += 1.0
-        flow.plenty(now)
-    assert flow.quality == 85 and flow.fps == pytest.approx(10)
 
 
 def test_camera_command_sends_credited_frames_and_stops_on_sigint(tmp_path):
@@ -229,6 +214,38 @@ def test_a_frame_the_source_cannot_deliver_reopens_it_and_capture_goes_on():
         stop.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+class SlowSource:
+    """A pull source whose every read takes 40 ms (a paced file waiting for its next frame, a slow decode)."""
+
+    live, ended = False, False
+
+    def read(self) -> Captured:
+        time.sleep(0.04)
+        return Captured(np.zeros((72, 128, 3), np.uint8), time.time())
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_pull_source_is_read_on_the_rate_grid_whatever_a_read_takes():
+    """Reads follow a grid of 1 / fps: a 40 ms read does not stretch the period (scheduled from the end of each
+    read, 10 fps would come out at 1 / 0.14 s = 7 fps)."""
+    import threading
+
+    from camera_node.capture import CaptureLoop
+
+    counts: dict[str, int] = {}
+    loop = CaptureLoop(CameraConfig(id="g", source="slow", fps=10), SlowSource, FrameQueue(64), lambda: 10.0,
+                       lambda outcome: counts.__setitem__(outcome, counts.get(outcome, 0) + 1))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(3.0)
+    stop.set()
+    thread.join(timeout=5)
+    assert 27 <= counts.get("captured", 0) <= 32
 
 
 def wait_for(check, timeout: float = 10.0) -> bool:

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "tracker": ("bench.tracker", "tracker update ms per frame with 20 live tracks, per backend"),
     "broker": ("bench.broker", "broker forwarding of 100 KB frames: messages/s and added latency"),
     "camera": ("bench.camera", "camera node CPU per 720p frame"),
+    "node": ("bench.node_rss", "camera node RSS streaming a 720p 10 fps file to a real broker (node venv)"),
     "overload": ("bench.overload", "32 cameras at 5 fps into one worker that cannot keep up: memory, fairness"),
     "encryption": ("bench.encryption", "local store with vs without store.encryption_key_file: enrol, cold start"),
     "store": ("bench.store", "Redis vs local store: enrol -> searchable, match_or_create/s, cold start, memory"),
