@@ -103,6 +103,27 @@ def test_contract_predict_neither_confirms_nor_ends_a_track(tracker):
     assert tracker.predict(meta(61)) == []
 
 
+@pytest.mark.parametrize("cfg", BACKENDS, ids=lambda c: c.type)
+def test_contract_tracks_survive_a_change_of_the_frame_size(cfg):
+    """A camera node lowering its resolution on a slow link (1280x720 -> 1024x576 -> back): the same faces keep
+    their tracks, and the boxes come back in each frame's own pixels. The bare backend loses them."""
+    faces = [box_at(600, 300, 80), box_at(200, 120, 60)]
+
+    def frame(i: int, scale: float) -> tuple[Detections, FrameMeta]:
+        boxes = [[v * scale for v in b] for b in faces]
+        return dets(boxes), FrameMeta("cam", i, i / 10.0, round(1280 * scale), round(720 * scale))
+
+    tracker = build_tracker(cfg)
+    scales = [1.0] * 5 + [0.8] * 5 + [1.0] * 5
+    out = [tracker.update(*frame(i, s)) for i, s in enumerate(scales)]
+    assert all(sorted(t.track_id for t in tracks) == [1, 2] for tracks in out[1:]), out
+    small = {t.det_index: t.box for t in out[7]}
+    np.testing.assert_allclose(small[0], np.asarray(faces[0]) * 0.8, atol=1.0)
+    bare = build_tracker(cfg).inner
+    ids = {t.track_id for i, s in enumerate(scales) for t in bare.update(*frame(i, s)) if t.state is TrackState.TRACKED}
+    assert ids - {1, 2}, "the bare backend was expected to start new tracks after the size change"
+
+
 def test_bytetrack_low_score_detection_keeps_an_occluded_track():
     tracker = build_tracker(ByteTrackConfig())
     run(tracker, [dets([box_at(100 + 5 * i, 100)]) for i in range(5)])
