@@ -76,6 +76,7 @@ class _Face:
     landmarks: np.ndarray
     chip: np.ndarray
     quality: float
+    size_px: float  # the box's shorter side (FaceQuality.size_px)
 
 
 class TrackedProcessor:
@@ -233,22 +234,22 @@ class TrackedProcessor:
             landmarks = faces.landmarks[track.det_index]
             pose = pose_from_landmarks(landmarks)
             box = faces.boxes[track.det_index]
-            bound = FaceQuality(float(min(box[2] - box[0], box[3] - box[1])), PERFECT_SHARPNESS, pose.yaw,
-                                pose.pitch).score()
-            if state.scheduler.may_choose(self._candidate(record, bound), item.capture_ts):
+            size = float(min(box[2] - box[0], box[3] - box[1]))
+            bound = FaceQuality(size, PERFECT_SHARPNESS, pose.yaw, pose.pitch).score()
+            if state.scheduler.may_choose(self._candidate(record, bound, size), item.capture_ts):
                 wanted.append((record, track))
         if not wanted:
             return []
         index = [t.det_index for _, t in wanted]
         landmarks = faces.landmarks[index]
         chips = align_faces(item.image, landmarks, self.engine.embedder.template)
-        return [_Face(state, record, item, landmarks[i], chips[i],
-                      face_quality(faces.boxes[index[i]], landmarks[i], chips[i]).score())
+        qualities = [face_quality(faces.boxes[index[i]], landmarks[i], chips[i]) for i in range(len(wanted))]
+        return [_Face(state, record, item, landmarks[i], chips[i], qualities[i].score(), qualities[i].size_px)
                 for i, (record, _) in enumerate(wanted)]
 
     @staticmethod
-    def _candidate(record: TrackRecord, quality: float) -> TrackCandidate:
-        return TrackCandidate(track_id=record.track, quality=quality,
+    def _candidate(record: TrackRecord, quality: float, size_px: float) -> TrackCandidate:
+        return TrackCandidate(track_id=record.track, quality=quality, size_px=size_px,
                               named=record.identity.settled or record.visitor is not None,
                               uncertain=record.identity.uncertain)
 
@@ -258,7 +259,7 @@ class TrackedProcessor:
         by_id = {f.record.track: f for f in faces}
         chosen_ids = set()
         for state in {id(f.state): f.state for f in faces}.values():
-            cands = [self._candidate(f.record, f.quality) for f in faces if f.state is state]
+            cands = [self._candidate(f.record, f.quality, f.size_px) for f in faces if f.state is state]
             chosen_ids.update(state.scheduler.choose(cands, capture_ts))
         chosen = [by_id[t] for t in sorted(chosen_ids) if t in by_id]
         if not chosen:
@@ -317,7 +318,7 @@ class TrackedProcessor:
 
     def _merge(self, visitor: str, person: str) -> None:
         try:
-            report = merge_visitor(self.store, visitor, person)
+            report = merge_visitor(self.store, visitor, person, actor=f"worker:{self.recorder.worker or '-'}")
         except StoreError as exc:  # the track is named all the same; the visitor stays in the store
             self.recorder.failed("merge_visitor", exc)
             return

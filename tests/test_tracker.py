@@ -188,8 +188,9 @@ def test_random_detections_never_crash_and_ids_are_unique(frames, cfg):
 
 
 # ---------------------------------------------------------------------------------------------- scheduler
-def cand(track: int, quality: float = 0.5, named: bool = False, uncertain: bool = False) -> TrackCandidate:
-    return TrackCandidate(track, quality, named, uncertain)
+def cand(track: int, quality: float = 0.5, named: bool = False, uncertain: bool = False,
+         size_px: float = 60.0) -> TrackCandidate:
+    return TrackCandidate(track, quality, named, uncertain, size_px)
 
 
 def test_scheduler_new_tracks_first_then_unnamed_then_better_then_refresh():
@@ -258,6 +259,26 @@ def test_voting_mostly_unknown_stays_unknown():
 def test_scheduler_rejects_a_nan_quality():
     with pytest.raises(ValueError, match="quality of track 7 must be finite, got nan"):
         cand(7, float("nan"))
+
+
+def test_scheduler_never_embeds_a_face_under_min_face_px_and_takes_it_first_once_big_enough():
+    s = RecognitionScheduler(SchedulerConfig(min_face_px=24, min_interval_s=0.3, budget=1))
+    small = cand(1, quality=0.9, size_px=23.9)  # sharp and frontal, but too small
+    assert not s.recognisable(small) and not s.may_choose(small, now=0.0)
+    assert s.choose([small], now=0.0) == [] and s.choose([small], now=5.0) == []
+    s.record(2, 0.5, ts=0.0)  # another track, already embedded once
+    assert s.choose([cand(1, 0.3, size_px=24.0), cand(2, 0.9)], now=6.0) == [1]  # still "new": first in line
+    s.record(1, 0.3, ts=6.0)
+    assert s.choose([cand(1, 0.9, size_px=20.0)], now=9.0) == []  # once embedded, small views still never are
+    assert s.choose([cand(1, 0.01, size_px=200.0)], now=9.0) == []  # nor poor ones (min_quality 0.05)
+    off = RecognitionScheduler(SchedulerConfig(min_face_px=0))
+    assert off.choose([cand(1, 0.9, size_px=4.0)], now=0.0) == [1]
+
+
+def test_scheduler_rejects_a_bad_face_size():
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="face size of track 7 must be a finite number >= 0"):
+            cand(7, size_px=bad)
 
 
 def test_scheduler_may_choose_is_an_upper_bound_check():

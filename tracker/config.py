@@ -81,6 +81,13 @@ class SchedulerConfig(Section):
                                   description="Never embed one track more often than this, whatever the reason.")
     min_quality: float = Field(default=0.05, ge=0.0, le=1.0,
                                description="Faces below this quality score (tiny, blurred, turned) are not embedded.")
+    min_face_px: int = Field(default=24, ge=0, le=1024,
+                             description="Faces whose box's shorter side (its width on an upright face, about 0.78 x "
+                             "the face's height) is below this many pixels are tracked but not embedded: too small "
+                             "to be named reliably (`argusnet eval small-faces` with the default model: TAR@FAR0.01 "
+                             "0.53 at 32 px tall, 0.87 at 36 px, 1.0 at 40 px; BENCHMARKS.md). A track none of "
+                             "whose faces is this big stays unknown - no name and no visitor id - until a big enough "
+                             "face comes. 0 = off. Lower it only for a model measured to hold up on smaller faces.")
     max_per_track: int = Field(default=0, ge=0, le=100_000,
                                description="Cap on embeddings per track (0 = none). Set it on a small CPU with "
                                "long-lived tracks (people standing in view); refreshes stop after the cap.")

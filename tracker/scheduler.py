@@ -3,7 +3,12 @@
 A track is embedded when it is new, when its face is clearly better than the best one embedded so far, and
 otherwise only every ``refresh_s`` (named) or ``unnamed_refresh_s`` (not yet named) seconds; never more often
 than ``min_interval_s``. At most ``budget`` embeddings a frame: new tracks first, then unnamed ones, then better
-faces, then refreshes (longest waiting first)."""
+faces, then refreshes (longest waiting first).
+
+Faces that cannot be named reliably are never embedded: quality below ``min_quality`` (blurred, turned, tiny) or a
+box whose shorter side is under ``min_face_px``. A track is "new" until its first embedding, so a track seen only
+small gets no embedding, hence no vote, no name and no visitor id (`gpu_worker.tracked` makes a visitor only
+after embeddings), and is embedded at once, first in line, when a big enough face of it comes."""
 
 from __future__ import annotations
 
@@ -19,16 +24,20 @@ NEW, UNNAMED, BETTER, REFRESH = 0, 1, 2, 3
 @dataclass(frozen=True)
 class TrackCandidate:
     """A tracked face in this frame: its quality score (bigger, sharper, more frontal is higher), whether the
-    track has a settled identity, and whether its observations disagree or are few."""
+    track has a settled identity, whether its observations disagree or are few, and the shorter side of its box
+    in pixels (`gpu_worker.quality.FaceQuality.size_px`)."""
 
     track_id: int
     quality: float
     named: bool
     uncertain: bool
+    size_px: float
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.quality):
             raise ValueError(f"quality of track {self.track_id} must be finite, got {self.quality}")
+        if not (math.isfinite(self.size_px) and self.size_px >= 0):
+            raise ValueError(f"face size of track {self.track_id} must be a finite number >= 0, got {self.size_px}")
 
 
 @dataclass
@@ -45,7 +54,7 @@ class RecognitionScheduler:
 
     def _reason(self, c: TrackCandidate, now: float) -> int | None:
         h = self._history.get(c.track_id)
-        if c.quality < self.cfg.min_quality:
+        if not self.recognisable(c):
             return None
         if h is None:
             return NEW
@@ -59,6 +68,10 @@ class RecognitionScheduler:
         if waited >= self.cfg.refresh_s:
             return REFRESH
         return None
+
+    def recognisable(self, candidate: TrackCandidate) -> bool:
+        """Whether this face is good enough to be embedded at all: quality and size (see the module docstring)."""
+        return candidate.quality >= self.cfg.min_quality and candidate.size_px >= self.cfg.min_face_px
 
     def may_choose(self, candidate: TrackCandidate, now: float) -> bool:
         """Whether ``choose`` could pick this track now at this quality (with a quality upper bound: False means
