@@ -16,7 +16,10 @@ The ramp adds cameras (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24 ... up to ``--max-c
 - drops <= 1 %: frames dropped by the broker and the worker (argusnet_frames_dropped_total, every reason) plus
   frames a camera could not send for want of a credit, over the frames the cameras meant to send.
 The ramp stops at the first step that does not hold; ``cameras_sustained`` is the largest step that held. The
-same ramp then runs with ``tracking.processor: per_frame`` (a new broker and worker).
+same ramp then runs with ``tracking.processor: per_frame`` (a new broker and worker). Each ``--variant "K=V ..."``
+runs one more tracked ramp in the same run with those settings on top (e.g. ``--variant worker.detect_threads=1``,
+the worker's one thread of before, or ``--variant tracking.distant.fine_every_s=0``, without the distant-face
+passes), reported under ``variants`` with its ratio to the tracked ramp.
 
 Target (issue 14): cameras_sustained >= 8 at the default tracking.detect_fps, and >= 1.5 x the per-frame figure.
 
@@ -297,9 +300,11 @@ def ramp_steps(ramp: Ramp, processor: str, max_cameras: int) -> list[dict]:
     return steps
 
 
-def run_ramp(processor: str, tmp: Path, gallery: Path, jpegs: list[bytes], args, overrides: dict) -> dict:
+def run_ramp(processor: str, tmp: Path, gallery: Path, jpegs: list[bytes], args, overrides: dict,
+             label: str | None = None) -> dict:
     """Broker + worker (tracking.processor = ``processor``), then the ramp."""
-    folder = tmp / processor
+    label = label or processor
+    folder = tmp / label
     folder.mkdir()
     shutil.copytree(gallery, folder / "gallery")
     config = folder / "argusnet.yaml"
@@ -310,7 +315,7 @@ def run_ramp(processor: str, tmp: Path, gallery: Path, jpegs: list[bytes], args,
         tap = EventTap(f"tcp://127.0.0.1:{ports['events_out']}")
         senders = Senders(f"tcp://127.0.0.1:{ports['frontend']}", jpegs, args.fps)
         try:
-            steps = ramp_steps(Ramp(procs, worker, ports, tap, senders, args.warmup, args.step_seconds), processor,
+            steps = ramp_steps(Ramp(procs, worker, ports, tap, senders, args.warmup, args.step_seconds), label,
                                args.max_cameras)
         finally:
             senders.close()
@@ -321,11 +326,12 @@ def run_ramp(processor: str, tmp: Path, gallery: Path, jpegs: list[bytes], args,
             "steps": steps}
 
 
-def overrides_from(pairs: Sequence[str]) -> dict:
-    """--set SECTION.KEY=VALUE pairs as a nested mapping, validated as the site configuration would be."""
+def overrides_from(pairs: Sequence[str], base: dict | None = None) -> dict:
+    """--set SECTION.KEY=VALUE pairs as a nested mapping (over ``base``), validated as the site configuration
+    would be."""
     from argusnet.config import load_config
 
-    out: dict = {}
+    out: dict = deep_merge({}, base or {})
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key or "tracking.processor" == key:
@@ -355,11 +361,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", choices=["tracked", "per_frame"], default=None, help="run one of the two ramps")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="what-if: a site configuration value for the worker (e.g. runtime.threads=1)")
+    p.add_argument("--variant", action="append", default=[], metavar='"SECTION.KEY=VALUE ..."',
+                   help="one more tracked ramp in the same run with these values on top of --set")
     args = p.parse_args(argv)
     _check_args(args)
     from argusnet.config import load_config
 
     overrides = overrides_from(args.set)
+    variants = [overrides_from(text.split(), overrides) for text in args.variant]
     detect_fps = load_config(environ={}, overrides=overrides).tracking.detect_fps
     jpegs, source = clip_jpegs()
     ramps = {}
@@ -369,13 +378,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for processor in ("tracked", "per_frame"):
             if args.only in (None, processor):
                 ramps[processor] = run_ramp(processor, tmp, gallery, jpegs, args, overrides)
+        extra = [dict(run_ramp("tracked", tmp, gallery, jpegs, args, settings, f"variant-{k}"), settings=settings,
+                      pairs=text) for k, (settings, text) in enumerate(zip(variants, args.variant))]
     result = {"benchmark": "capacity", "source": source, "frame": "1280x720 JPEG q85",
               "mean_jpeg_kb": round(sum(map(len, jpegs)) / len(jpegs) / 1024, 1), "fps_requested": args.fps,
               "detect_fps": detect_fps, "settings": overrides or "defaults",
               "criteria": {"p95_latency_ms_max": P95_MAX_MS, "drop_rate_max": DROP_MAX}, **headline(ramps),
+              "variants": [variant_row(v, ramps.get("tracked")) for v in extra],
               "steps": {k: v["steps"] for k, v in ramps.items()}}
     emit(result, args.json)
     return 0
+
+
+def variant_row(ramp: dict, tracked: dict | None) -> dict:
+    """A variant's figures beside the tracked ramp of the same run."""
+    at = ramp.get("at_sustained") or {}
+    ratio = None
+    if tracked and tracked["sustained"]:
+        ratio = round(ramp["sustained"] / tracked["sustained"], 2)
+    return {"variant": ramp["pairs"], "settings": ramp["settings"], "cameras_sustained": ramp["sustained"],
+            "ratio_to_tracked": ratio, "fps_per_camera": at.get("fps_per_camera"),
+            "p95_latency_ms": at.get("p95_latency_ms"), "drop_rate": at.get("drop_rate"), "steps": ramp["steps"]}
 
 
 def headline(ramps: dict) -> dict:

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from gpu_worker.decision import RecognitionConfig
 from gpu_worker.detect.config import RetinaFaceConfig
+from gpu_worker.distant_config import DistantFacesConfig
 from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
 from gpu_worker.preview import PreviewConfig
 from gpu_worker.quality import QualityConfig
@@ -26,7 +27,16 @@ class WorkerConfig(Section):
     max_batch: int = Field(default=4, ge=1, le=256, description="Frames detected together in one batch.")
     max_wait_ms: float = Field(default=10.0, ge=0.0, le=5000.0,
                                description="How long a batch waits to fill before it runs anyway.")
-    capacity: int = Field(default=4, ge=1, le=1024, description="Frames a worker accepts ahead (its credits).")
+    capacity: int = Field(default=12, ge=1, le=1024, description="Frames a worker accepts ahead (its credits). A "
+                          "frame's credit comes back only once it is finished (tens of ms), so this caps a worker's "
+                          "throughput at about capacity / that time: 4 held a worker near 35 frames/s; 12 leaves "
+                          "room for 8 cameras at 10 fps (BENCHMARKS.md, capacity).")
+    detect_threads: int = Field(
+        default=2, ge=1, le=64,
+        description="Threads that run the detector on different batches at once (ONNX Runtime releases the GIL); "
+        "tracking, recognition and the store stay on one thread, in each camera's frame order. 2 suits a 2-core "
+        "host (BENCHMARKS.md, capacity); with more than one, each detection's ONNX Runtime intra-op threads are "
+        "runtime.threads, or when that is 0 the cores divided among these threads.")
     metrics_port: int = Field(default=9200, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, description="Address the metrics are served on "
                               "(0.0.0.0 in a container, for a Prometheus on another host).")
@@ -53,6 +63,8 @@ class TrackingConfig(Section):
         "frame of cameras below 20 fps, every other frame at 20-29 fps and every third at 30 fps: it halves a "
         "worker's detection work on 25 fps cameras at a small cost in box accuracy (BENCHMARKS.md). Raise it for "
         "fast motion; lower it (as Frigate's detect fps) to serve more cameras per worker.")
+    distant: DistantFacesConfig = Field(default_factory=DistantFacesConfig, description="How faces too small for "
+                                        "detector.max_side are found in camera streams (gpu_worker/distant.py).")
     preview: PreviewConfig = Field(default_factory=PreviewConfig, description="Each camera's annotated preview "
                                    "and status, written to the store for the dashboard.")
 

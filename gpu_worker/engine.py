@@ -66,6 +66,25 @@ class EnrolmentFace:
         return FaceSample(self.embedding, self.crop, self.crop_landmarks, self.source)
 
 
+def small_extra(found: Detections, fine: Detections, base_scale: float) -> Detections:
+    """The faces of ``fine`` (a higher-resolution pass) smaller than FINE_PASS_MAX_PX at ``base_scale`` (the usual
+    pass's scale) that overlap none of ``found`` (IoU < 0.3)."""
+    if len(fine) == 0:
+        return fine
+    heights = (fine.boxes[:, 3] - fine.boxes[:, 1]) * base_scale
+    overlap = iou_matrix(fine.boxes, found.boxes).max(axis=1) if len(found) else np.zeros(len(fine))
+    return fine.select(np.flatnonzero((heights < FINE_PASS_MAX_PX) & (overlap < 0.3)))
+
+
+def concat(*parts: Detections) -> Detections:
+    """The faces of several ``Detections`` of one image, in order."""
+    parts = tuple(p for p in parts if len(p)) or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+    return Detections(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                      np.concatenate([p.landmarks for p in parts]))
+
+
 class Engine:
     """Holds one detector and one embedder (loaded on first use) configured by ``ArgusConfig``."""
 
@@ -123,15 +142,7 @@ class Engine:
         if cfg.photo_max_side <= cfg.max_side or longest <= cfg.max_side:
             return found
         fine = self.detector.detect([image], cfg.photo_max_side)[0]
-        base_scale = cfg.max_side / longest
-        heights = (fine.boxes[:, 3] - fine.boxes[:, 1]) * base_scale
-        overlap = iou_matrix(fine.boxes, found.boxes).max(axis=1) if len(found) else np.zeros(len(fine))
-        extra = np.flatnonzero((heights < FINE_PASS_MAX_PX) & (overlap < 0.3))
-        if extra.size == 0:
-            return found
-        small = fine.select(extra)
-        return Detections(np.concatenate([found.boxes, small.boxes]), np.concatenate([found.scores, small.scores]),
-                          np.concatenate([found.landmarks, small.landmarks]))
+        return concat(found, small_extra(found, fine, cfg.max_side / longest))
 
     def observe(self, image: np.ndarray, faces: Detections) -> list[FaceObservation]:
         """Align and embed the given faces of ``image``."""

@@ -15,8 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from broker.config import BrokerConfig
 from gpu_worker.config import WorkerConfig, WorkerSettings
+from gpu_worker.detect import build_detector
+from gpu_worker.embed import build_embedder
 from gpu_worker.engine import Engine
 from gpu_worker.factory import build_processor
+from gpu_worker.runtime import worker_runtime
 from gpu_worker.service import WorkerService
 from shared.errors import ArgusError
 from shared.metrics import serve
@@ -55,7 +58,8 @@ def default_worker_id() -> str:
 def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str, metrics_port: int) -> int:
     """Load the models, open the store, serve metrics, run the service and the retention job until a signal;
     returns the exit code."""
-    engine = Engine(cfg)
+    runtime = worker_runtime(cfg.runtime, cfg.worker.detect_threads)
+    engine = Engine(cfg, build_detector(cfg.detector, runtime), build_embedder(cfg.embedder, runtime))
     engine.warm_up()
     registry = CollectorRegistry()
     # writes wait (bounded, counted) while the store is unavailable; recognition goes on from the replica
@@ -71,7 +75,8 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
             raise ArgusError(f"worker: cannot serve metrics on port {metrics_port}: {exc}") from exc
         print(f"worker {worker_id}: brokers {','.join(service.backends)}, events to {','.join(service.events_in)}, "
               f"store "
-              f"{store.describe()} ({store.persons.face_count} faces), detector on {engine.detector.provider}, "
+              f"{store.describe()} ({store.persons.face_count} faces), detector on {engine.detector.provider} "
+              f"({cfg.worker.detect_threads} detection thread(s), {runtime.threads or 'all'} intra-op each), "
               f"embedder {engine.embedder.name} on {engine.embedder.provider}, metrics "
               f"http://{cfg.worker.metrics_host}:{port}/metrics", file=sys.stderr, flush=True)
         stop = threading.Event()

@@ -2,6 +2,11 @@
 
 ``PerFrameProcessor`` recognises every face of every frame (what the prototype did): each face is its own
 one-frame track. The tracked processor (tracker/) replaces it as the default.
+
+A processor works a batch in three steps so that the worker can detect several batches at once
+(`gpu_worker.inflight`): ``plan`` and ``finish`` run on the worker's one processing thread, in the order the batches
+came (they keep the per-camera state), ``detect`` on any thread (it only reads the plan and runs the detector).
+``process`` is the three in a row, for callers with one thread.
 """
 
 from __future__ import annotations
@@ -45,8 +50,23 @@ class StageTimer(Protocol):
 
 
 class FrameProcessor(Protocol):
+    def plan(self, frames: list[DecodedFrame]) -> list:
+        """What ``detect`` is to do with each of these frames (on the processing thread, in order: it may advance
+        per-camera schedules)."""
+        ...
+
+    def detect(self, plan: list, timer: StageTimer) -> list:
+        """The detections of a plan, or of any consecutive part of one (one entry per frame); safe on any thread,
+        and it changes nothing the other steps read."""
+        ...
+
+    def finish(self, plan: list, found: list, timer: StageTimer) -> list[TrackEvent]:
+        """Events caused by the planned frames given their detections (on the processing thread, plans in the
+        order they were made)."""
+        ...
+
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
-        """Events caused by these frames (several cameras may share one batch)."""
+        """Events caused by these frames (several cameras may share one batch): plan, detect, finish."""
         ...
 
     def idle(self) -> list[TrackEvent]:
@@ -82,6 +102,16 @@ class PerFrameProcessor:
         self._rate_log = RateLimitedLog(log)
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
+        return self.finish(frames, self.detect(frames, timer), timer)
+
+    def plan(self, frames: list[DecodedFrame]) -> list[DecodedFrame]:
+        """Every frame is detected."""
+        return list(frames)
+
+    def detect(self, frames: list[DecodedFrame], timer: StageTimer) -> list:
+        return detect_batch(self.engine, frames, timer) if frames else []
+
+    def finish(self, frames: list[DecodedFrame], found: list, timer: StageTimer) -> list[TrackEvent]:
         if time.monotonic() >= self._next_refresh:  # enrolments made by other processes, as the tracked side does
             self._next_refresh = time.monotonic() + SYNC_S
             try:
@@ -89,7 +119,6 @@ class PerFrameProcessor:
             except StoreError as exc:  # recognition goes on from the replica; tried again after SYNC_S
                 self.sync_errors += 1
                 self._rate_log.warning("sync", "gallery sync failed (recognition goes on): %s", exc)
-        found = detect_batch(self.engine, frames, timer)
         events: list[TrackEvent] = []
         for item, faces in zip(frames, found):
             start = time.perf_counter()

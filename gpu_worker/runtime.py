@@ -24,7 +24,8 @@ class RuntimeConfig(Section):
         "are skipped and the one actually used is logged and exported as a metric label.")
     require_provider: Provider | None = Field(
         default=None, description="Fail at start instead of falling back when this provider is not the one used.")
-    threads: int = Field(default=0, ge=0, le=256, description="Intra-op CPU threads per ONNX session; 0 = all cores.")
+    threads: int = Field(default=0, ge=0, le=256, description="Intra-op CPU threads per ONNX session; 0 = all cores "
+                         "(in a worker: the cores divided among its worker.detect_threads, at least 1).")
     spin: bool = Field(default=False, description="Let ONNX Runtime's intra-op threads busy-wait between runs (it "
                        "may lower one stream's latency a little, and can keep a core busy, so off by default: a "
                        "worker serving many cameras and the other processes of a host need those cycles).")
@@ -36,6 +37,14 @@ ORT_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHORT_NAMES = {v: k for k, v in ORT_NAMES.items()}
 
 provider_info = Gauge(MODEL_PROVIDER, "ONNX Runtime provider each model runs on (1 = in use)", ["model", "provider"])
+
+
+def worker_runtime(cfg: RuntimeConfig, detect_threads: int, cores: int | None = None) -> RuntimeConfig:
+    """The runtime a worker's sessions use: ``threads`` 0 becomes the cores divided among the worker's detection
+    threads (each detection then runs on its own core instead of two detections fighting over all of them)."""
+    if cfg.threads != 0 or detect_threads <= 1:
+        return cfg
+    return cfg.model_copy(update={"threads": max(1, (cores or os.cpu_count() or 1) // detect_threads)})
 
 
 def choose_providers(cfg: RuntimeConfig) -> list[str]:

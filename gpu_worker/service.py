@@ -6,8 +6,10 @@ per broker, each with its own heartbeats, liveness and credits (each broker is g
 ``capacity``, and a finished frame's credit goes back to the broker that sent it); events go to every
 ``events_in`` endpoint through one PUB socket connected to all of them.
 
-One I/O thread owns the ZeroMQ sockets (they are not thread-safe); one processing thread runs the models, so a
-slow batch never delays a heartbeat.
+One I/O thread owns the ZeroMQ sockets (they are not thread-safe) and decodes the JPEGs; one processing thread
+plans and finishes batches (tracking, recognition, the store: each camera's frames in order) while a pool of
+``worker.detect_threads`` runs their detection, several batches at once (`gpu_worker.inflight`), so a slow batch
+never delays a heartbeat and detection uses every core.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from broker.config import BrokerConfig
 from gpu_worker.config import WorkerConfig
+from gpu_worker.inflight import POLL_S, DetectionPool, InFlight
 from gpu_worker.processing import DecodedFrame, FrameProcessor
 from gpu_worker.served import ServedCameras
 from shared import metrics as m
@@ -365,9 +368,12 @@ class WorkerService:
         self.rate_log.warning(reason, "dropped a bad message from the broker (%s): %s", reason, message)
 
     # ------------------------------------------------------------------------------------- processing thread
-    def _next_batch(self) -> list[DecodedFrame] | None:
+    def _next_batch(self, wait: bool = True) -> list[DecodedFrame] | None:
         """Up to max_batch frames, waiting at most max_wait_ms after the first; None means stop. While no frame
-        comes, the processor's housekeeping runs every IDLE_S (tracks of silent cameras end)."""
+        comes, the processor's housekeeping runs every IDLE_S (tracks of silent cameras end). With ``wait``
+        False (batches are in flight), only the frames queued now, possibly none."""
+        if not wait:
+            return self._queued()
         while True:
             try:
                 first = self.inbox.get(timeout=IDLE_S)
@@ -390,15 +396,34 @@ class WorkerService:
             batch.append(item)
         return batch
 
+    def _queued(self) -> list[DecodedFrame] | None:
+        """Up to max_batch frames queued now, without waiting; None means stop."""
+        batch: list[DecodedFrame] = []
+        while len(batch) < self.cfg.max_batch:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                if batch:
+                    self.inbox.put(None)
+                    break
+                return None
+            batch.append(item)
+        return batch
+
     def _run(self, step, frames: int) -> list[TrackEvent] | None:
         """One processor call; None when it failed. A failure must not kill the worker: it is logged with its
         traceback at WARNING (once a minute at most) and the caller counts the frames as dropped."""
         try:
             return step()
         except Exception as exc:  # noqa: BLE001 - counted and logged with its traceback
-            self.rate_log.log(logging.WARNING, "processing_error", "processing %d frame(s) failed: %r", frames, exc,
-                              exc_info=True)
+            self._failed(frames, exc)
             return None
+
+    def _failed(self, frames: int, exc: BaseException) -> None:
+        self.rate_log.log(logging.WARNING, "processing_error", "processing %d frame(s) failed: %r", frames, exc,
+                          exc_info=exc)
 
     def _check_pause(self) -> None:
         """Before any work: when the I/O loop has not turned for DEAD_AFTER_S (the process was stopped, and this
@@ -439,23 +464,73 @@ class WorkerService:
                 self.rate_log.warning("outbox_full", "event outbox full (%d): dropping events", OUTBOX_EVENTS)
 
     def _process_loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._check_pause()
-            fresh = self._fresh(batch)
-            started = time.time()
-            events = self._run(lambda: self.processor.process(fresh, self.metrics), len(fresh)) if fresh else []
-            if events is not None and time.time() - started > STALE_S:  # paused while processing
-                self.metrics.events_dropped.labels(reason="stale").inc(len(events))
-                events = []
-                self._abandon({item.camera for item in fresh})
-            self._hand_over(events)
-            for item in fresh:
-                if events is None:
-                    self.metrics.dropped.labels(camera=item.camera, reason="processing_error").inc()
-                else:
-                    self.metrics.frames_out.labels(camera=item.camera).inc()
-            self.outbox.add_finished_frames(batch)
-            self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())
+        """Batches go through plan (here) -> detect (on the pool, several at once) -> finish (here, in order)."""
+        pool = DetectionPool(self.cfg.detect_threads, f"{self.worker_id}-detect")
+        try:
+            while not stop.is_set():
+                if pool.full:
+                    for done in pool.ready(None):
+                        self._finish(done)
+                    continue
+                batch = self._next_batch(wait=len(pool) == 0)
+                if batch is None:
+                    break
+                if batch:
+                    self._start(batch, pool)
+                for done in pool.ready(0.0 if batch else POLL_S):
+                    self._finish(done)
+            for done in pool.drain():  # batches in progress when stop came
+                self._finish(done)
+        finally:
+            pool.close()
+
+    def _start(self, batch: list[DecodedFrame], pool: DetectionPool) -> None:
+        """Plan a batch's fresh frames and hand their detection to the pool. A pause or stale frames abandon
+        track state: the batches in flight are finished first (their cameras' state is abandoned after them)."""
+        if self.abandon_all.is_set() or time.monotonic() - self.io_tick > DEAD_AFTER_S or self._has_stale(batch):
+            for done in pool.drain():
+                self._finish(done)
+        self._check_pause()
+        fresh = self._fresh(batch)
+        item = InFlight(batch, fresh, None, time.time())
+        if not fresh:
+            pool.submit(item, None)
+            return
+        planned = self._run(lambda: [self.processor.plan(fresh)], len(fresh))
+        if planned is None:  # no futures: its frames are counted as processing errors when it is finished
+            pool.submit(item, None)
+            return
+        item.plan = planned[0]
+        pool.submit(item, lambda part: self.processor.detect(part, self.metrics))
+
+    def _has_stale(self, batch: list[DecodedFrame]) -> bool:
+        now = time.time()
+        return any(now - item.received_ts > STALE_S for item in batch)
+
+    def _finish(self, item: InFlight) -> None:
+        """Events of a batch whose detection is over, the frames counted, their credits handed back."""
+        fresh = item.fresh
+        events = self._finished_events(item) if fresh else []
+        if events is not None and time.time() - item.started > STALE_S:  # paused while processing
+            self.metrics.events_dropped.labels(reason="stale").inc(len(events))
+            events = []
+            self._abandon({frame.camera for frame in fresh})
+        self._hand_over(events)
+        for frame in fresh:
+            if events is None:
+                self.metrics.dropped.labels(camera=frame.camera, reason="processing_error").inc()
+            else:
+                self.metrics.frames_out.labels(camera=frame.camera).inc()
+        self.outbox.add_finished_frames(item.batch)
+        self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())
+
+    def _finished_events(self, item: InFlight) -> list[TrackEvent] | None:
+        """The processor's events for a batch; None when planning, detection or finishing failed."""
+        if not item.futures:
+            return None
+        try:
+            found = item.found()
+        except Exception as exc:  # noqa: BLE001 - counted by the caller and logged with its traceback
+            self._failed(len(item.fresh), exc)
+            return None
+        return self._run(lambda: self.processor.finish(item.plan, found, self.metrics), len(item.fresh))

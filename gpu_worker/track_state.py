@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gpu_worker.distant import DistantState
 from shared.protocol import TrackEvent
 from store.types import FaceSample, LiveTrack
 from tracker.base import Track, Tracker
@@ -57,6 +58,7 @@ class CameraState:
     id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
     worker: str | None = None  # put on its events with the epoch (TrackEvent.worker, .epoch)
     epoch: int = 1
+    distant: DistantState = field(default_factory=DistantState)  # its fine passes and small faces (distant faces)
 
     def public_id(self, track: Track) -> int:
         return self.id_base + track.track_id

@@ -31,9 +31,10 @@ import numpy as np
 from gpu_worker.align import align_faces
 from gpu_worker.config import WorkerSettings
 from gpu_worker.decision import Identity, decide
+from gpu_worker.distant import Found, FramePlan, StreamDetection
 from gpu_worker.engine import STORED_CROP, Engine
 from gpu_worker.preview import PreviewBox, PreviewPublisher
-from gpu_worker.processing import DecodedFrame, StageTimer, detect_batch
+from gpu_worker.processing import DecodedFrame, StageTimer
 from gpu_worker.quality import (
     PERFECT_SHARPNESS,
     FaceQuality,
@@ -97,6 +98,7 @@ class TrackedProcessor:
         self._next_rejections = time.monotonic() + REJECTIONS_S
         self.cfg = cfg
         self.tcfg = cfg.tracking
+        self.stream = StreamDetection(engine, cfg.tracking.distant)
         self.cameras: dict[str, CameraState] = {}
         self._epochs: dict[str, int] = {}  # the latest tracking session (TrackEvent.epoch) of each camera
         threshold = cfg.visitors.threshold
@@ -107,14 +109,34 @@ class TrackedProcessor:
 
     # ------------------------------------------------------------------------------------------ per batch
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
-        """Detect the frames due for detection (``tracking.detect_fps``) in one batch; the others only move their
-        camera's tracks by prediction."""
+        """Detect the frames due for detection (``tracking.detect_fps``, ``tracking.distant``) in one batch; the
+        others only move their camera's tracks by prediction."""
+        plans = self.plan(frames)
+        return self.finish(plans, self.detect(plans, timer), timer)
+
+    def plan(self, frames: list[DecodedFrame]) -> list[FramePlan]:
+        """Which frames are detected, and how (in order, per camera: it advances the cameras' schedules)."""
+        return [self._plan(item) for item in frames]
+
+    def _plan(self, item: DecodedFrame) -> FramePlan:
+        state = self._camera(item.camera)
+        due = self._due_for_detection(item)
+        lost = [r.last_box for r in state.tracks.values() if r.last_capture_ts < state.distant.seen_ts] \
+            if due and self.tcfg.distant.regions else []
+        return self.stream.plan(state.distant, item, due, lost)
+
+    def detect(self, plans: list[FramePlan], timer: StageTimer) -> list[Found | None]:
+        """The planned detections (any thread: reads nothing but the plans)."""
+        return self.stream.detect(plans, timer)
+
+    def finish(self, plans: list[FramePlan], found: list[Found | None], timer: StageTimer) -> list[TrackEvent]:
         events: list[TrackEvent] = []
-        due = [self._due_for_detection(item) for item in frames]
-        detect = [item for item, d in zip(frames, due) if d]
-        found = iter(detect_batch(self.engine, detect, timer) if detect else [])
-        for item, d in zip(frames, due):
-            events += self._frame(item, next(found), timer) if d else self._coast(item, timer)
+        for plan, faces in zip(plans, found):
+            if faces is None:
+                events += self._coast(plan.frame, timer)
+                continue
+            self._camera(plan.frame.camera).distant.found(plan, faces)
+            events += self._frame(plan.frame, faces.faces, timer)
         return events + self.idle()
 
     def idle(self) -> list[TrackEvent]:

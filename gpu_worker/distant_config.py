@@ -1,0 +1,35 @@
+"""Settings of the distant-face strategy of camera streams (`gpu_worker.distant`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.schema import Section
+
+
+class DistantFacesConfig(Section):
+    fine_every_s: float = Field(
+        default=0.5, ge=0.0, le=3600.0,
+        description="How often at most one of each camera's detected frames is detected at up to max_side instead of "
+        "detector.max_side, to find faces too small for that pass (a 40 px face of a 720p frame is 20 px at 640); "
+        "0 = never. A new distant face is reported within about this long plus one detected frame; each such pass "
+        "costs about 2 (max_side 960) to 4 (1280) usual ones (BENCHMARKS.md: 'Distant faces').")
+    budget: float = Field(
+        default=0.4, gt=0.0, le=100.0,
+        description="What the fine passes and regions may add to a camera's detection work, as a fraction of its "
+        "usual passes (at what they were measured to cost on its frames): each detected frame saves this much, "
+        "regions and fine passes spend it, and a fine pass waits (beyond fine_every_s) until enough is saved. "
+        "0.4 cost a 2-core worker one camera in seven and the tracked pipeline about 15 % of its fps "
+        "(BENCHMARKS.md); lower it where many small faces are in view (their regions spend it first), raise it to "
+        "find new distant faces sooner, 100 to hold fine_every_s always.")
+    max_side: int = Field(default=960, ge=64, le=4096, description="The longer side frames are resized to for the "
+                          "fine pass (never enlarged): 960 finds faces 40 px tall in a 720p frame (30 px there) at "
+                          "about 2.1 usual passes; 1280 (a 720p frame's own resolution) finds them sooner, and "
+                          "smaller ones, at about 3.8. The same faces in a 1080p frame need about 1440.")
+    regions: int = Field(default=4, ge=0, le=64, description="At most this many small faces of a detected frame "
+                         "(found by any pass, or small tracks it lost) are detected again on the camera's next "
+                         "detected frame, each in a crop around it at the fine pass's scale, so that faces found by a "
+                         "fine pass are confirmed and followed between fine passes; 0 = off.")
+    region_px: int = Field(default=96, ge=64, le=1024, multiple_of=32, description="The largest side of a region's "
+                           "crop, in pixels of the fine pass's scale (a crop is twice its face's height, at least "
+                           "64 px: four 64 px crops cost about 1/15 of a 640x360 pass).")
