@@ -16,10 +16,13 @@ The ramp adds cameras (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24 ... up to ``--max-c
 - drops <= 1 %: frames dropped by the broker and the worker (argusnet_frames_dropped_total, every reason) plus
   frames a camera could not send for want of a credit, over the frames the cameras meant to send.
 The ramp stops at the first step that does not hold; ``cameras_sustained`` is the largest step that held. The
-same ramp then runs with ``tracking.processor: per_frame`` (a new broker and worker). Each ``--variant "K=V ..."``
-runs one more tracked ramp in the same run with those settings on top (e.g. ``--variant worker.detect_threads=1``,
-the worker's one thread of before, or ``--variant tracking.distant.fine_every_s=0``, without the distant-face
-passes), reported under ``variants`` with its ratio to the tracked ramp.
+same ramp runs with ``tracking.processor: per_frame`` (its own broker and worker). Each ``--variant "K=V ..."``
+runs one more tracked ramp in the same run with those settings on top (e.g. ``--variant "worker.detect_threads=1
+worker.capacity=4"``, the worker of before, or ``--variant "tracking.distant.fine_every_s=0
+tracking.distant.regions=0"``, without the distant-face passes), reported under ``variants`` with its ratio to
+the tracked ramp. Every configuration's broker and worker run from the start, and the ramps advance in turns (one
+step of each per round, the others' cameras quiet): the host's other load changes in time, and so each
+configuration meets it alike.
 
 Target (issue 14): cameras_sustained >= 8 at the default tracking.detect_fps, and >= 1.5 x the per-frame figure.
 
@@ -35,7 +38,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -187,7 +191,10 @@ class Senders:
                     if now >= cam.next_frame:
                         self._frame(cam, now)
                         cam.next_frame = max(cam.next_frame + self.period, now)
-            due = min((min(c.next_frame, c.next_beat) for c in cams), default=now + 0.05)
+            if not cams:  # zmq's poll returns at once with no socket to watch
+                self._stop.wait(0.05)
+                continue
+            due = min(min(c.next_frame, c.next_beat) for c in cams)
             self._receive(poller, min(due - time.monotonic(), 0.05), {c.sock: c for c in cams})
         for cam in self.cams:
             cam.sock.close(0)
@@ -275,55 +282,77 @@ def step_row(n: int, before: dict, after: dict, latencies: list[float]) -> dict:
     }
 
 
-def ramp_steps(ramp: Ramp, processor: str, max_cameras: int) -> list[dict]:
-    """The ramp up to the first step that does not hold, then bisection between the last step that held and that
-    one (so 2 -> 4 failing also measures 3)."""
-    steps: list[dict] = []
+@dataclass
+class RampState:
+    """One configuration's ramp: the steps measured so far and what they show. Steps go up STEPS to the first that
+    does not hold, then bisect between the last that held and that one (so 2 -> 4 failing also measures 3)."""
 
-    def measure(n: int, refine: bool) -> bool:
-        steps.append({**ramp.step(n), "refine": refine})
-        print(json.dumps({"processor": processor, **steps[-1]}), file=sys.stderr, flush=True)
-        return steps[-1]["ok"]
+    label: str
+    processor: str
+    ramp: Ramp
+    max_cameras: int
+    steps: list[dict] = field(default_factory=list)
+    held: int = 0
+    failed: int | None = None
 
-    held, failed = 0, None
-    for n in (s for s in STEPS if s <= max_cameras):
-        if not measure(n, False):
-            failed = n
-            break
-        held = n
-    while failed is not None and held and failed - held > 1:
-        middle = (held + failed) // 2
-        if measure(middle, True):
-            held = middle
+    def next_cameras(self) -> int | None:
+        """The next step's camera count; None when the ramp is over."""
+        if self.failed is None:
+            measured = max((s["cameras"] for s in self.steps), default=0)
+            return next((n for n in STEPS if measured < n <= self.max_cameras), None)
+        if self.held and self.failed - self.held > 1:
+            return (self.held + self.failed) // 2
+        return None
+
+    def measure(self, n: int) -> None:
+        self.steps.append({**self.ramp.step(n), "refine": self.failed is not None})
+        self.ramp.senders.add(0)  # quiet while the other configurations measure
+        print(json.dumps({"processor": self.label, **self.steps[-1]}), file=sys.stderr, flush=True)
+        if self.steps[-1]["ok"]:
+            self.held = max(self.held, n)
         else:
-            failed = middle
-    return steps
+            self.failed = n if self.failed is None else min(self.failed, n)
+
+    def result(self) -> dict:
+        held = [s for s in self.steps if s["ok"]]
+        best = max(held, key=lambda s: s["cameras"]) if held else None
+        return {"processor": self.processor, "sustained": best["cameras"] if best else 0, "at_sustained": best,
+                "steps": self.steps}
 
 
-def run_ramp(processor: str, tmp: Path, gallery: Path, jpegs: list[bytes], args, overrides: dict,
-             label: str | None = None) -> dict:
-    """Broker + worker (tracking.processor = ``processor``), then the ramp."""
-    label = label or processor
+def start_config(stack: ExitStack, label: str, processor: str, overrides: dict, tmp: Path, gallery: Path,
+                 jpegs: list[bytes], args) -> RampState:
+    """Broker + worker (tracking.processor = ``processor``) and their simulated cameras, none sending yet."""
     folder = tmp / label
     folder.mkdir()
     shutil.copytree(gallery, folder / "gallery")
     config = folder / "argusnet.yaml"
     ports = write_config(config, "127.0.0.1", deep_merge(overrides, {"tracking": {"processor": processor}}))
-    worker = f"w-{processor.replace('_', '-')}"
-    with Procs(folder) as procs:
-        start_core(procs, config, ports, folder / "gallery", worker)
-        tap = EventTap(f"tcp://127.0.0.1:{ports['events_out']}")
-        senders = Senders(f"tcp://127.0.0.1:{ports['frontend']}", jpegs, args.fps)
-        try:
-            steps = ramp_steps(Ramp(procs, worker, ports, tap, senders, args.warmup, args.step_seconds), label,
-                               args.max_cameras)
-        finally:
-            senders.close()
-            tap.close()
-    held = [s for s in steps if s["ok"]]
-    best = max(held, key=lambda s: s["cameras"]) if held else None
-    return {"processor": processor, "sustained": best["cameras"] if best else 0, "at_sustained": best,
-            "steps": steps}
+    worker = f"w-{label.replace('_', '-')}"
+    procs = stack.enter_context(Procs(folder))
+    start_core(procs, config, ports, folder / "gallery", worker)
+    tap = EventTap(f"tcp://127.0.0.1:{ports['events_out']}")
+    stack.callback(tap.close)
+    senders = Senders(f"tcp://127.0.0.1:{ports['frontend']}", jpegs, args.fps)
+    stack.callback(senders.close)
+    return RampState(label, processor, Ramp(procs, worker, ports, tap, senders, args.warmup, args.step_seconds),
+                     args.max_cameras)
+
+
+def run_ramps(configs: list[tuple[str, str, dict]], tmp: Path, gallery: Path, jpegs: list[bytes], args) -> dict:
+    """Every configuration (label, processor, overrides) gets its own broker and worker, all started first; then
+    the ramps advance in turns, one step of each configuration per round, the others quiet meanwhile: what else
+    runs on the host changes in time, and this way each configuration meets it alike."""
+    with ExitStack() as stack:
+        states = [start_config(stack, label, processor, overrides, tmp, gallery, jpegs, args)
+                  for label, processor, overrides in configs]
+        while True:
+            due = [(state, n) for state in states if (n := state.next_cameras()) is not None]
+            if not due:
+                break
+            for state, n in due:
+                state.measure(n)
+        return {state.label: state.result() for state in states}
 
 
 def overrides_from(pairs: Sequence[str], base: dict | None = None) -> dict:
@@ -371,15 +400,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = [overrides_from(text.split(), overrides) for text in args.variant]
     detect_fps = load_config(environ={}, overrides=overrides).tracking.detect_fps
     jpegs, source = clip_jpegs()
-    ramps = {}
     with tempfile.TemporaryDirectory(prefix="argusnet-capacity-") as tmp_name:
         tmp = Path(tmp_name)
         gallery = enrolled_gallery(tmp / "gallery")
-        for processor in ("tracked", "per_frame"):
-            if args.only in (None, processor):
-                ramps[processor] = run_ramp(processor, tmp, gallery, jpegs, args, overrides)
-        extra = [dict(run_ramp("tracked", tmp, gallery, jpegs, args, settings, f"variant-{k}"), settings=settings,
-                      pairs=text) for k, (settings, text) in enumerate(zip(variants, args.variant))]
+        configs = [(name, name, overrides) for name in ("tracked", "per_frame") if args.only in (None, name)]
+        configs += [(f"variant-{k}", "tracked", settings) for k, settings in enumerate(variants)]
+        ramps = run_ramps(configs, tmp, gallery, jpegs, args)
+    extra = [dict(ramps.pop(f"variant-{k}"), settings=settings, pairs=text)
+             for k, (settings, text) in enumerate(zip(variants, args.variant))]
     result = {"benchmark": "capacity", "source": source, "frame": "1280x720 JPEG q85",
               "mean_jpeg_kb": round(sum(map(len, jpegs)) / len(jpegs) / 1024, 1), "fps_requested": args.fps,
               "detect_fps": detect_fps, "settings": overrides or "defaults",
