@@ -12,7 +12,8 @@ Cost: ``video_tracked_fps`` and ``video_cpu_ms_per_frame`` (process CPU, all thr
 taken in turns with the other strategies, and both against ``off`` (today's detection).
 
 Strategies (STRATEGIES, each a change to the loaded configuration): ``off`` (no fine pass, no regions: detection as
-before), ``default`` (as configured), ``budget_0.25``, ``regions_only`` (re-detection around small faces and lost
+before), ``default`` (as configured), ``budget_0.4`` (the budget before 0.6), ``regions_at_fine_scale`` (regions detected at the 960
+pass's scale, 0.75 of a 720p frame, as before ``region_scale``), ``regions_only`` (re-detection around small faces and lost
 small tracks, no fine pass), ``fine_no_budget`` (a fine pass every fine_every_s whatever it costs),
 ``fine_no_regions`` (the same without regions: tracks are not confirmed between fine passes),
 ``fine_1280_1s_no_budget`` (at a 720p frame's own resolution, every second) and ``arrival_resolution``
@@ -42,7 +43,8 @@ REPEATS = 5  # runs of the video per strategy
 STRATEGIES: dict[str, dict] = {
     "off": {"fine_every_s": 0.0, "regions": 0},
     "default": {},
-    "budget_0.25": {"budget": 0.25},
+    "budget_0.4": {"budget": 0.4},
+    "regions_at_fine_scale": {"region_scale": 0.75},
     "regions_only": {"fine_every_s": 0.0},
     "fine_no_budget": {"budget": 100.0},
     "fine_no_regions": {"budget": 100.0, "regions": 0},

@@ -8,15 +8,19 @@ starts no track: a track needs ``min_hits`` detected frames, and the usual pass 
 
 Regions: each small face of a detected frame (smaller than REGION_MAX_PX at the usual pass's scale, where that pass
 misses most of them; found by any pass), and each small track that frame lost, is detected again on the camera's
-next detected frame in a square crop around it at the fine pass's scale (REGION_FACTOR times its height, 64 px up
+next detected frame in a square crop around it at ``region_scale`` (REGION_FACTOR times its height, 64 px up
 to ``region_px``), at most ``regions`` a frame, smallest first. So a distant face found by a fine pass is confirmed
 on the next frame and followed between fine passes, and a face the usual pass sees only now and then is held.
 
 Cost: each detected frame saves ``budget`` usual passes; regions and fine passes spend it, at what they were
 measured to cost on this camera's frames (seconds over a usual pass's, moving averages; before any measurement,
-from the detector's input pixels), and a fine pass waits until enough is saved. So they add at most ``budget`` to
-the camera's detection work, whatever the host; a new distant face is reported within about ``fine_every_s`` (more
-where many small faces hold regions) plus one detected frame.
+from the detector's input pixels), and a fine pass waits until enough is saved. Regions are planned whatever is
+saved (a region whose face the frame's usual pass found is not detected, and costs nothing): at most ``regions`` a
+frame of at most ``region_px`` each, about 0.07 of a usual pass each at 96 px; what they spend beyond the budget only
+delays fine passes. So the two add at most ``budget`` to the camera's detection work, whatever the host, unless
+the regions alone cost more; a new distant face is reported within about ``fine_every_s`` (more where many small
+faces hold regions) plus one detected frame. And they use spare capacity only: a worker that falls behind
+(frames wait to be taken up) shrinks both, down to none (`gpu_worker.spare`, ``yield_after_ms``).
 
 The plan (which frame gets which pass, which regions) is made on the worker's processing thread from the camera's
 state; the detection itself (`StreamDetection.detect`) only reads the plans, and runs on the worker's detection
@@ -28,15 +32,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from gpu_worker.distant_config import DistantFacesConfig
 from gpu_worker.engine import Engine, concat, small_extra
 from gpu_worker.processing import DecodedFrame, StageTimer
+from gpu_worker.spare import SpareCapacity
 from shared.types import Detections, iou_matrix
 
 REGION_MAX_PX = 28  # faces smaller than this at the usual pass's scale get regions (it sees 8 of 25 at 20 px)
-REGION_MIN_PX = 64  # the smallest region crop, at the fine pass's scale
+REGION_MIN_PX = 64  # the smallest region crop, at the regions' scale
 REGION_FACTOR = 1.75  # a region crop's side over its face's height (then rounded up to 32)
 REGION_KEEP_IOU = 0.3  # faces (or boxes) overlapping this much are one
 REGION_OVERHEAD = 0.03  # a region's expected fixed cost (one more image for the detector), in usual passes, until
@@ -49,7 +55,7 @@ EMA = 0.2  # weight of the latest timing in the moving averages of pass costs
 class FramePlan:
     """What the detector does with one frame: nothing (its tracks coast), the usual pass, or the fine pass; with
     the usual pass, crops (x1, y1, x2, y2 in frame pixels) around the small faces of the camera's latest detected
-    frame, to be detected at the fine pass's scale."""
+    frame, to be detected at ``region_scale``."""
 
     frame: DecodedFrame
     detect: bool = True
@@ -96,14 +102,15 @@ class DistantState:
             self.fine_cost = actual if self.fine_cost is None else (1 - EMA) * self.fine_cost + EMA * actual
         self.credit = (0.0 if self.credit is None else self.credit) + plan.expected - actual
 
-    def fine_due(self, capture_ts: float, cfg: DistantFacesConfig, cost: float) -> bool:
+    def fine_due(self, capture_ts: float, cfg: DistantFacesConfig, cost: float, share: float = 1.0) -> bool:
         """Whether this detected frame gets the fine pass (``cost``: what it adds to the usual pass, in usual
         passes): once ``fine_every_s`` has passed since the last one and the budget saved enough. Every detected
-        frame saves ``budget``; a new camera starts with one fine pass saved, and no more than that is kept."""
+        frame saves ``budget`` (times ``share``, the part the worker can afford now); a new camera starts with one
+        fine pass saved, and no more than that is kept."""
         if cfg.fine_every_s <= 0.0:
             return False
         saved = cost if self.credit is None else self.credit
-        self.credit = min(saved + cfg.budget, cost + cfg.budget)
+        self.credit = min(saved + cfg.budget * share, cost + cfg.budget)
         waited = self.last_fine_ts is None or capture_ts - self.last_fine_ts >= cfg.fine_every_s - TOLERANCE_S \
             or capture_ts < self.last_fine_ts
         if not waited or self.credit < cost - 1e-9:
@@ -129,20 +136,21 @@ def fine_scale(shape: tuple[int, ...], side: int) -> float:
     return min(1.0, side / max(shape[:2]))
 
 
-def region_boxes(small: np.ndarray | None, shape: tuple[int, ...], cfg: DistantFacesConfig
-                 ) -> tuple[tuple[int, int, int, int], ...]:
-    """Square crops centred on the first ``regions`` small faces, moved inside the frame: REGION_FACTOR times the
-    face's height at the fine scale, rounded up to 32, between REGION_MIN_PX and ``region_px`` (in frame pixels:
-    divided by the fine scale)."""
-    if small is None or cfg.regions == 0 or len(small) == 0:
+def region_boxes(small: np.ndarray | None, shape: tuple[int, ...], cfg: DistantFacesConfig,
+                 limit: int | None = None) -> tuple[tuple[int, int, int, int], ...]:
+    """Square crops centred on the first ``regions`` (or ``limit``) small faces, moved inside the frame:
+    REGION_FACTOR times the face's height at the regions' scale, rounded up to 32, between REGION_MIN_PX and
+    ``region_px`` (in frame pixels: divided by that scale)."""
+    count = cfg.regions if limit is None else min(limit, cfg.regions)
+    if small is None or count == 0 or len(small) == 0:
         return ()
     height, width = shape[:2]
-    scale = fine_scale(shape, cfg.max_side)
+    scale = cfg.region_scale
     out = []
-    for x1, y1, x2, y2 in small[:cfg.regions].tolist():
+    for x1, y1, x2, y2 in small[:count].tolist():
         wanted = int(np.ceil(REGION_FACTOR * (y2 - y1) * scale))
-        fine_side = min(cfg.region_px, max(REGION_MIN_PX, -(-wanted // 32) * 32))
-        side = int(round(fine_side / scale))
+        crop_side = min(cfg.region_px, max(REGION_MIN_PX, -(-wanted // 32) * 32))
+        side = int(round(crop_side / scale))
         cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
         left = int(min(max(0.0, cx - side / 2.0), max(0, width - side)))
         top = int(min(max(0.0, cy - side / 2.0), max(0, height - side)))
@@ -157,6 +165,7 @@ class StreamDetection:
         self.engine = engine
         self.base_side = engine.cfg.detector.max_side
         self.cfg = cfg
+        self.spare = SpareCapacity(cfg.yield_after_ms)
 
     def plan(self, state: DistantState, frame: DecodedFrame, due: bool, lost: list[tuple[float, ...]]) -> FramePlan:
         """The plan for one frame of a camera (``due``: the detector must run on it, see `tracking.detect_fps`).
@@ -165,16 +174,18 @@ class StreamDetection:
         if not due:
             return FramePlan(frame, detect=False)
         shape = frame.image.shape
-        if max(shape[:2]) * fine_scale(shape, self.cfg.max_side) <= self.base_side:
-            return FramePlan(frame)  # the fine pass would see no more than the usual one
+        share = self.spare.observe(frame.behind_s)
+        if max(shape[:2]) * fine_scale(shape, self.cfg.max_side) <= self.base_side or share <= 0.0:
+            return FramePlan(frame)  # the fine pass would see no more than the usual one, or the worker is behind
         base = canvas_pixels(shape, self.base_side)
         cost = canvas_pixels(shape, self.cfg.max_side) / base - 1.0 if state.fine_cost is None else state.fine_cost
-        if state.fine_due(frame.capture_ts, self.cfg, cost):
+        if state.fine_due(frame.capture_ts, self.cfg, cost, share):
             return FramePlan(frame, fine=True, expected=cost)
-        if self.cfg.regions == 0:
+        limit = int(self.cfg.regions * share + 0.5)
+        if limit == 0:
             return FramePlan(frame)
-        regions = region_boxes(self._wanted(state.small, lost, shape), shape, self.cfg)
-        scale = fine_scale(shape, self.cfg.max_side)
+        regions = region_boxes(self._wanted(state.small, lost, shape), shape, self.cfg, limit)
+        scale = self.cfg.region_scale
         expected = sum((max(x2 - x1, y2 - y1) * scale) ** 2 / base + REGION_OVERHEAD for x1, y1, x2, y2 in regions)
         state.spend(expected)
         return FramePlan(frame, regions=regions, expected=expected)
@@ -230,16 +241,18 @@ class StreamDetection:
         extra = [Detections.empty() for _ in plans]
         seconds = [0.0] * len(plans)
         by_side: dict[int, list[tuple[int, tuple[int, int, int, int]]]] = {}
+        scale = self.cfg.region_scale
         for k, plan in enumerate(plans):
-            scale = fine_scale(plan.frame.image.shape, self.cfg.max_side)
             for box in plan.regions:
+                if _holds_face(found[k], box):
+                    continue  # the usual pass found this frame's face there: nothing left to look for
                 by_side.setdefault(int(round(max(box[2] - box[0], box[3] - box[1]) * scale)), []).append((k, box))
         per_plan: list[list[Detections]] = [[] for _ in plans]
         for side, crops in by_side.items():
-            images = [np.ascontiguousarray(plans[k].frame.image[y1:y2, x1:x2]) for k, (x1, y1, x2, y2) in crops]
+            images = [_crop(plans[k].frame.image, box, side) for k, box in crops]
             found_in, each = _timed(lambda: self.engine.detector.detect(images, max(1, side)))
             for (k, box), faces in zip(crops, found_in):
-                per_plan[k].append(_inside(faces, box, plans[k].frame.image.shape))
+                per_plan[k].append(_inside(faces, box, plans[k].frame.image.shape, side))
                 seconds[k] += each
         for k, parts in enumerate(per_plan):
             if parts:
@@ -254,16 +267,38 @@ def _timed(call) -> tuple[list, float]:
     return out, (time.perf_counter() - start) / max(1, len(out))
 
 
-def _inside(faces: Detections, box: tuple[int, int, int, int], shape: tuple[int, ...]) -> Detections:
-    """A crop's faces in frame pixels, without those cut by the crop's edge (where it is not the frame's)."""
+def _crop(image: np.ndarray, box: tuple[int, int, int, int], side: int) -> np.ndarray:
+    """A region's crop, enlarged when its longer side is under ``side`` (the detector only ever shrinks)."""
+    x1, y1, x2, y2 = box
+    crop = np.ascontiguousarray(image[y1:y2, x1:x2])
+    longest = max(x2 - x1, y2 - y1)
+    if side <= longest:
+        return crop
+    factor = side / longest
+    size = (max(1, round((x2 - x1) * factor)), max(1, round((y2 - y1) * factor)))
+    return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+
+
+def _holds_face(faces: Detections, box: tuple[int, int, int, int]) -> bool:
+    """Whether one of ``faces`` lies wholly inside the crop ``box``."""
+    if len(faces) == 0:
+        return False
+    b = faces.boxes
+    return bool(((b[:, 0] >= box[0]) & (b[:, 1] >= box[1]) & (b[:, 2] <= box[2]) & (b[:, 3] <= box[3])).any())
+
+
+def _inside(faces: Detections, box: tuple[int, int, int, int], shape: tuple[int, ...], side: int) -> Detections:
+    """A crop's faces in frame pixels (an enlarged crop's scaled back), without those cut by the crop's edge
+    (where it is not the frame's)."""
     x1, y1, x2, y2 = box
     if len(faces) == 0:
         return faces
-    boxes = faces.boxes + np.float32([x1, y1, x1, y1])
+    factor = max(1.0, side / max(x2 - x1, y2 - y1))
+    boxes = faces.boxes / np.float32(factor) + np.float32([x1, y1, x1, y1])
     height, width = shape[:2]
     ok = ((boxes[:, 0] > x1 + 1) | (x1 == 0)) & ((boxes[:, 1] > y1 + 1) | (y1 == 0)) & \
         ((boxes[:, 2] < x2 - 1) | (x2 == width)) & ((boxes[:, 3] < y2 - 1) | (y2 == height))
-    landmarks = faces.landmarks + np.float32([x1, y1])
+    landmarks = faces.landmarks / np.float32(factor) + np.float32([x1, y1])
     return Detections(boxes[ok], faces.scores[ok], landmarks[ok].astype(np.float32))
 
 

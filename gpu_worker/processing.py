@@ -39,6 +39,7 @@ class DecodedFrame:
     image: np.ndarray
     received_ts: float
     link: int = 0  # which of the worker's brokers sent it (its credit goes back there)
+    behind_s: float = 0.0  # how much later than its camera's usual the worker took it up (0 offline: never behind)
 
     @classmethod
     def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float, link: int = 0) -> "DecodedFrame":

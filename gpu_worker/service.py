@@ -14,6 +14,7 @@ never delays a heartbeat and detection uses every core.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -53,6 +54,13 @@ STALE_S = 2.0
 # which may rise by DELAY_FLOOR_RISE_S a frame so that a camera whose clock is stepped forward is followed within
 # a few seconds. Comparing delays to the camera's own floor makes the check immune to clock offsets between hosts.
 DELAY_FLOOR_RISE_S = 0.05
+# How far behind the worker is (the distant-face passes give way: gpu_worker.spare): a frame's age when it is planned
+# over its camera's usual age, a floor that rises by AGE_FLOOR_RISE_S a frame (a backlog of 200 ms that lasts is
+# noticed for minutes) and jumps to an age more than AGE_STEP_S over it (a camera's clock stepped forward: a backlog
+# that large has its frames dropped as stale within a second anyway). Frames wait mostly in the broker, which holds
+# what the worker has no credit for.
+AGE_FLOOR_RISE_S = 0.0001
+AGE_STEP_S = 1.0
 
 
 class WorkerMetrics:
@@ -158,6 +166,7 @@ class WorkerService:
         self.outbox = _Outbox()
         self.abandon_all = threading.Event()  # set by the I/O loop after a pause (see STALE_S)
         self._delay_floor: dict[str, float] = {}  # per camera: the usual capture -> received delay (s)
+        self._age_floor: dict[str, float] = {}  # per camera: the usual capture -> planned age (processing thread)
         self.io_tick = time.monotonic()  # the I/O loop's latest turn: it runs every POLL_MS unless paused
         self._pause_lock = threading.Lock()
         self._pause_start: float | None = None  # the io_tick a pause began after (each pause handled once)
@@ -435,6 +444,17 @@ class WorkerService:
             self.abandon_all.clear()
             self._abandon(None)
 
+    def _behind(self, frames: list[DecodedFrame]) -> list[DecodedFrame]:
+        """The frames, each with how far behind its camera's usual age the worker takes it up (``behind_s``)."""
+        now, out = time.time(), []
+        for item in frames:
+            age = now - item.capture_ts
+            floor = min(age, self._age_floor.get(item.camera, age) + AGE_FLOOR_RISE_S)
+            floor = age if age - floor > AGE_STEP_S else floor
+            self._age_floor[item.camera] = floor
+            out.append(dataclasses.replace(item, behind_s=age - floor))
+        return out
+
     def _fresh(self, batch: list[DecodedFrame]) -> list[DecodedFrame]:
         """The frames that did not wait STALE_S here; the others are dropped as stale, and their cameras' tracks
         abandoned (the camera may be tracked by another worker now)."""
@@ -491,7 +511,7 @@ class WorkerService:
             for done in pool.drain():
                 self._finish(done)
         self._check_pause()
-        fresh = self._fresh(batch)
+        fresh = self._behind(self._fresh(batch))
         item = InFlight(batch, fresh, None, time.time())
         if not fresh:
             pool.submit(item, None)

@@ -32,9 +32,11 @@ class TrackRecord:
     embeddings: int = 0
     best: list[tuple[float, FaceSample]] = field(default_factory=list)
     crop: str | None = None  # the store key of its best face, once it was named
+    largest_px: float = 0.0  # the shorter side of the largest face embedded so far
 
-    def keep_face(self, quality: float, sample: FaceSample, limit: int) -> None:
-        """Keep the ``limit`` best faces by quality."""
+    def keep_face(self, quality: float, sample: FaceSample, limit: int, size_px: float = 0.0) -> None:
+        """Keep the ``limit`` best faces by quality (``size_px``: the face's shorter side)."""
+        self.largest_px = max(self.largest_px, size_px)
         self.best.append((quality, sample))
         self.best.sort(key=lambda item: -item[0])
         del self.best[limit:]

@@ -305,15 +305,16 @@ class TrackedProcessor:
         crop = align_faces(face.frame.image, face.landmarks[None], STORED_CROP)[0]
         source = f"camera:{face.state.camera}/track:{record.track}"
         record.keep_face(face.quality, FaceSample(embedding, crop, STORED_CROP.points.copy(), source),
-                         self.cfg.visitors.max_faces)
+                         self.cfg.visitors.max_faces, face.size_px)
         identity = self._decide(record, hits)
         change = record.identity.observe(identity.name, identity.similarity or 0.0, identity.margin,
                                          max(face.quality, 1e-3), capture_ts)
         events: list[TrackEvent] = []
         if change is not None and change.name is not None and change.name != record.announced:
             events.append(self._named(face.state, record, change, capture_ts))
-        if record.identity.name is None and record.visitor is None and self.cfg.visitors.enabled \
-                and record.embeddings >= self.tcfg.visitor_after:
+        visitors = self.cfg.visitors
+        if record.identity.name is None and record.visitor is None and visitors.enabled \
+                and record.embeddings >= self.tcfg.visitor_after and record.largest_px >= visitors.min_face_px:
             events += self._visit(face.state, record, capture_ts)
         return events
 

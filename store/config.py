@@ -166,6 +166,12 @@ class VisitorConfig(Section):
                                     "calibrated threshold (as for enrolled people).")
     max_faces: int = Field(default=5, ge=1, le=100,
                            description="Best faces kept per visitor (more = better re-identification, slower search).")
+    min_face_px: int = Field(default=40, ge=0, le=4096,
+                             description="A track becomes a visitor only once a face of it this large (shorter box "
+                             "side, px) was embedded: a visitor is an enrolment the system makes, so it needs the "
+                             "face an enrolment needs (quality.min_face_px); smaller strangers' embeddings match "
+                             "each other (`eval track --face-height 40`: two strangers shared one visitor id). "
+                             "Smaller tracks are followed, and named when they match an enrolled person.")
 
 
 class RetentionConfig(Section):

@@ -4,6 +4,8 @@ frames between, with the real detector and the real tracked processor."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -13,6 +15,7 @@ from evaluation.small_faces import degrade
 from gpu_worker.distant import DistantState, Found, FramePlan, StreamDetection, canvas_pixels, region_boxes
 from gpu_worker.distant_config import DistantFacesConfig
 from gpu_worker.processing import DecodedFrame
+from gpu_worker.spare import SpareCapacity
 from gpu_worker.tracked import TrackedProcessor
 from gpu_worker.video import NullTimer
 from shared.images import ImageLimits, read_image
@@ -83,22 +86,25 @@ def test_the_budget_is_spent_at_what_passes_were_measured_to_cost():
     assert state.credit == pytest.approx(0.15 + 1.125 - 3.0)  # what it cost beyond the plan delays the next one
 
 
-def test_regions_are_region_px_at_the_fine_scale_centred_and_inside_the_frame():
-    cfg = DistantFacesConfig(region_px=128, max_side=1280, regions=4)
+def test_regions_are_region_px_at_the_regions_scale_centred_and_inside_the_frame():
+    cfg = DistantFacesConfig(region_px=128, regions=4)  # at the frame's own resolution (region_scale 1)
     boxes = np.float32([[600, 340, 640, 380], [2, 3, 30, 40], [1900, 1050, 1915, 1075]])
     # twice the face's height rounded up to 32, at least 64: 40 px -> 96, 37 px -> 96, 25 px -> 64
     assert region_boxes(boxes, (720, 1280, 3), cfg) == ((572, 312, 668, 408), (0, 0, 96, 96), (1216, 656, 1280, 720))
-    # a 1080p frame is fine-detected at 1280 (scale 2/3): the 40 px face is 27 px there, its crop 64 px, which is
-    # 96 px of the frame
-    assert region_boxes(boxes[:1], (1080, 1920, 3), cfg) == ((572, 312, 668, 408),)
-    capped = DistantFacesConfig(regions=4, region_px=64, max_side=1280)
+    # at scale 2/3 the 40 px face is 27 px, its crop 64 px, which is 96 px of the frame
+    assert region_boxes(boxes[:1], (1080, 1920, 3), cfg.model_copy(update={"region_scale": 2 / 3})) == \
+        ((572, 312, 668, 408),)
+    capped = DistantFacesConfig(regions=4, region_px=64)
     assert region_boxes(boxes, (720, 1280, 3), capped)[0] == (588, 328, 652, 392)
-    assert len(region_boxes(boxes, (720, 1280, 3), DistantFacesConfig(regions=2, max_side=1280))) == 2
+    # enlarged twice, the crop's 128 px (the cap) are 64 px of the frame
+    assert region_boxes(boxes[:1], (720, 1280, 3), cfg.model_copy(update={"region_scale": 2.0})) == \
+        ((588, 328, 652, 392),)
+    assert len(region_boxes(boxes, (720, 1280, 3), DistantFacesConfig(regions=2))) == 2
 
 
 def test_settings_are_bounded():
     for bad in ({"fine_every_s": -1}, {"region_px": 100}, {"region_px": 32}, {"regions": 65}, {"max_side": 10},
-                {"budget": 0}, {"typo": 1}):
+                {"budget": 0}, {"region_scale": 0.1}, {"region_scale": 5}, {"typo": 1}):
         with pytest.raises(ValidationError):
             DistantFacesConfig(**bad)
 
@@ -126,6 +132,23 @@ def test_a_fine_frame_finds_the_distant_face_and_the_next_frame_finds_it_again_i
     assert len(again.faces) == 1  # the usual pass still misses it: it is the region's
     assert iou_matrix(again.faces.boxes, truth[None]).max() > 0.7
     np.testing.assert_allclose(again.keep, again.faces.boxes)
+
+
+@pytest.mark.parametrize("scale", [0.75, 1.5])
+def test_a_region_detected_shrunk_or_enlarged_gives_the_face_in_frame_pixels(engine, far_face, scale):
+    image, truth = far_face
+    stream = StreamDetection(engine, DistantFacesConfig(region_scale=scale))
+    state = DistantState(last_fine_ts=1000.1, small=truth[None].astype(np.float32), credit=1.0)  # no fine pass due
+    plan = stream.plan(state, frame(image, 1), True, [])
+    assert not plan.fine and len(plan.regions) == 1
+    x1, y1, x2, y2 = plan.regions[0]
+    assert x1 <= truth[0] and y1 <= truth[1] and truth[2] <= x2 and truth[3] <= y2
+    found = stream.detect([plan], NullTimer())[0]
+    assert len(found.faces) == 1
+    assert iou_matrix(found.faces.boxes, truth[None]).max() > 0.7
+    lm = found.faces.landmarks[0]
+    assert (lm[:, 0] > truth[0]).all() and (lm[:, 0] < truth[2]).all() and (lm[:, 1] > truth[1]).all() \
+        and (lm[:, 1] < truth[3]).all()
 
 
 def run(engine, tmp_path, image: np.ndarray, frames: int, **distant) -> tuple[list, list]:
@@ -160,3 +183,65 @@ def test_without_regions_the_fine_pass_alone_confirms_no_track(engine, far_face,
     image, _ = far_face
     seen, events = run(engine, tmp_path, image, 15, fine_every_s=0.5, regions=0)
     assert not any(boxes for _, boxes in seen) and not events
+
+
+def test_a_region_whose_face_the_usual_pass_found_is_not_detected_again(engine, data_dir):
+    for photo in sorted((data_dir / "deepface").glob("img*.jpg")):
+        image = read_image(photo, ImageLimits())
+        faces = engine.detector.detect([image])[0]
+        if len(faces) == 1:
+            break
+    near = degrade(image, faces.boxes[0], 64, FAR)  # 32 px at the usual pass's scale: it finds the face
+    usual = engine.detector.detect([near])[0]
+    assert len(usual) == 1
+    stream = StreamDetection(engine, DistantFacesConfig())
+    state = DistantState(last_fine_ts=1000.1, small=usual.boxes.copy(), credit=1.0)
+    plan = stream.plan(state, frame(near, 1), True, [])
+    assert len(plan.regions) == 1
+    found = stream.detect([plan], NullTimer())[0]
+    assert found.region_s == 0.0 and len(found.faces) == 1
+    state.found(plan, found)
+    # the frame saved its budget, and what the plan expected for the region is given back whole
+    assert plan.expected > 0.0 and state.credit == pytest.approx(1.0 + DistantFacesConfig().budget)
+
+
+def test_the_passes_give_way_when_frames_wait_for_detection(engine, far_face):
+    image, _ = far_face
+    cfg = DistantFacesConfig(yield_after_ms=50.0)
+    spare = SpareCapacity(cfg.yield_after_ms)
+    assert spare.observe(0.02) == 1.0  # 20 ms behind: nothing gives way
+    for _ in range(200):
+        share = spare.observe(0.1)  # 100 ms: halfway from 50 to 150 ms
+    assert share == pytest.approx(0.5, abs=0.01)
+    for _ in range(200):
+        share = spare.observe(0.3)
+    assert share == 0.0
+    assert SpareCapacity(0.0).observe(100.0) == 1.0  # 0: never yields
+    stream = StreamDetection(engine, cfg)
+    state = DistantState()
+    behind = [stream.plan(state, DecodedFrame("cam", i, 1000.0 + i / 10, image, 0.0, behind_s=1.0), True, [])
+              for i in range(10)]
+    assert behind[0].fine  # one frame a second late halves the share only (a moving average)
+    assert all(p.detect and not p.fine and not p.regions for p in behind[2:])  # then as with the passes off
+    stream.spare.wait_s = 0.0  # caught up: nothing was saved meanwhile, so a fine pass comes once it is again
+    again = [stream.plan(state, frame(image, i), True, []).fine for i in range(10, 13)]
+    assert again == [False, True, False]
+
+
+def test_the_worker_marks_how_far_behind_its_cameras_usual_it_takes_frames_up():
+    from types import SimpleNamespace
+
+    from gpu_worker.service import AGE_FLOOR_RISE_S, WorkerService
+
+    holder = SimpleNamespace(_age_floor={})
+    image = np.zeros((8, 8, 3), np.uint8)
+    now = time.time()
+    # camera a's clock is 5 s ahead of this host's, b's is right; both usually arrive 40 ms after capture
+    usual = WorkerService._behind(holder, [DecodedFrame("a", 1, now + 5.0 - 0.04, image, now),
+                                           DecodedFrame("b", 1, now - 0.04, image, now)])
+    assert [f.behind_s for f in usual] == [0.0, 0.0]
+    late = WorkerService._behind(holder, [DecodedFrame("a", 2, now + 5.0 - 0.3, image, now)])[0]
+    assert late.behind_s == pytest.approx(0.26 - AGE_FLOOR_RISE_S, abs=0.02)  # a backlog of about 260 ms
+    assert late.seq == 2 and late.camera == "a" and late.image is image
+    stepped = WorkerService._behind(holder, [DecodedFrame("b", 2, now - 3.0, image, now)])[0]
+    assert stepped.behind_s == 0.0  # b's clock went 3 s back (or its frames are that late: dropped as stale anyway)

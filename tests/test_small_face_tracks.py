@@ -92,10 +92,15 @@ def feed(processor: TrackedProcessor, images) -> Feed:
     return out
 
 
-def with_gate(cfg, min_face_px: int):
+def with_gate(cfg, min_face_px: int, visitor_min_face_px: int | None = None):
+    """``cfg`` with tracking.scheduler.min_face_px (faces embedded) and visitors.min_face_px (faces that may make
+    a track a visitor) changed."""
     tracking = cfg.tracking.model_copy(update={"scheduler": cfg.tracking.scheduler.model_copy(
         update={"min_face_px": min_face_px})})
-    return cfg.model_copy(update={"tracking": tracking})
+    out = cfg.model_copy(update={"tracking": tracking})
+    if visitor_min_face_px is not None:
+        out = out.model_copy(update={"visitors": cfg.visitors.model_copy(update={"min_face_px": visitor_min_face_px})})
+    return out
 
 
 def test_a_small_face_is_tracked_unnamed_then_named_when_it_comes_closer(far_engine, scene, tmp_path):
@@ -138,7 +143,12 @@ def test_a_stranger_seen_only_small_gets_no_visitor_id(far_engine, scene, tmp_pa
                      frames_of(stranger, sprites, background, sizes))
         assert sum(1 for n in gated.boxes if n) >= len(sizes) // 2
         assert gated.embeddings[-1] == 0 and not gated.identified() and store.visitors.list() == []
-        ungated = feed(TrackedProcessor(far_engine, store, with_gate(far_engine.cfg, 0)),
+        # embedded, but a visitor needs a face an enrolment would take (visitors.min_face_px)
+        embedded = feed(TrackedProcessor(far_engine, store, with_gate(far_engine.cfg, 0)),
+                        frames_of(stranger, sprites, background, sizes))
+        assert embedded.embeddings[-1] >= far_engine.cfg.tracking.visitor_after
+        assert not embedded.identified() and store.visitors.list() == []
+        ungated = feed(TrackedProcessor(far_engine, store, with_gate(far_engine.cfg, 0, 0)),
                        frames_of(stranger, sprites, background, sizes))
         visitors = [e for _, e in ungated.identified() if e.visitor]
         assert ungated.embeddings[-1] >= far_engine.cfg.tracking.visitor_after and visitors, \
