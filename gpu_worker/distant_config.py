@@ -19,10 +19,10 @@ class DistantFacesConfig(Section):
         description="What the fine passes and regions may add to a camera's detection work, as a fraction of its "
         "usual passes (at what they were measured to cost on its frames): each detected frame saves this much, "
         "regions and fine passes spend it, and a fine pass waits (beyond fine_every_s) until enough is saved. "
-        "0.6 holds a fine pass about every 0.5 s with four regions in use (`eval track --face-height 40`: IDF1 0.87, "
-        "against 0.85 at 0.4) for about 15 % more CPU a frame on arcade.mp4 (BENCHMARKS.md: 'Distant faces'); lower "
-        "it where many small faces are in view, raise it to find new distant faces sooner, 100 to hold "
-        "fine_every_s always.")
+        "0.6 holds a fine pass about every 0.5 s with four regions in use (`eval track --face-height 40`: IDF1 "
+        "0.85-0.87, 0.85-0.86 at 0.4) for about 11 % more CPU a frame than no passes on arcade.mp4 (BENCHMARKS.md: "
+        "'Distant faces'); lower it where many small faces are in view, raise it to find new distant faces sooner, "
+        "100 to hold fine_every_s always.")
     max_side: int = Field(default=960, ge=64, le=4096, description="The longer side frames are resized to for the "
                           "fine pass (never enlarged): 960 finds faces 40 px tall in a 720p frame (30 px there) at "
                           "about 2.1 usual passes; 1280 (a 720p frame's own resolution) finds them sooner, and "
