@@ -61,6 +61,7 @@ class FramePlan:
     detect: bool = True
     fine: bool = False
     regions: tuple[tuple[int, int, int, int], ...] = ()
+    targets: tuple[tuple[float, float, float, float], ...] = ()  # per region, the face it is for (frame pixels)
     expected: float = 0.0  # what its fine pass or regions were expected to cost, in usual passes (spent at plan)
 
 
@@ -140,7 +141,8 @@ def region_boxes(small: np.ndarray | None, shape: tuple[int, ...], cfg: DistantF
                  limit: int | None = None) -> tuple[tuple[int, int, int, int], ...]:
     """Square crops centred on the first ``regions`` (or ``limit``) small faces, moved inside the frame:
     REGION_FACTOR times the face's height at the regions' scale, rounded up to 32, between REGION_MIN_PX and
-    ``region_px`` (in frame pixels: divided by that scale)."""
+    ``region_px`` (in frame pixels: divided by that scale), and never less than REGION_FACTOR times the face's
+    height in frame pixels (a crop capped at ``region_px`` is then detected shrunk: see `region_side`)."""
     count = cfg.regions if limit is None else min(limit, cfg.regions)
     if small is None or count == 0 or len(small) == 0:
         return ()
@@ -150,12 +152,17 @@ def region_boxes(small: np.ndarray | None, shape: tuple[int, ...], cfg: DistantF
     for x1, y1, x2, y2 in small[:count].tolist():
         wanted = int(np.ceil(REGION_FACTOR * (y2 - y1) * scale))
         crop_side = min(cfg.region_px, max(REGION_MIN_PX, -(-wanted // 32) * 32))
-        side = int(round(crop_side / scale))
+        side = max(int(round(crop_side / scale)), int(np.ceil(REGION_FACTOR * (y2 - y1))))
         cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
         left = int(min(max(0.0, cx - side / 2.0), max(0, width - side)))
         top = int(min(max(0.0, cy - side / 2.0), max(0, height - side)))
         out.append((left, top, min(width, left + side), min(height, top + side)))
     return tuple(out)
+
+
+def region_side(box: tuple[int, int, int, int], cfg: DistantFacesConfig) -> int:
+    """The side a region's crop is detected at: its own side at ``region_scale``, at most ``region_px``."""
+    return max(1, min(cfg.region_px, int(round(max(box[2] - box[0], box[3] - box[1]) * cfg.region_scale))))
 
 
 class StreamDetection:
@@ -184,11 +191,12 @@ class StreamDetection:
         limit = int(self.cfg.regions * share + 0.5)
         if limit == 0:
             return FramePlan(frame)
-        regions = region_boxes(self._wanted(state.small, lost, shape), shape, self.cfg, limit)
-        scale = self.cfg.region_scale
-        expected = sum((max(x2 - x1, y2 - y1) * scale) ** 2 / base + REGION_OVERHEAD for x1, y1, x2, y2 in regions)
+        wanted = self._wanted(state.small, lost, shape)
+        regions = region_boxes(wanted, shape, self.cfg, limit)
+        expected = sum(region_side(box, self.cfg) ** 2 / base + REGION_OVERHEAD for box in regions)
         state.spend(expected)
-        return FramePlan(frame, regions=regions, expected=expected)
+        targets = tuple(tuple(box) for box in wanted[:len(regions)].tolist())
+        return FramePlan(frame, regions=regions, targets=targets, expected=expected)
 
     def _wanted(self, small: np.ndarray | None, lost: list[tuple[float, ...]], shape: tuple[int, ...]) -> np.ndarray:
         """The small faces of the latest detected frame, then the small lost tracks elsewhere."""
@@ -241,12 +249,12 @@ class StreamDetection:
         extra = [Detections.empty() for _ in plans]
         seconds = [0.0] * len(plans)
         by_side: dict[int, list[tuple[int, tuple[int, int, int, int]]]] = {}
-        scale = self.cfg.region_scale
         for k, plan in enumerate(plans):
-            for box in plan.regions:
-                if _holds_face(found[k], box):
-                    continue  # the usual pass found this frame's face there: nothing left to look for
-                by_side.setdefault(int(round(max(box[2] - box[0], box[3] - box[1]) * scale)), []).append((k, box))
+            targets = plan.targets or (None,) * len(plan.regions)
+            for box, target in zip(plan.regions, targets):
+                if target is not None and _found_again(found[k], target):
+                    continue  # the usual pass found this region's face in this frame: nothing left to look for
+                by_side.setdefault(region_side(box, self.cfg), []).append((k, box))
         per_plan: list[list[Detections]] = [[] for _ in plans]
         for side, crops in by_side.items():
             images = [_crop(plans[k].frame.image, box, side) for k, box in crops]
@@ -279,12 +287,11 @@ def _crop(image: np.ndarray, box: tuple[int, int, int, int], side: int) -> np.nd
     return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
 
 
-def _holds_face(faces: Detections, box: tuple[int, int, int, int]) -> bool:
-    """Whether one of ``faces`` lies wholly inside the crop ``box``."""
+def _found_again(faces: Detections, target: tuple[float, float, float, float]) -> bool:
+    """Whether one of ``faces`` is the face ``target`` (its box on the camera's previous detected frame)."""
     if len(faces) == 0:
         return False
-    b = faces.boxes
-    return bool(((b[:, 0] >= box[0]) & (b[:, 1] >= box[1]) & (b[:, 2] <= box[2]) & (b[:, 3] <= box[3])).any())
+    return bool(iou_matrix(faces.boxes, np.float32([target])).max() >= REGION_KEEP_IOU)
 
 
 def _inside(faces: Detections, box: tuple[int, int, int, int], shape: tuple[int, ...], side: int) -> Detections:

@@ -20,7 +20,7 @@ class DistantFacesConfig(Section):
         "usual passes (at what they were measured to cost on its frames): each detected frame saves this much, "
         "regions and fine passes spend it, and a fine pass waits (beyond fine_every_s) until enough is saved. "
         "0.6 holds a fine pass about every 0.5 s with four regions in use (`eval track --face-height 40`: IDF1 "
-        "0.85-0.87, 0.85-0.86 at 0.4) for about 11 % more CPU a frame than no passes on arcade.mp4 (BENCHMARKS.md: "
+        "0.853-0.873 in three runs) for about 11 % more CPU a frame than no passes on arcade.mp4 (BENCHMARKS.md: "
         "'Distant faces'); lower it where many small faces are in view, raise it to find new distant faces sooner, "
         "100 to hold fine_every_s always.")
     max_side: int = Field(default=960, ge=64, le=4096, description="The longer side frames are resized to for the "
@@ -29,11 +29,12 @@ class DistantFacesConfig(Section):
                           "smaller ones, at about 3.8. The same faces in a 1080p frame need about 1440.")
     regions: int = Field(default=4, ge=0, le=64, description="At most this many small faces of a detected frame "
                          "(found by any pass, or small tracks it lost) are detected again on the camera's next "
-                         "detected frame, each in a crop around it at the fine pass's scale, so that faces found by a "
+                         "detected frame, each in a crop around it at region_scale, so that faces found by a "
                          "fine pass are confirmed and followed between fine passes; 0 = off.")
     region_px: int = Field(default=96, ge=64, le=1024, multiple_of=32, description="The largest side of a region's "
                            "crop, in pixels of the regions' scale (a crop is about twice its face's height, at least "
-                           "64 px: four 64 px crops cost about 1/15 of a 640x360 pass).")
+                           "64 px; a larger one is detected shrunk to this: four 64 px crops cost about 1/15 of a "
+                           "640x360 pass).")
     region_scale: float = Field(
         default=1.0, ge=0.25, le=4.0,
         description="The scale regions are detected at, over the frame's own pixels (above 1 the crop is enlarged): "

@@ -30,19 +30,18 @@ class TrackRecord:
     time_to_name_ms: float | None = None
     similarity: float | None = None  # of the name announced last
     embeddings: int = 0
-    best: list[tuple[float, FaceSample]] = field(default_factory=list)
+    best: list[tuple[float, FaceSample, float]] = field(default_factory=list)  # (quality, face, size px)
     crop: str | None = None  # the store key of its best face, once it was named
-    largest_px: float = 0.0  # the shorter side of the largest face embedded so far
 
     def keep_face(self, quality: float, sample: FaceSample, limit: int, size_px: float = 0.0) -> None:
         """Keep the ``limit`` best faces by quality (``size_px``: the face's shorter side)."""
-        self.largest_px = max(self.largest_px, size_px)
-        self.best.append((quality, sample))
+        self.best.append((quality, sample, size_px))
         self.best.sort(key=lambda item: -item[0])
         del self.best[limit:]
 
-    def best_samples(self) -> list[FaceSample]:
-        return [sample for _, sample in self.best]
+    def best_samples(self, min_px: float = 0.0) -> list[FaceSample]:
+        """The kept faces, best first; with ``min_px``, only those at least that large (shorter side)."""
+        return [sample for _, sample, size in self.best if size >= min_px]
 
 
 

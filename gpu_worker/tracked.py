@@ -4,8 +4,9 @@ says so, name it by a quality-weighted vote, hand unknown people a `visitor-N` i
 Per frame: detect (whole batch) -> per camera tracker update -> quality of each matched face (from its aligned
 chip and landmarks) -> the scheduler picks which tracks to embed within the per-frame budget -> embed those
 chips in one batch -> search persons -> open-set decision (minus an operator's rejections) -> the track's vote ->
-events. A track that stays unknown after ``visitor_after`` embeddings is matched against the visitor gallery or
-becomes a new visitor (one atomic store operation); when it ends, its best faces refresh that visitor. A visitor's
+events. A track that stays unknown after ``visitor_after`` embeddings, once one of its kept faces is at least
+``visitors.min_face_px``, is matched against the visitor gallery or becomes a new visitor (one atomic store
+operation; only faces that large are used); when it ends, those faces refresh that visitor. A visitor's
 track later named as an enrolled person merges the visitor into that person (`store.identity.merge_visitor`).
 
 Everything goes through the store interface (`store.base.Store`): person search, visitors, crops, the event log
@@ -314,7 +315,7 @@ class TrackedProcessor:
             events.append(self._named(face.state, record, change, capture_ts))
         visitors = self.cfg.visitors
         if record.identity.name is None and record.visitor is None and visitors.enabled \
-                and record.embeddings >= self.tcfg.visitor_after and record.largest_px >= visitors.min_face_px:
+                and record.embeddings >= self.tcfg.visitor_after and record.best_samples(visitors.min_face_px):
             events += self._visit(face.state, record, capture_ts)
         return events
 
@@ -362,8 +363,8 @@ class TrackedProcessor:
         """Link an unknown track to a known visitor or make it a new one: one atomic store operation. A store
         that fails leaves the track without a visitor; it asks again at its next embedding."""
         try:
-            match = self.store.visitors.match_or_create(record.best_samples(), self.visitor_threshold,
-                                                        self.cfg.visitors.max_faces)
+            match = self.store.visitors.match_or_create(record.best_samples(self.cfg.visitors.min_face_px),
+                                                        self.visitor_threshold, self.cfg.visitors.max_faces)
         except StoreError as exc:
             self.recorder.failed("match_or_create", exc)
             return []
@@ -384,9 +385,10 @@ class TrackedProcessor:
     def _finish(self, state: CameraState, record: TrackRecord) -> TrackEvent:
         """A track is over: its best faces refresh its visitor, its best face is kept as the track's crop, it
         leaves the live tracks, and its ``track_ended`` event (with the crop) goes to the event log."""
-        if record.visitor is not None and record.identity.name is None and record.best:
+        large = record.best_samples(self.cfg.visitors.min_face_px)  # a visitor keeps only faces it could start from
+        if record.visitor is not None and record.identity.name is None and large:
             try:
-                self.store.visitors.seen(record.visitor, record.best_samples(), self.cfg.visitors.max_faces)
+                self.store.visitors.seen(record.visitor, large, self.cfg.visitors.max_faces)
             except StoreError as exc:
                 self.recorder.failed("visitor_seen", exc)
         camera = state.camera

@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 from argusnet.commands.demo import enrol_demo_person
 from evaluation.small_faces import degrade
-from gpu_worker.distant import DistantState, Found, FramePlan, StreamDetection, canvas_pixels, region_boxes
+from gpu_worker.distant import (
+    DistantState,
+    Found,
+    FramePlan,
+    StreamDetection,
+    canvas_pixels,
+    region_boxes,
+    region_side,
+)
 from gpu_worker.distant_config import DistantFacesConfig
 from gpu_worker.processing import DecodedFrame
 from gpu_worker.spare import SpareCapacity
@@ -94,11 +102,19 @@ def test_regions_are_region_px_at_the_regions_scale_centred_and_inside_the_frame
     # at scale 2/3 the 40 px face is 27 px, its crop 64 px, which is 96 px of the frame
     assert region_boxes(boxes[:1], (1080, 1920, 3), cfg.model_copy(update={"region_scale": 2 / 3})) == \
         ((572, 312, 668, 408),)
+    # capped at 64 px (or 128 px at scale 2), the crop still holds 1.75 x the face's 40 px: 70 px of the frame,
+    # detected shrunk (or enlarged less)
     capped = DistantFacesConfig(regions=4, region_px=64)
-    assert region_boxes(boxes, (720, 1280, 3), capped)[0] == (588, 328, 652, 392)
-    # enlarged twice, the crop's 128 px (the cap) are 64 px of the frame
-    assert region_boxes(boxes[:1], (720, 1280, 3), cfg.model_copy(update={"region_scale": 2.0})) == \
-        ((588, 328, 652, 392),)
+    assert region_boxes(boxes, (720, 1280, 3), capped)[0] == (585, 325, 655, 395)
+    assert region_side((585, 325, 655, 395), capped) == 64
+    doubled = cfg.model_copy(update={"region_scale": 2.0})
+    assert region_boxes(boxes[:1], (720, 1280, 3), doubled) == ((585, 325, 655, 395),)
+    assert region_side((585, 325, 655, 395), doubled) == 128
+    # a 1080p frame's small faces are up to 84 px (28 at the usual pass's 1/3): the crop holds them
+    big = np.float32([[900, 500, 970, 584]])
+    (x1, y1, x2, y2), = region_boxes(big, (1080, 1920, 3), cfg)
+    assert x1 < 900 and y1 < 500 and x2 > 970 and y2 > 584 and x2 - x1 == 147
+    assert region_side((x1, y1, x2, y2), cfg) == 128
     assert len(region_boxes(boxes, (720, 1280, 3), DistantFacesConfig(regions=2))) == 2
 
 
@@ -245,3 +261,22 @@ def test_the_worker_marks_how_far_behind_its_cameras_usual_it_takes_frames_up():
     assert late.seq == 2 and late.camera == "a" and late.image is image
     stepped = WorkerService._behind(holder, [DecodedFrame("b", 2, now - 3.0, image, now)])[0]
     assert stepped.behind_s == 0.0  # b's clock went 3 s back (or its frames are that late: dropped as stale anyway)
+
+
+def test_a_face_the_usual_pass_found_does_not_hide_a_missed_neighbour(engine, far_face):
+    image, truth = far_face
+    stream = StreamDetection(engine, DistantFacesConfig())
+
+    def face_at(dx: float) -> Detections:
+        return Detections(np.float32([truth + np.float32([dx, 0, dx, 0])]), np.float32([0.9]),
+                          np.zeros((1, 5, 2), np.float32))
+
+    crop = region_boxes(truth[None], image.shape, stream.cfg)
+    plan = FramePlan(frame(image, 1), regions=crop, targets=(tuple(truth.tolist()),), expected=0.05)
+    beside = face_at(25.0)  # another face, wholly inside the region's crop
+    assert crop[0][0] <= beside.boxes[0, 0] and beside.boxes[0, 2] <= crop[0][2]
+    extra, seconds = stream._regions([plan], [beside])
+    assert seconds[0] > 0.0 and len(extra[0]) == 1  # the region is detected all the same, and finds its face
+    assert iou_matrix(extra[0].boxes, truth[None]).max() > 0.7
+    _, seconds = stream._regions([plan], [face_at(4.0)])
+    assert seconds[0] == 0.0  # the region's own face, moved a little, was found: skipped

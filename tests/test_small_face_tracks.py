@@ -157,6 +157,30 @@ def test_a_stranger_seen_only_small_gets_no_visitor_id(far_engine, scene, tmp_pa
         store.close()
 
 
+def test_a_stranger_becomes_a_visitor_once_seen_large_enough_and_only_from_large_faces(far_engine, scene, tmp_path):
+    persons, sprites, background = scene
+    stranger = next(p for p in persons if not p.enrolled)
+    small, grow = 20, 16  # far away (embedded with the scheduler's gate off), then walking up: one track
+    sizes = [SMALL] * small + [SMALL * 1.08 ** (k + 1) for k in range(grow)] + [SMALL * 1.08 ** grow] * 10
+    store = enrol(far_engine, tmp_path / "gallery", persons)
+    try:
+        out = feed(TrackedProcessor(far_engine, store, with_gate(far_engine.cfg, 0)),
+                   frames_of(stranger, sprites, background, sizes))
+        assert out.embeddings[small - 1] >= far_engine.cfg.tracking.visitor_after  # small faces were embedded
+        started = [e for _, e in out.events if e.type == "track_started"]
+        visitors = [(i, e) for i, e in out.identified() if e.visitor]
+        assert visitors and visitors[0][0] >= small, "a visitor was made from the small faces"
+        index, event = visitors[0]
+        assert event.track == started[0].track  # the track of the small faces, grown
+        # minted from the faces at least visitors.min_face_px (so at least that tall) embedded up to then only
+        tall = [i for i in range(small, index + 1) if sizes[i] >= far_engine.cfg.visitors.min_face_px]
+        large = sum(out.embeddings[i] - out.embeddings[i - 1] for i in tall)
+        faces = store.visitors.faces_of(event.name)
+        assert 1 <= len(faces) <= large, (len(faces), large)
+    finally:
+        store.close()
+
+
 def test_far_view_is_the_same_scene_with_faces_of_the_asked_height(far_engine, data_dir):
     from evaluation.synthetic import WIDTH, far_view, make_sequence
 
