@@ -12,12 +12,13 @@ Cost: ``video_tracked_fps`` and ``video_cpu_ms_per_frame`` (process CPU, all thr
 taken in turns with the other strategies, and both against ``off`` (today's detection).
 
 Strategies (STRATEGIES, each a change to the loaded configuration): ``off`` (no fine pass, no regions: detection as
-before), ``default`` (as configured), ``budget_0.4`` (the budget before 0.6), ``regions_at_fine_scale`` (regions detected at the 960
-pass's scale, 0.75 of a 720p frame, as before ``region_scale``), ``regions_only`` (re-detection around small faces and lost
-small tracks, no fine pass), ``fine_no_budget`` (a fine pass every fine_every_s whatever it costs),
-``fine_no_regions`` (the same without regions: tracks are not confirmed between fine passes),
-``fine_1280_1s_no_budget`` (at a 720p frame's own resolution, every second) and ``arrival_resolution``
-(``detector.max_side`` 1280: every detected frame at its own resolution).
+before), ``default`` (as configured), ``budget_0.4`` (the budget before 0.6), ``regions_at_fine_scale`` (regions
+detected at 0.75 of the frame's pixels: the 960 pass's scale for a 720p frame, as before ``region_scale``; for a
+1080p frame the old scale was 0.5), ``regions_only`` (re-detection around small faces and lost small tracks, no
+fine pass), ``fine_no_budget`` (a fine pass every fine_every_s whatever it costs), ``fine_no_regions`` (the same
+without regions: tracks are not confirmed between fine passes), ``fine_1280_1s_no_budget`` (at a 720p frame's own
+resolution, every second) and ``arrival_resolution`` (``detector.max_side`` 1280: every detected frame at its own
+resolution).
 """
 
 from __future__ import annotations
