@@ -274,7 +274,7 @@ class TrackedProcessor:
     def _candidate(record: TrackRecord, quality: float, size_px: float) -> TrackCandidate:
         return TrackCandidate(track_id=record.track, quality=quality, size_px=size_px,
                               named=record.identity.settled or record.visitor is not None,
-                              uncertain=record.identity.uncertain)
+                              uncertain=record.identity.uncertain, misses=record.identity.misses)
 
     def _recognise(self, faces: list[_Face], capture_ts: float, timer: StageTimer) -> list[TrackEvent]:
         if not faces:

@@ -189,8 +189,47 @@ def test_random_detections_never_crash_and_ids_are_unique(frames, cfg):
 
 # ---------------------------------------------------------------------------------------------- scheduler
 def cand(track: int, quality: float = 0.5, named: bool = False, uncertain: bool = False,
-         size_px: float = 60.0) -> TrackCandidate:
-    return TrackCandidate(track, quality, named, uncertain, size_px)
+         size_px: float = 60.0, misses: int = 0) -> TrackCandidate:
+    return TrackCandidate(track, quality, named, uncertain, size_px, misses)
+
+
+def embed_times(s: RecognitionScheduler, identity: TrackIdentity, until: float, quality=lambda t: 0.5,
+                candidate=lambda t: None) -> list[float]:
+    """A track seen every 0.125 s (exact in binary) until ``until``: the times the scheduler embeds it, each
+    embedding observed as ``candidate(t)`` (None: it named nobody)."""
+    times = []
+    for step in range(int(until * 8) + 1):
+        t = step / 8
+        c = cand(1, quality(t), named=identity.settled, uncertain=identity.uncertain, misses=identity.misses)
+        if s.choose([c], now=t) == [1]:
+            s.record(1, c.quality, ts=t)
+            identity.observe(candidate(t), 0.95 if candidate(t) else 0.3, None, 1.0, t)
+            times.append(t)
+    return times
+
+
+def test_scheduler_backs_off_a_stranger_and_still_takes_a_better_face_at_once():
+    cfg = SchedulerConfig(unnamed_refresh_s=0.25, unnamed_backoff=2.0, refresh_s=3.0, min_interval_s=0.25)
+    stranger = embed_times(RecognitionScheduler(cfg), TrackIdentity(VotingConfig(), 0.9), until=12.0)
+    assert stranger == [0.0, 0.25, 0.5, 0.75, 1.25, 2.25, 4.25, 7.25, 10.25]  # 3 misses at the usual pace, then
+    # waits of 0.5, 1, 2 s, then refresh_s
+    flat = embed_times(RecognitionScheduler(cfg.model_copy(update={"unnamed_backoff": 1.0})),
+                       TrackIdentity(VotingConfig(), 0.9), until=3.0)
+    assert flat == [0.25 * k for k in range(13)]  # 1 = off: every unnamed_refresh_s
+    closer = embed_times(RecognitionScheduler(cfg), TrackIdentity(VotingConfig(), 0.9), until=4.0,
+                         quality=lambda t: 0.5 if t < 1.5 else 0.8)
+    assert closer == [0.0, 0.25, 0.5, 0.75, 1.25, 1.5, 3.5]  # walks up at 1.5 s: embedded then, not at 2.25 s
+    # an embedding that names someone ends the back-off: the next one comes at the usual pace
+    named = embed_times(RecognitionScheduler(cfg), TrackIdentity(VotingConfig(confirm_votes=3, instant_lead=1.0),
+                                                                 0.9),
+                        until=1.75, candidate=lambda t: None if t < 1.0 else "ann")
+    assert named == [0.0, 0.25, 0.5, 0.75, 1.25, 1.5, 1.75]
+    assert RecognitionScheduler(cfg).unnamed_wait(40) == 3.0
+
+
+def test_scheduler_rejects_negative_misses():
+    with pytest.raises(ValueError, match="misses of track 7 must be >= 0, got -1"):
+        cand(7, misses=-1)
 
 
 def test_scheduler_new_tracks_first_then_unnamed_then_better_then_refresh():
@@ -245,7 +284,8 @@ def test_voting_mostly_unknown_stays_unknown():
     v = TrackIdentity(VotingConfig(confirm_votes=2), threshold=0.9)
     for i in range(3):
         v.observe(None, 0.5, None, 1.0, i)
-    assert v.observe("ann", 0.91, None, 1.0, 3) is None
+    assert v.misses == 3
+    assert v.observe("ann", 0.91, None, 1.0, 3) is None and v.misses == 0
     assert v.observe("ann", 0.91, None, 1.0, 4) is None  # 2 votes but unknown weighs 3
     assert v.name is None
     with pytest.raises(ValueError, match="weight must be a finite number > 0, got 0.0"):

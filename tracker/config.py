@@ -74,6 +74,12 @@ class SchedulerConfig(Section):
                              description="A named track is re-embedded at most this often (to catch a swap).")
     unnamed_refresh_s: float = Field(default=0.3, gt=0.0, le=3600.0,
                                      description="An unnamed track is re-embedded at most this often.")
+    unnamed_backoff: float = Field(default=2.0, ge=1.0, le=10.0,
+                                   description="After three embeddings in a row that named nobody, each further one "
+                                   "multiplies an unnamed track's wait by this (0.3, 0.3, 0.3, 0.6, 1.2, 2.4 s ..., "
+                                   "never over refresh_s): a stranger is not re-embedded three times a second for as "
+                                   "long as they stay in view. A clearly better face (quality_margin) is still "
+                                   "embedded at once. 1 = off.")
     quality_margin: float = Field(default=0.25, ge=0.0, le=10.0,
                                   description="Re-embed early when a face's quality beats the track's best embedded "
                                   "one by this fraction (0.25 = 25% better).")

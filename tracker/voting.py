@@ -34,6 +34,7 @@ class TrackIdentity:
         self._votes: dict[str | None, int] = defaultdict(int)
         self._best: dict[str, tuple[float, float | None]] = {}
         self._instant = False
+        self._misses = 0
 
     @property
     def observations(self) -> int:
@@ -48,6 +49,11 @@ class TrackIdentity:
         names = [n for n, v in self._votes.items() if n is not None and v > 0]
         return self.observations < self.cfg.confirm_votes or len(names) > 1
 
+    @property
+    def misses(self) -> int:
+        """Observations in a row, the latest ones, that named nobody (0 after one that named someone)."""
+        return self._misses
+
     def observe(self, candidate: str | None, similarity: float, margin: float | None, weight: float,
                 ts: float) -> IdentityChange | None:
         """One embedding's decision (an accepted name, or None for unknown) with its face quality as weight.
@@ -58,6 +64,7 @@ class TrackIdentity:
             raise ValueError(f"similarity must be finite, got {similarity}")
         self._support[candidate] += weight
         self._votes[candidate] += 1
+        self._misses = self._misses + 1 if candidate is None else 0
         if candidate is not None and similarity > self._best.get(candidate, (-2.0, None))[0]:
             self._best[candidate] = (similarity, margin)
         leader = max((n for n in self._support if n is not None), key=lambda n: self._support[n], default=None)
