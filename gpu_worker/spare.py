@@ -68,10 +68,7 @@ class UsualWait:
         self._at = 0.0
 
     def late(self, wait_s: float, now: float) -> float:
-        """Fold in one frame that took ``wait_s`` from arrival to finish, finished at ``now``; how late it is. A
-        negative wait (the host's clock stepped back meanwhile) tells nothing and is left out."""
-        if wait_s < 0.0:
-            return 0.0
+        """Fold in one frame that took ``wait_s`` from arrival to finish, finished at ``now``; how late it is."""
         if self._floor is None:
             floor = wait_s
         else:
