@@ -31,7 +31,6 @@ from gpu_worker.config import WorkerConfig
 from gpu_worker.inflight import POLL_S, DetectionPool, InFlight
 from gpu_worker.processing import DecodedFrame, FrameProcessor
 from gpu_worker.served import ServedCameras
-from gpu_worker.spare import CameraLateness, UsualWait
 from shared import metrics as m
 from shared.errors import ProtocolError
 from shared.logs import RateLimitedLog
@@ -55,11 +54,13 @@ STALE_S = 2.0
 # which may rise by DELAY_FLOOR_RISE_S a frame so that a camera whose clock is stepped forward is followed within
 # a few seconds. Comparing delays to the camera's own floor makes the check immune to clock offsets between hosts.
 DELAY_FLOOR_RISE_S = 0.05
-# How far behind the worker is (the distant-face passes give way: gpu_worker.spare) is told at two points: when a
-# frame is taken up, its age against its camera's usual age then (frames that waited in the broker or the inbox),
-# and when one is finished, its arrival -> finish time against the worker's usual (frames that waited in the
-# detection pool and for the processing thread, where a backlog builds while the pool has room); a frame's
-# ``behind_s`` is the larger of its own lateness when taken up and the latest finished frame's.
+# How far behind the worker is (the distant-face passes give way: gpu_worker.spare): a frame's age when it is planned
+# over its camera's usual age, a floor that rises by AGE_FLOOR_RISE_S a frame (a backlog of 200 ms that lasts is
+# noticed for minutes) and jumps to an age more than AGE_STEP_S over it (a camera's clock stepped forward: a backlog
+# that large has its frames dropped as stale within a second anyway). Frames wait mostly in the broker, which holds
+# what the worker has no credit for.
+AGE_FLOOR_RISE_S = 0.0001
+AGE_STEP_S = 1.0
 
 
 class WorkerMetrics:
@@ -165,10 +166,7 @@ class WorkerService:
         self.outbox = _Outbox()
         self.abandon_all = threading.Event()  # set by the I/O loop after a pause (see STALE_S)
         self._delay_floor: dict[str, float] = {}  # per camera: the usual capture -> received delay (s)
-        # processing thread only: how late frames are when taken up, the usual arrival -> finish time, and how much
-        # longer the latest finished frame took
-        self._planned_late, self._usual_wait = CameraLateness(), UsualWait()
-        self._late_done = 0.0
+        self._age_floor: dict[str, float] = {}  # per camera: the usual capture -> planned age (processing thread)
         self.io_tick = time.monotonic()  # the I/O loop's latest turn: it runs every POLL_MS unless paused
         self._pause_lock = threading.Lock()
         self._pause_start: float | None = None  # the io_tick a pause began after (each pause handled once)
@@ -447,18 +445,15 @@ class WorkerService:
             self._abandon(None)
 
     def _behind(self, frames: list[DecodedFrame]) -> list[DecodedFrame]:
-        """The frames, each with how far behind its usual the worker is (``behind_s``): the frame's own lateness
-        when taken up, or the latest finished frame's when that is larger."""
-        now = time.time()
-        return [dataclasses.replace(item, behind_s=max(self._planned_late.late(item.camera, now - item.capture_ts),
-                                                       self._late_done))
-                for item in frames]
-
-    def _note_finished(self, frames: list[DecodedFrame]) -> None:
-        """How much longer than usual the latest finished frames took (read by ``_behind`` for the next ones)."""
-        now = time.time()
+        """The frames, each with how far behind its camera's usual age the worker takes it up (``behind_s``)."""
+        now, out = time.time(), []
         for item in frames:
-            self._late_done = self._usual_wait.late(now - item.received_ts, now)
+            age = now - item.capture_ts
+            floor = min(age, self._age_floor.get(item.camera, age) + AGE_FLOOR_RISE_S)
+            floor = age if age - floor > AGE_STEP_S else floor
+            self._age_floor[item.camera] = floor
+            out.append(dataclasses.replace(item, behind_s=age - floor))
+        return out
 
     def _fresh(self, batch: list[DecodedFrame]) -> list[DecodedFrame]:
         """The frames that did not wait STALE_S here; the others are dropped as stale, and their cameras' tracks
@@ -541,7 +536,6 @@ class WorkerService:
             events = []
             self._abandon({frame.camera for frame in fresh})
         self._hand_over(events)
-        self._note_finished(fresh)
         for frame in fresh:
             if events is None:
                 self.metrics.dropped.labels(camera=frame.camera, reason="processing_error").inc()

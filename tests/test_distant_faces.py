@@ -244,53 +244,23 @@ def test_the_passes_give_way_when_frames_wait_for_detection(engine, far_face):
     assert again == [False, True, False]
 
 
-def test_lateness_is_over_each_cameras_usual_age_whatever_its_clock():
-    from gpu_worker.spare import AGE_FLOOR_RISE_S, CameraLateness
-
-    late = CameraLateness()
-    # camera a's clock is 5 s ahead of this host's, b's is right; both usually arrive 40 ms after capture
-    assert [late.late("a", -5.0 + 0.04), late.late("b", 0.04)] == [0.0, 0.0]
-    assert late.late("a", -5.0 + 0.3) == pytest.approx(0.26 - AGE_FLOOR_RISE_S, abs=1e-9)  # a 260 ms backlog
-    assert late.late("b", 3.0) == 0.0  # b's clock went 3 s back (or its frames are that late: dropped as stale anyway)
-    assert late.late("b", 3.0 + 0.2) == pytest.approx(0.2 - AGE_FLOOR_RISE_S, abs=1e-9)  # from its new usual age
-
-
-def test_the_worker_marks_how_far_behind_it_is_when_taking_frames_up_and_when_finishing_them():
+def test_the_worker_marks_how_far_behind_its_cameras_usual_it_takes_frames_up():
     from types import SimpleNamespace
 
-    from gpu_worker.service import WorkerService
-    from gpu_worker.spare import CameraLateness, UsualWait
+    from gpu_worker.service import AGE_FLOOR_RISE_S, WorkerService
 
-    holder = SimpleNamespace(_planned_late=CameraLateness(), _usual_wait=UsualWait(), _late_done=0.0)
+    holder = SimpleNamespace(_age_floor={})
     image = np.zeros((8, 8, 3), np.uint8)
     now = time.time()
-
-    def frame(camera: str, seq: int, age: float, clock: float = 0.0) -> DecodedFrame:  # arrived 30 ms after capture
-        return DecodedFrame(camera, seq, now - age + clock, image, now - age + 0.03)
-
-    assert WorkerService._behind(holder, [frame("a", 1, 0.04)])[0].behind_s == 0.0
-    WorkerService._note_finished(holder, [frame("a", 1, 0.09)])  # taken up at once, finished 60 ms after arrival
-    assert WorkerService._behind(holder, [frame("a", 2, 0.04)])[0].behind_s == 0.0
-    # taken up at once again, but it waited in the pool: finished 370 ms after arrival; the next frames are behind,
-    # a camera never seen before (its clock 5 s ahead) too
-    WorkerService._note_finished(holder, [frame("a", 2, 0.4)])
-    marked = WorkerService._behind(holder, [frame("a", 3, 0.04), frame("new", 1, 0.04, clock=5.0)])
-    assert [f.behind_s for f in marked] == pytest.approx([0.31, 0.31], abs=0.01)
-    assert marked[0].seq == 3 and marked[0].camera == "a" and marked[0].image is image
-    # a frame that waited longer before it was taken up tells its own lateness
-    assert WorkerService._behind(holder, [frame("a", 4, 0.6)])[0].behind_s == pytest.approx(0.56, abs=0.01)
-    WorkerService._note_finished(holder, [frame("new", 1, 0.1)])  # the backlog is gone
-    assert WorkerService._behind(holder, [frame("a", 5, 0.04)])[0].behind_s == pytest.approx(0.01, abs=0.01)
-
-
-def test_the_usual_wait_rises_slowly_and_a_backlog_shows_over_it():
-    from gpu_worker.spare import WAIT_FLOOR_RISE_PER_S, UsualWait
-
-    usual = UsualWait()
-    assert usual.late(0.05, now=0.0) == 0.0
-    assert usual.late(0.25, now=1.0) == pytest.approx(0.2 - WAIT_FLOOR_RISE_PER_S)
-    assert usual.late(0.25, now=61.0) == pytest.approx(0.2 - 61 * WAIT_FLOOR_RISE_PER_S)  # a minute on: still seen
-    assert usual.late(0.04, now=62.0) == 0.0  # quicker than ever: the new usual
+    # camera a's clock is 5 s ahead of this host's, b's is right; both usually arrive 40 ms after capture
+    usual = WorkerService._behind(holder, [DecodedFrame("a", 1, now + 5.0 - 0.04, image, now),
+                                           DecodedFrame("b", 1, now - 0.04, image, now)])
+    assert [f.behind_s for f in usual] == [0.0, 0.0]
+    late = WorkerService._behind(holder, [DecodedFrame("a", 2, now + 5.0 - 0.3, image, now)])[0]
+    assert late.behind_s == pytest.approx(0.26 - AGE_FLOOR_RISE_S, abs=0.02)  # a backlog of about 260 ms
+    assert late.seq == 2 and late.camera == "a" and late.image is image
+    stepped = WorkerService._behind(holder, [DecodedFrame("b", 2, now - 3.0, image, now)])[0]
+    assert stepped.behind_s == 0.0  # b's clock went 3 s back (or its frames are that late: dropped as stale anyway)
 
 
 def test_a_face_the_usual_pass_found_does_not_hide_a_missed_neighbour(engine, far_face):
