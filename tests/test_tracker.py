@@ -225,6 +225,11 @@ def test_scheduler_backs_off_a_stranger_and_still_takes_a_better_face_at_once():
                         until=1.75, candidate=lambda t: None if t < 1.0 else "ann")
     assert named == [0.0, 0.25, 0.5, 0.75, 1.25, 1.5, 1.75]
     assert RecognitionScheduler(cfg).unnamed_wait(40) == 3.0
+    # a stranger in view for days: the wait stays at refresh_s (a float power would overflow past ~1,000 misses)
+    for backoff in (1.0, 1.0001, 2.0, 10.0):
+        far = RecognitionScheduler(cfg.model_copy(update={"unnamed_backoff": backoff}))
+        assert far.unnamed_wait(10**6) == (0.25 if backoff == 1.0 else 3.0)
+        assert far.may_choose(cand(1, misses=10**6), now=0.0)
 
 
 def test_scheduler_rejects_negative_misses():

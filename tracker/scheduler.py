@@ -21,9 +21,9 @@ from typing import Sequence
 from tracker.config import SchedulerConfig
 
 NEW, UNNAMED, BETTER, REFRESH = 0, 1, 2, 3
-# The first misses of an unnamed track keep the usual pace: a face seen small or turned often takes a few tries
-# (`eval track --face-height 40`: backing off from the first miss named 29 of 31 enrolled appearances, from the
-# third 30, as without a back-off).
+# The first three misses of an unnamed (or uncertain) track keep the usual pace, the fourth waits longer: a face
+# seen small or turned often takes a few tries (`eval track --face-height 40`: backing off from the first miss
+# named 29 of 31 enrolled appearances, after the third 30, as without a back-off).
 BACKOFF_AFTER_MISSES = 3
 
 
@@ -80,9 +80,15 @@ class RecognitionScheduler:
         return None
 
     def unnamed_wait(self, misses: int) -> float:
-        """How long an unnamed track waits for its next embedding after ``misses`` in a row that named nobody."""
-        wait = self.cfg.unnamed_refresh_s * self.cfg.unnamed_backoff ** max(0, misses - BACKOFF_AFTER_MISSES)
-        return min(wait, max(self.cfg.refresh_s, self.cfg.unnamed_refresh_s))
+        """How long an unnamed (or uncertain) track waits for its next embedding after ``misses`` in a row that
+        named nobody: never over refresh_s, however many (a stranger may stay in view for days)."""
+        base, cap = self.cfg.unnamed_refresh_s, max(self.cfg.refresh_s, self.cfg.unnamed_refresh_s)
+        steps = max(0, misses - BACKOFF_AFTER_MISSES)
+        if steps == 0 or self.cfg.unnamed_backoff <= 1.0:
+            return base
+        if steps >= math.log(cap / base) / math.log(self.cfg.unnamed_backoff):
+            return cap
+        return min(cap, base * self.cfg.unnamed_backoff ** steps)
 
     def recognisable(self, candidate: TrackCandidate) -> bool:
         """Whether this face is good enough to be embedded at all: quality and size (see the module docstring)."""
