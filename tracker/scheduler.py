@@ -3,9 +3,8 @@
 A track is embedded when it is new, when its face is clearly better than the best one embedded so far, and
 otherwise only every ``refresh_s`` (named) or ``unnamed_refresh_s`` (not yet named) seconds, the latter
 multiplied by ``unnamed_backoff`` for each embedding in a row past the third that named nobody (up to
-``refresh_s``); never more
-often than ``min_interval_s``. At most ``budget`` embeddings a frame: new tracks first, then unnamed ones, then better
-faces, then refreshes (longest waiting first).
+``refresh_s``); never more often than ``min_interval_s``. At most ``budget`` embeddings a frame: new tracks first,
+then unnamed ones, then better faces, then refreshes (longest waiting first).
 
 Faces that cannot be named reliably are never embedded: quality below ``min_quality`` (blurred, turned, tiny) or a
 box whose shorter side is under ``min_face_px``. A track is "new" until its first embedding, so a track seen only
