@@ -24,6 +24,10 @@ the tracked ramp. Every configuration's broker and worker run from the start, an
 step of each per round, the others' cameras quiet): the host's other load changes in time, and so each
 configuration meets it alike.
 
+Before the ramps, ``ceiling`` (bench/ceiling.py) measures what decoding and detecting one of these frames cost on
+this host's cores and the cameras those two steps alone would fill them with (``cameras_max``): no ramp sustains
+more, so a target above it is out of this host's reach at every frame detected.
+
 Target (issue 14): cameras_sustained >= 8 at the default tracking.detect_fps, and >= 1.5 x the per-frame figure.
 
 Run: argusnet bench capacity --json out/bench-capacity.json
@@ -47,6 +51,7 @@ import yaml
 import zmq
 
 from bench.camera import frames_720p
+from bench.ceiling import ceiling
 from bench.common import emit, parser
 from bench.link import (
     EventTap,
@@ -400,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = [overrides_from(text.split(), overrides) for text in args.variant]
     detect_fps = load_config(environ={}, overrides=overrides).tracking.detect_fps
     jpegs, source = clip_jpegs()
+    host_ceiling = ceiling(jpegs, overrides, args.fps)
     with tempfile.TemporaryDirectory(prefix="argusnet-capacity-") as tmp_name:
         tmp = Path(tmp_name)
         gallery = enrolled_gallery(tmp / "gallery")
@@ -412,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "mean_jpeg_kb": round(sum(map(len, jpegs)) / len(jpegs) / 1024, 1), "fps_requested": args.fps,
               "detect_fps": detect_fps, "settings": overrides or "defaults",
               "criteria": {"p95_latency_ms_max": P95_MAX_MS, "drop_rate_max": DROP_MAX}, **headline(ramps),
+              "ceiling": host_ceiling,
               "variants": [variant_row(v, ramps.get("tracked")) for v in extra],
               "steps": {k: v["steps"] for k, v in ramps.items()}}
     emit(result, args.json)
