@@ -299,6 +299,9 @@ def test_compose_services_each_with_a_healthcheck(compose: dict[str, Any]) -> No
     assert gpu["profiles"] == ["gpu"] and gpu["build"]["args"]["EXTRAS"] == "gpu"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert gpu["environment"] == {"ARGUSNET__RUNTIME__REQUIRE_PROVIDER": "cuda"}  # no silent CPU fall-back
+    assert load_config(SITE, environ=gpu["environment"]).runtime.require_provider == "cuda"
+    assert "environment" not in services["worker"]
     assert services["worker"]["build"]["args"]["EXTRAS"] == ""
     assert services["redis"]["image"].startswith("redis:7")
     assert services["dashboard"]["healthcheck"]["test"][-1].count("/healthz") == 1
@@ -832,6 +835,7 @@ def test_gpu_overlay_puts_the_workers_on_gpus(rendered: dict[str, list[dict[str,
     container = worker["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "argusnet:gpu"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["env"] == [{"name": "ARGUSNET__RUNTIME__REQUIRE_PROVIDER", "value": "cuda"}]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
         worker["spec"]["template"]["spec"]["tolerations"]
     for name in ("broker", "dashboard"):
@@ -911,6 +915,10 @@ def test_renderer_agrees_with_kubectl_kustomize(rendered: dict[str, list[dict[st
     assert normalised(theirs) == normalised(rendered[build])
 
 
+def without_provider(env: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [e for e in env or [] if e["name"] != "ARGUSNET__RUNTIME__REQUIRE_PROVIDER"]
+
+
 @pytest.mark.parametrize("build", sorted(K8S_BUILDS))
 def test_workers_and_the_dashboard_create_the_store_first(rendered: dict[str, list[dict[str, Any]]],
                                                           build: str) -> None:
@@ -921,4 +929,6 @@ def test_workers_and_the_dashboard_create_the_store_first(rendered: dict[str, li
         main = pod["containers"][0]
         assert init["args"] == main["args"][:2] + ["store", "init"] and init["image"] == main["image"], name
         assert {m["name"] for m in init["volumeMounts"]} <= {m["name"] for m in main["volumeMounts"]}, name
-        assert init.get("env") == main.get("env"), name
+        # the same settings, except the provider a GPU worker requires: the store init loads the embedder on the
+        # CPU (it requests no GPU)
+        assert without_provider(init.get("env")) == without_provider(main.get("env")), name
