@@ -14,23 +14,19 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 # EXTRAS: comma-separated extras of pyproject.toml beyond the whole tree of requirements.lock; only `gpu` changes
-# what is installed (onnxruntime-gpu replaces onnxruntime, with the CUDA libraries it loads, pinned here)
+# what is installed (onnxruntime-gpu replaces onnxruntime, with the CUDA libraries it loads: requirements-gpu.lock)
 ARG EXTRAS=""
 # pip compiles every module it installs (the running containers write no bytecode: read-only)
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/argusnet/venv/bin:$PATH
 RUN python -m venv /opt/argusnet/venv
 WORKDIR /src
-COPY requirements.lock ./
+COPY requirements.lock requirements-gpu.lock ./
 # The lock pins every extra, the test tools included: those are left out of the image
 RUN grep -v -i -E '^(pytest|pytest-timeout|hypothesis|import-linter|playwright|kubernetes-validate)==' \
         requirements.lock > /tmp/runtime.lock \
     && pip install --no-deps -r /tmp/runtime.lock
 RUN case ",${EXTRAS}," in \
-      *,gpu,*) pip uninstall -y onnxruntime \
-        && pip install --no-deps onnxruntime-gpu==1.31.1 \
-             nvidia-cuda-runtime==13.5.37 nvidia-cuda-nvrtc==13.5.37 nvidia-cublas==13.10.0.20 \
-             nvidia-cudnn-cu13==9.28.1.4 nvidia-cufft==12.5.0.14 nvidia-curand==10.4.5.25 \
-             nvidia-nvjitlink==13.5.37 ;; \
+      *,gpu,*) pip uninstall -y onnxruntime && pip install --no-deps -r requirements-gpu.lock ;; \
       *) echo "CPU image (onnxruntime)" ;; \
     esac
 COPY pyproject.toml README.md ./

@@ -67,6 +67,12 @@ bench: install
 	$(BIN)/argusnet bench store --cold-faces 100000 --json out/bench-store.json
 	$(BIN)/argusnet bench dashboard --json out/bench-dashboard.json
 
+# The prepared GPU check (a GPU host only, never CI): its own venv with onnxruntime-gpu, then bench gpu and bench
+# capacity on CUDA (bench/gpu-check.sh; a few minutes).
+.PHONY: gpu-check
+gpu-check:
+	sh bench/gpu-check.sh
+
 # Regenerate requirements.lock from the current environment (after changing pyproject.toml).
 lock:
 	$(BIN)/python -m pip freeze --all --exclude-editable --exclude argusnet --exclude pip | grep -v -i '^opencv-python==' > requirements.lock

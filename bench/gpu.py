@@ -5,12 +5,14 @@ silent CPU fall-back: ``runtime.require_provider``), and their throughput in one
 - detect: frames per second of batched 640x640 frames (``--detect-batch``, 8; the portrait on a grey canvas),
   pre-processing, ONNX Runtime, anchor decode and NMS included.
 
-On a GPU host, in a venv with onnxruntime-gpu (`pip install -e '.[gpu]'`; the Dockerfile's `--build-arg
-EXTRAS=gpu` image has it), three commands (a few minutes in all)::
+On a GPU host, `make gpu-check` (bench/gpu-check.sh, a few minutes in all) builds a venv of the whole pinned tree
+with onnxruntime-gpu and its CUDA libraries (requirements-gpu.lock; the Dockerfile's `--build-arg EXTRAS=gpu`
+image has the same) and runs, each under a time limit::
 
     argusnet bench gpu --json out/bench-gpu.json
-    argusnet bench capacity --set runtime.require_provider=cuda --json out/bench-capacity-gpu.json
     argusnet bench gpu --provider cpu --json out/bench-gpu-cpu.json   # the same host's CPU, for the ratio
+    argusnet bench capacity --only tracked --set runtime.require_provider=cuda --step-seconds 10 --warmup 3 \
+        --json out/bench-capacity-gpu.json
 
 ``--provider cpu`` runs the same measurement on the CPU provider (what a host without a GPU gives, and a check
 of this script anywhere). A host where ONNX Runtime cannot run the requested provider fails (exit 1) with a

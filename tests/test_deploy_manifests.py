@@ -177,8 +177,11 @@ def test_dockerfile_leaves_out_exactly_the_test_tools_and_pins_the_gpu_extra() -
     for spec in runtime:
         pinned = lock[requirement_name(spec)].split("==")[1]
         assert pinned == spec.split("==")[1], f"{spec} pinned otherwise in the lock ({pinned})"
-    gpu_run = next(a for i, a in dockerfile_instructions() if i == "RUN" and "onnxruntime-gpu" in a)
-    assert extras["gpu"][0] in gpu_run.split() and "pip uninstall -y onnxruntime" in gpu_run
+    gpu_run = next(a for i, a in dockerfile_instructions() if i == "RUN" and "requirements-gpu.lock" in a)
+    assert "pip uninstall -y onnxruntime" in gpu_run and "--no-deps -r requirements-gpu.lock" in gpu_run
+    gpu_lock = [x for x in (REPO / "requirements-gpu.lock").read_text().splitlines() if x and x[0] != "#"]
+    assert gpu_lock[0] == extras["gpu"][0] and all("==" in x for x in gpu_lock)
+    assert not {requirement_name(x) for x in gpu_lock} & set(lock), "the GPU lock repeats the CPU tree"
 
 
 def test_dockerfile_converts_dlib_into_a_cache_the_containers_user_can_read(tmp_path: Path) -> None:
