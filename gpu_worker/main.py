@@ -11,6 +11,7 @@ import sys
 import threading
 from typing import Protocol
 
+import cv2
 from prometheus_client import CollectorRegistry
 
 from broker.config import BrokerConfig
@@ -19,7 +20,7 @@ from gpu_worker.detect import build_detector
 from gpu_worker.embed import build_embedder
 from gpu_worker.engine import Engine
 from gpu_worker.factory import build_processor
-from gpu_worker.runtime import worker_runtime
+from gpu_worker.runtime import apply_opencv_threads, worker_runtime
 from gpu_worker.service import WorkerService
 from shared.errors import ArgusError
 from shared.metrics import serve
@@ -59,6 +60,7 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
     """Load the models, open the store, serve metrics, run the service and the retention job until a signal;
     returns the exit code."""
     runtime = worker_runtime(cfg.runtime, cfg.worker.detect_threads)
+    apply_opencv_threads(runtime)
     engine = Engine(cfg, build_detector(cfg.detector, runtime), build_embedder(cfg.embedder, runtime))
     engine.warm_up()
     registry = CollectorRegistry()
@@ -76,7 +78,8 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
         print(f"worker {worker_id}: brokers {','.join(service.backends)}, events to {','.join(service.events_in)}, "
               f"store "
               f"{store.describe()} ({store.persons.face_count} faces), detector on {engine.detector.provider} "
-              f"({cfg.worker.detect_threads} detection thread(s), {runtime.threads or 'all'} intra-op each), "
+              f"({cfg.worker.detect_threads} detection thread(s), {runtime.threads or 'all'} intra-op each, OpenCV "
+              f"{cv2.getNumThreads()} thread(s)), "
               f"embedder {engine.embedder.name} on {engine.embedder.provider}, metrics "
               f"http://{cfg.worker.metrics_host}:{port}/metrics", file=sys.stderr, flush=True)
         stop = threading.Event()

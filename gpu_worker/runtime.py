@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Literal
 
+import cv2
 import onnxruntime as ort
 from prometheus_client import Gauge
 from pydantic import Field
@@ -26,6 +27,11 @@ class RuntimeConfig(Section):
         default=None, description="Fail at start instead of falling back when this provider is not the one used.")
     threads: int = Field(default=0, ge=0, le=256, description="Intra-op CPU threads per ONNX session; 0 = all cores "
                          "(in a worker: the cores divided among its worker.detect_threads, at least 1).")
+    opencv_threads: int = Field(
+        default=1, ge=0, le=256, description="Threads of OpenCV's own parallel loops (resize, warpAffine, ...) in a "
+        "worker; 1 = each loop runs in the thread that calls it: a worker already detects on several threads, and "
+        "OpenCV's pool beside them only cost CPU (BENCHMARKS.md: 7 % of a worker's CPU at 3 cameras); 0 = OpenCV's "
+        "default (all cores).")
     spin: bool = Field(default=False, description="Let ONNX Runtime's intra-op threads busy-wait between runs (it "
                        "may lower one stream's latency a little, and can keep a core busy, so off by default: a "
                        "worker serving many cameras and the other processes of a host need those cycles).")
@@ -45,6 +51,12 @@ def worker_runtime(cfg: RuntimeConfig, detect_threads: int, cores: int | None = 
     if cfg.threads != 0 or detect_threads <= 1:
         return cfg
     return cfg.model_copy(update={"threads": max(1, (cores or os.cpu_count() or 1) // detect_threads)})
+
+
+def apply_opencv_threads(cfg: RuntimeConfig) -> None:
+    """OpenCV's thread pool for this process as ``opencv_threads`` says (0: left at OpenCV's default)."""
+    if cfg.opencv_threads > 0:
+        cv2.setNumThreads(cfg.opencv_threads)
 
 
 def choose_providers(cfg: RuntimeConfig) -> list[str]:

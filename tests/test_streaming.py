@@ -312,6 +312,14 @@ def test_up_restarts_a_crashed_worker_and_events_continue(tmp_path, demo_gallery
         kill_up(proc)
 
 
+def test_a_worker_runs_opencv_in_its_own_threads_by_default(cluster):
+    cluster.broker()
+    cluster.worker("w1")
+    late = cluster.not_ready(["broker", "w1"])
+    assert not late, late
+    assert "OpenCV 1 thread(s)" in cluster.log("w1"), cluster.log("w1")[-2000:]
+
+
 def test_fresh_processes_export_every_known_label_at_zero(cluster):
     """Before any error, every protocol error reason and event type is a series at 0 (a rate() or an alert sees
     it from the start); per-camera drop reasons appear with the camera's first frame."""
