@@ -5,8 +5,8 @@ at every frame detected.
 
 Measured on the capacity clip's own JPEGs, the way the worker does it: ``simplejpeg`` decoding to RGB, then the
 configured detector's ``detect()`` (its pre-processing, ONNX Runtime, anchor decode, NMS) with the ONNX Runtime
-threads a worker gives each of its ``worker.detect_threads`` detection threads. Costs are CPU time of this process
-per frame (medians of rounds), so a session's intra-op threads count in full.
+threads a worker gives each of its ``worker.detect_threads`` detection threads, and its OpenCV threads. Costs are
+CPU time of this process per frame (medians of rounds), so a session's intra-op threads count in full.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ def ceiling(jpegs: list[bytes], overrides: dict, fps: float, rounds: int = ROUND
     with (``cameras_max``, rounded down)."""
     from argusnet.config import load_config
     from gpu_worker.detect import build_detector
-    from gpu_worker.runtime import worker_runtime
+    from gpu_worker.runtime import apply_opencv_threads, worker_runtime
 
     cfg = load_config(environ={}, overrides=overrides)
     runtime = worker_runtime(cfg.runtime, cfg.worker.detect_threads)
+    apply_opencv_threads(runtime)  # as the worker does (this process's OpenCV from here on)
     detector = build_detector(cfg.detector, runtime)
     frames = [simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs]
     decode_ms = cpu_ms_per_call(lambda i: simplejpeg.decode_jpeg(jpegs[i % len(jpegs)], colorspace="RGB"), rounds,
