@@ -42,7 +42,8 @@ def host_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def ceiling(jpegs: list[bytes], overrides: dict, fps: float, rounds: int = ROUNDS, per_round: int = FRAMES_PER_ROUND) -> dict:
+def ceiling(jpegs: list[bytes], overrides: dict, fps: float, rounds: int = ROUNDS,
+            per_round: int = FRAMES_PER_ROUND) -> dict:
     """CPU ms a frame for decoding and detecting, and the cameras at ``fps`` those two alone fill the host's cores
     with (``cameras_max``, rounded down)."""
     from argusnet.config import load_config

@@ -30,8 +30,8 @@ class RuntimeConfig(Section):
     opencv_threads: int = Field(
         default=1, ge=0, le=256, description="Threads of OpenCV's own parallel loops (resize, warpAffine, ...) in a "
         "worker; 1 = each loop runs in the thread that calls it: a worker already detects on several threads, and "
-        "OpenCV's pool beside them only cost CPU (BENCHMARKS.md: 7 % of a worker's CPU at 3 cameras); 0 = OpenCV's "
-        "default (all cores).")
+        "OpenCV's pool beside them only cost CPU (BENCHMARKS.md: about 5 % of a worker's CPU at 3 cameras); "
+        "0 = OpenCV's default (all cores).")
     spin: bool = Field(default=False, description="Let ONNX Runtime's intra-op threads busy-wait between runs (it "
                        "may lower one stream's latency a little, and can keep a core busy, so off by default: a "
                        "worker serving many cameras and the other processes of a host need those cycles).")

@@ -36,4 +36,3 @@ def test_opencv_threads_set_what_opencv_uses_and_zero_leaves_its_default():
 def test_opencv_threads_are_bounded():
     with pytest.raises(ValidationError, match="opencv_threads"):
         RuntimeConfig(opencv_threads=-1)
-
