@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -25,7 +25,7 @@ from gpu_worker.detect.config import DetectorConfig, RetinaFaceConfig
 from gpu_worker.embed.config import DlibEmbedderConfig, EmbedderConfig
 from gpu_worker.quality import QualityConfig
 from gpu_worker.runtime import RuntimeConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, InputError
 from shared.images import ImageLimits
 from shared.keys import SecurityConfig
 from shared.protocol import ProtocolConfig
@@ -134,3 +134,25 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         return ArgusConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from exc
+
+
+def parse_overrides(pairs: Sequence[str], base: Mapping[str, Any] | None = None, flag: str = "--set") -> dict[str, Any]:
+    """``SECTION.KEY=VALUE`` pairs (values read as YAML) as a nested mapping over ``base``, validated as the site
+    configuration would be (ConfigError naming the field); InputError for a pair that is not of that form."""
+    out: dict[str, Any] = _merge({}, base or {})
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise InputError(f"{flag} {pair!r}: give SECTION.KEY=VALUE")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, Mapping) else {}
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InputError(f"{flag} {pair!r}: {exc}") from exc
+    load_config(environ={}, overrides=out)
+    return out

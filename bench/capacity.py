@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import yaml
 import zmq
 
 from bench.camera import frames_720p
@@ -362,21 +361,12 @@ def run_ramps(configs: list[tuple[str, str, dict]], tmp: Path, gallery: Path, jp
 
 def overrides_from(pairs: Sequence[str], base: dict | None = None) -> dict:
     """--set SECTION.KEY=VALUE pairs as a nested mapping (over ``base``), validated as the site configuration
-    would be."""
-    from argusnet.config import load_config
+    would be; tracking.processor is what the ramps vary, so it is refused."""
+    from argusnet.config import parse_overrides
 
-    out: dict = deep_merge({}, base or {})
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or "tracking.processor" == key:
-            raise InputError(f"--set {pair!r}: give SECTION.KEY=VALUE (tracking.processor is what the ramps vary)")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    load_config(environ={}, overrides=out)  # ConfigError (exit 2) naming the field
-    return out
+    if any(pair.partition("=")[0] == "tracking.processor" for pair in pairs):
+        raise InputError("--set tracking.processor: that is what the ramps vary")
+    return parse_overrides(pairs, base)
 
 
 def _check_args(args) -> None:

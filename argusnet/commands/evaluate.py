@@ -44,6 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heights", default="20,28,40,56,80,112", help="face heights in px (default 20,28,40,56,80,112)")
     p.add_argument("--frame", default="1280x720", help="frame size WIDTHxHEIGHT (default 1280x720)")
     _common(p, handler=cmd_small_faces)
+    p = ev.add_parser("openset", help="strangers on real footage (each identity enrolled alone, clips replayed as "
+                      "cameras send them) and the 1:N open-set protocol on photos: strangers named, FPIR, FNIR")
+    p.add_argument("--identities", type=Path, nargs="+", default=None, metavar="CSV_OR_DIR",
+                   help="identities files or folders of folders (default: deepface/identities.csv and dlib/johns "
+                   f"under {DEFAULT_DATA})")
+    p.add_argument("--clips", type=Path, nargs="+", default=None, metavar="VIDEO",
+                   help=f"clips of strangers (default: {DEFAULT_DATA / 'facenet-pytorch' / 'arcade.mp4'})")
+    p.add_argument("--resolutions", default="1080,720,480", help="frame heights the cameras send (default "
+                   "1080,720,480)")
+    p.add_argument("--fps", type=float, default=10.0, help="the cameras' frame rate (default 10)")
+    p.add_argument("--loops", type=int, default=20, help="times each clip is replayed (default 20)")
+    p.add_argument("--mated", type=int, default=0, metavar="N", help="also enrol N persons of each clip from one "
+                   "face of their first appearance and count their later tracks named (at 720p and 1080p)")
+    p.add_argument("--no-photos", action="store_true", help="skip the photo protocol")
+    p.add_argument("--no-video", action="store_true", help="skip the strangers on video")
+    p.add_argument("--variant", action="append", default=[], metavar='"SECTION.KEY=VALUE ..."',
+                   help="run the evaluation again with these configuration values, in the same run")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result to this JSON file")
+    p.set_defaults(handler=cmd_openset)
     p = ev.add_parser("detect", help="detector recall/precision/AP at IoU 0.5 against dlib imglab XML boxes")
     p.add_argument("--boxes", type=Path, required=True, metavar="XML")
     _common(p, handler=cmd_detect)
@@ -102,3 +121,29 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from evaluation.detect import run_detect
 
     return _finish(run_detect(engine_from(args), args.boxes, args.images), args.json)
+
+
+def cmd_openset(args: argparse.Namespace) -> int:
+    from argusnet.config import load_config, parse_overrides
+    from evaluation.openset import OpenSetPlan, run_openset
+    from gpu_worker.engine import Engine
+
+    identities = args.identities or [DEFAULT_DATA / "deepface" / "identities.csv", DEFAULT_DATA / "dlib" / "johns"]
+    clips = args.clips or [DEFAULT_DATA / "facenet-pytorch" / "arcade.mp4"]
+    for path in identities + clips:
+        if not path.exists():
+            raise InputError(f"not found: {path}")
+    try:
+        resolutions = [int(v) for v in args.resolutions.split(",") if v.strip()]
+    except ValueError as exc:
+        raise InputError(f"--resolutions: comma-separated heights in px, got {args.resolutions!r}") from exc
+    if not resolutions or not all(64 <= r <= 4320 for r in resolutions):
+        raise InputError(f"--resolutions: heights between 64 and 4320 px, got {args.resolutions!r}")
+    if not 1.0 <= args.fps <= 60.0 or not 1 <= args.loops <= 1000 or not 0 <= args.mated <= 100:
+        raise InputError("--fps must be 1-60, --loops 1-1000, --mated 0-100")
+    variants = [(text, parse_overrides(text.split(), flag="--variant")) for text in args.variant]
+    plan = OpenSetPlan(identities, clips, resolutions, args.fps, args.loops, mated=args.mated,
+                       photos=not args.no_photos, video=not args.no_video, variants=variants)
+    engine = engine_from(args)
+    result = run_openset(engine, plan, lambda overrides: load_config(args.config, overrides=overrides))
+    return _finish(result, args.json)
