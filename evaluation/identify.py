@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.common import embed_photos, require_file, resolve
-from gpu_worker.decision import decide
+from gpu_worker.decision import decide_name
 from gpu_worker.engine import Engine
 from shared.errors import InputError
 
@@ -51,7 +51,7 @@ def run_identify(engine: Engine, source: Path, images_dir: Path | None = None) -
         ranked = _rank_persons(people[others], sims[i, others])
         probes += 1
         correct += ranked[0].name == who
-        identity = decide(ranked, engine.rule)
+        identity = decide_name(ranked, engine.rule)
         open_set["unknown" if identity.name is None else "correct" if identity.name == who else "wrong"] += 1
     return {
         "identities": len(set(who for who, _ in rows)), "photos": len(rows), "probes": probes,

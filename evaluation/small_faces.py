@@ -6,7 +6,7 @@ the given size (1280x720 by default), JPEG-encoded at quality 75 and decoded, an
 configured resolution, alignment, embedder) runs on that frame. Per height: how many photos still have a face
 found, verification over the pairs (a pair with a missed face scores -1: a reject), and open-set identification
 as a camera would do it: the identities are the groups of photos the "same" pairs join; each degraded face is
-named by the configured open-set rule (threshold and margin, `gpu_worker.decision.decide`) against a gallery of
+named by the configured open-set rule (threshold and margin, `gpu_worker.decision.decide_name`, a photo's rule) against a gallery of
 every OTHER original photo (enrolment photos are full size); ``wrong_names`` counts faces given another identity's
 name, ``named`` the right name, ``abstained`` no name (allowed: the rule may abstain, never name wrongly).
 """
@@ -22,7 +22,7 @@ import simplejpeg
 from tqdm import tqdm
 
 from evaluation.verify import FARS, Pair, best_threshold, read_pairs, tar_at_far
-from gpu_worker.decision import DecisionRule, decide
+from gpu_worker.decision import DecisionRule, decide_name
 from gpu_worker.engine import Engine
 from shared.errors import ArgusError, InputError
 from shared.images import read_image
@@ -134,7 +134,7 @@ def identify(probes: dict[str, np.ndarray], originals: dict[str, np.ndarray], wh
                 identity = who[other]
                 best[identity] = max(best.get(identity, -1.0), float(probe @ vector))
         hits = sorted((_Hit(n, s) for n, s in best.items()), key=lambda h: -h.similarity)
-        name = decide(hits, rule).name
+        name = decide_name(hits, rule).name
         key = "abstained" if name is None else ("named" if name == who[photo] else "wrong_names")
         counts[key] += 1
     return counts
@@ -169,5 +169,6 @@ def run_small_faces(engine: Engine, pairs_csv: Path, images_dir: Path | None, he
     return {"heights": out, "frame": f"{frame[0]}x{frame[1]}", "jpeg_quality": JPEG_QUALITY,
             "detector": {"name": engine.detector.name, "max_side": engine.cfg.detector.max_side,
                          "photo_max_side": engine.cfg.detector.photo_max_side},
-            "model": engine.embedder.name, "threshold": engine.rule.threshold, "margin": engine.rule.margin,
+            "model": engine.embedder.name, "threshold": engine.rule.threshold,
+            "name_threshold": engine.rule.naming.threshold, "margin": engine.rule.margin,
             "identities": len(set(who.values())), "unusable_photos": unusable}

@@ -11,7 +11,7 @@ import numpy as np
 
 from gpu_worker.align import ARCFACE_112, AlignTemplate, align_faces
 from gpu_worker.config import EngineSettings
-from gpu_worker.decision import DecisionRule, Identity, decide
+from gpu_worker.decision import DecisionRule, Identity, decide, decide_name
 from gpu_worker.detect import build_detector
 from gpu_worker.detect.base import Detector
 from gpu_worker.embed import build_embedder
@@ -111,8 +111,10 @@ class Engine:
     @functools.cached_property
     def rule(self) -> DecisionRule:
         """The open-set rule: the configured threshold, or the embedder's calibrated one."""
-        threshold = self.cfg.recognition.threshold
-        return DecisionRule(self.embedder.threshold if threshold is None else threshold, self.cfg.recognition.margin)
+        cfg = self.cfg.recognition
+        threshold = self.embedder.threshold if cfg.threshold is None else cfg.threshold
+        naming = self.embedder.name_threshold if cfg.name_threshold is None else cfg.name_threshold
+        return DecisionRule(threshold, cfg.margin, naming)
 
     def detect(self, image: np.ndarray, pad_retry: bool = False) -> Detections:
         """Faces in one photo (see ``detect_fine``); with ``pad_retry``, a photo with no face is tried again with
@@ -162,7 +164,7 @@ class Engine:
         if not faces:
             return []
         hits = gallery.search(np.stack([f.embedding for f in faces]), self.cfg.recognition.top_k)
-        return [Identification(f, decide(h, self.rule)) for f, h in zip(faces, hits)]
+        return [Identification(f, decide_name(h, self.rule)) for f, h in zip(faces, hits)]
 
     def enrolment_face(self, image: np.ndarray, source: str) -> EnrolmentFace:
         """The single face of an enrolment photo, or ``FaceQualityError`` saying why the photo is refused."""

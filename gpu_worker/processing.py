@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gpu_worker.decision import decide
+from gpu_worker.decision import decide_name
 from gpu_worker.engine import Engine
 from shared.errors import StoreError
 from shared.logs import RateLimitedLog
@@ -133,7 +133,7 @@ class PerFrameProcessor:
             hits = self.gallery.search(np.stack([o.embedding for o in observations]), self.engine.cfg.recognition.top_k)
             timer.observe("search", time.perf_counter() - start)
             for obs, person_hits in zip(observations, hits):
-                events += self._face_events(item, obs.box, decide(person_hits, self.engine.rule))
+                events += self._face_events(item, obs.box, decide_name(person_hits, self.engine.rule))
         return events
 
     def idle(self) -> list[TrackEvent]:

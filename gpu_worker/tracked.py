@@ -31,7 +31,7 @@ import numpy as np
 
 from gpu_worker.align import align_faces
 from gpu_worker.config import WorkerSettings
-from gpu_worker.decision import Identity, decide
+from gpu_worker.decision import Identity, decide, decide_name, track_template
 from gpu_worker.distant import Found, FramePlan, StreamDetection
 from gpu_worker.engine import STORED_CROP, Engine
 from gpu_worker.preview import PreviewBox, PreviewPublisher
@@ -44,7 +44,7 @@ from gpu_worker.quality import (
 )
 from gpu_worker.records import TrackRecorder
 from gpu_worker.track_state import CameraState, TrackRecord, live_track, make_event
-from shared.errors import StoreError
+from shared.errors import GalleryError, StoreError
 from shared.protocol import TrackEvent
 from shared.types import Detections
 from store.base import Store
@@ -309,7 +309,8 @@ class TrackedProcessor:
                          self.cfg.visitors.max_faces, face.size_px)
         identity = self._decide(record, hits)
         change = record.identity.observe(identity.name, identity.similarity or 0.0, identity.margin,
-                                         max(face.quality, 1e-3), capture_ts)
+                                         max(face.quality, 1e-3), capture_ts,
+                                         confirm=lambda name: self._confirm(record, name))
         events: list[TrackEvent] = []
         if change is not None and change.name is not None and change.name != record.announced:
             events.append(self._named(face.state, record, change, capture_ts))
@@ -354,10 +355,44 @@ class TrackedProcessor:
         record.announced, record.similarity = name, similarity
         record.time_to_name_ms = max(0.0, (capture_ts - record.started_ts) * 1000.0)
 
+    def _confirm(self, record: TrackRecord, name: str) -> bool:
+        """Whether the track as a whole is ``name``: its template (`track_template` of its best faces) is named so
+        by the naming rule (`decide_name`), and, when the track was a visitor, so is that visitor's own template
+        (a track that switched people, a visitor's face then another person's, is left unnamed: it never merges
+        a visitor into someone it is not). A store that fails confirms nothing now; a later face asks again."""
+        try:
+            if self._named_as(record, [(q, s.embedding) for q, s, _ in record.best]) != name:
+                return False
+            if record.visitor is None or is_visitor_name(name):
+                return True
+            faces = self.store.visitors.faces_of(record.visitor)
+        except StoreError as exc:
+            self.recorder.failed("confirm", exc)
+            return False
+        except GalleryError:  # the visitor expired or was merged meanwhile: nothing of it to check
+            return True
+        try:
+            return self._named_as(record, [(1.0, f.embedding) for f in faces]) == name
+        except StoreError as exc:
+            self.recorder.failed("confirm", exc)
+            return False
+
+    def _named_as(self, record: TrackRecord, faces: list[tuple[float, np.ndarray]]) -> str | None:
+        """The name the naming rule gives the template of ``faces`` ((quality, embedding) pairs), None for none."""
+        if not faces:
+            return None
+        template = track_template([e for _, e in faces], [q for q, _ in faces], self.cfg.recognition.template_faces)
+        hits = self.store.persons.search(template[None], self.cfg.recognition.top_k)[0]
+        return decide_name(self._usable(record, hits), self.engine.rule).name
+
+    def _usable(self, record: TrackRecord, hits: list) -> list:
+        """``hits`` less the persons an operator said this track's visitor is not."""
+        rejected = self._rejections.get(record.visitor or "", frozenset())
+        return [h for h in hits if h.name not in rejected]
+
     def _decide(self, record: TrackRecord, hits: list) -> Identity:
         """The open-set decision, minus the persons an operator said this track's visitor is not."""
-        rejected = self._rejections.get(record.visitor or "", frozenset())
-        return decide([h for h in hits if h.name not in rejected], self.engine.rule)
+        return decide(self._usable(record, hits), self.engine.rule)
 
     def _visit(self, state: CameraState, record: TrackRecord, capture_ts: float) -> list[TrackEvent]:
         """Link an unknown track to a known visitor or make it a new one: one atomic store operation. A store

@@ -15,7 +15,8 @@ class Embedder(Protocol):
 
     ``name`` identifies the model (a gallery records it and refuses embeddings of another), ``dim`` is the
     embedding size, ``template`` says how faces must be aligned for it and ``threshold`` is its calibrated
-    default cosine similarity for a match (used when the configuration sets none).
+    default cosine similarity for a match of one face (used when the configuration sets none); ``name_threshold``
+    the similarity a track's template or a photo needs for a name (`gpu_worker.decision`).
     """
 
     name: str
@@ -23,6 +24,7 @@ class Embedder(Protocol):
     template: AlignTemplate
     provider: str
     threshold: float
+    name_threshold: float
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """(N, size, size, 3) uint8 RGB chips aligned to ``template`` -> (N, dim) float32, unit L2 norm."""

@@ -61,7 +61,11 @@ class ModelCard(BaseModel):
     layout: Literal["NCHW", "NHWC"] = Field(description="Input tensor layout.")
     output_dim: int = Field(ge=1, le=65536, description="Embedding size.")
     template: str = Field(description="Name of the alignment template (gpu_worker.align.TEMPLATES).")
-    threshold: float = Field(ge=-1.0, le=1.0, description="Default cosine similarity for a match.")
+    threshold: float = Field(ge=-1.0, le=1.0, description="Default cosine similarity for one face's match.")
+    name_threshold: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                         description="Similarity a track's template or a photo needs for a name. "
+                                         "Empty = `threshold` (not calibrated: measure it with `argusnet eval "
+                                         "openset` and set it).")
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN, description="sha256 of the ONNX file.")
     url: str | None = Field(default=None, pattern=r"^https?://", description="Where fetch_model may download it.")
 

@@ -10,6 +10,7 @@ from gpu_worker.embed.base import l2_normalise
 from gpu_worker.embed.dlib_convert import INPUT, cached_onnx
 from gpu_worker.embed.dlib_resnet import (
     DLIB_150,
+    DLIB_NAME_THRESHOLD,
     DLIB_THRESHOLD,
     MODEL_NAME,
     dlib_model_path,
@@ -25,6 +26,7 @@ class DlibOnnxEmbedder:
     dim = 128
     template = DLIB_150
     threshold = DLIB_THRESHOLD
+    name_threshold = DLIB_NAME_THRESHOLD
 
     def __init__(self, runtime: RuntimeConfig, batch_size: int = 32, model: bytes | None = None) -> None:
         if batch_size < 1:

@@ -20,6 +20,10 @@ MODEL_NAME = "dlib_resnet_v1"
 # Calibrated with `argusnet eval verify --pairs ../shared/data/deepface/master.csv` (best-accuracy threshold
 # 0.919; genuine pairs >= 0.928, impostor pairs <= 0.910): see BENCHMARKS.md.
 DLIB_THRESHOLD = 0.92
+# What names a track's template or a photo: above every impostor pair of our labelled photos (0.933 over the
+# cross-identity pairs of deepface/identities.csv, 0.892 on dlib/johns) and every stranger's template on arcade.mp4
+# replayed at 1080/720/480 (`argusnet eval openset`); BENCHMARKS.md "Names you can trust".
+DLIB_NAME_THRESHOLD = 0.945
 
 
 def dlib_model_path() -> str:
@@ -36,6 +40,7 @@ class DlibEmbedder:
     template = DLIB_150
     provider = "dlib-cpu"
     threshold = DLIB_THRESHOLD
+    name_threshold = DLIB_NAME_THRESHOLD
 
     def __init__(self, jitter: int = 0) -> None:
         import dlib

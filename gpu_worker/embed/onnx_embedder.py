@@ -81,6 +81,7 @@ class OnnxEmbedder:
         self.dim = card.output_dim
         self.template = card.align_template
         self.threshold = card.threshold
+        self.name_threshold = card.threshold if card.name_threshold is None else card.name_threshold
         self.session = create_session(read_verified(card, path, sha256), runtime_cfg, card.name)
         self.provider = session_provider(self.session)
         fixed = check_model_io(self.session, card)
