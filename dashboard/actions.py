@@ -11,7 +11,8 @@ log with the dashboard user as the actor):
   is refused), so NAME is recognised better from then on;
 - ``POST /api/persons`` (multipart ``name``, ``photos``): enrol a person from uploaded photos (`argusnet enroll`,
   whose quality-gate reasons come back as they are);
-- ``POST /api/persons/{name}/remove``: remove the person and their faces (`argusnet gallery remove`).
+- ``POST /api/persons/{name}/remove``: remove the person, their faces and their negative evidence (`argusnet
+  gallery remove`, `store.identity.remove_person`).
 
 Enrolment runs the `argusnet enroll` command in a child process: the dashboard loads no model and imports nothing
 from the worker, and a photo goes through exactly the code path of the command line.
@@ -34,7 +35,7 @@ from dashboard.guard import Viewer, dashboard_of, require_change
 from shared.errors import GalleryError, StoreError
 from shared.ids import is_valid_id
 from store.audit import ACTOR_ENV
-from store.identity import promote_visitor
+from store.identity import promote_visitor, remove_person
 from store.types import EventQuery, is_visitor_name
 
 router = APIRouter(prefix="/api")
@@ -162,7 +163,7 @@ async def enrol(request: Request, name: str = Form(..., min_length=1, max_length
 @router.post("/persons/{name}/remove")
 def remove(request: Request, name: str, viewer: Viewer = Depends(_admin)) -> dict:
     dash = dashboard_of(request)
-    faces = _change(request, dash.store.persons.remove_person, name)
-    dash.record(viewer.actor, "remove", name, faces=faces)
+    removed = _change(request, remove_person, dash.store, name)
+    dash.record(viewer.actor, "remove", name, faces=removed.faces, negatives=removed.negatives)
     dash.metrics.actions.labels(action="remove").inc()
-    return {"name": name, "faces_removed": faces}
+    return {"name": name, "faces_removed": removed.faces, "negatives_removed": removed.negatives}

@@ -1,6 +1,6 @@
-"""The storage layer: gallery, visitors, crops, event log and live tracks behind one interface (`store.base`),
-with one backend per ``store.type`` (`store.local`, `store.redis`). Nothing outside this package opens SQLite, reads an index
-file or walks crop folders."""
+"""The storage layer: gallery, visitors, negative evidence, crops, event log and live tracks behind one interface
+(`store.base`), with one backend per ``store.type`` (`store.local`, `store.redis`). Nothing outside this package opens
+SQLite, reads an index file or walks crop folders."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from store.base import (
     EventLog,
     LiveTracks,
     MediaStore,
+    NegativeStore,
     PersonGallery,
     Store,
     VisitorStore,
@@ -52,5 +53,5 @@ def opened_audit(cfg: StoreConfig) -> Iterator[AuditTrail | None]:
         raise ValueError(f"unknown store type {cfg.type!r}")
 
 
-__all__ = ["AuditTrail", "EventLog", "GalleryConfig", "LiveTracks", "LocalStoreConfig", "MediaStore", "PersonGallery",
-           "RedisStoreConfig", "Store", "StoreConfig", "VisitorStore", "opened_audit", "open_store"]
+__all__ = ["AuditTrail", "EventLog", "GalleryConfig", "LiveTracks", "LocalStoreConfig", "MediaStore", "NegativeStore",
+           "PersonGallery", "RedisStoreConfig", "Store", "StoreConfig", "VisitorStore", "opened_audit", "open_store"]

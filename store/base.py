@@ -1,8 +1,9 @@
 """The store interface: what every backend (local, Redis) provides, as Protocols.
 
-A ``Store`` bundles six parts: ``persons`` (the enrolled gallery), ``visitors`` (provisional identities of people
-nobody enrolled), ``media`` (track crops), ``events`` (the event history), ``live`` (the tracks alive now) and
-``audit`` (the tamper-evident log of changes to identities and users, `store.audit.AuditTrail`).
+A ``Store`` bundles seven parts: ``persons`` (the enrolled gallery), ``visitors`` (provisional identities of people
+nobody enrolled), ``negatives`` (negative evidence: faces an operator said are NOT a person, kept under that person's
+name, `store.negatives`), ``media`` (track crops), ``events`` (the event history), ``live`` (the tracks alive now)
+and ``audit`` (the tamper-evident log of changes to identities and users, `store.audit.AuditTrail`).
 Identity operations that span parts (an operator naming a visitor, a visitor merged into the person a track was
 later named as) are written once over these Protocols in `store.identity`; retention in `store.retention`.
 Every backend passes the contract suite in ``tests/test_store_contract.py``.
@@ -128,6 +129,53 @@ class VisitorStore(Protocol):
     def close(self) -> None: ...
 
 
+class NegativeStore(Protocol):
+    """Negative evidence: faces kept as evidence that they are NOT a person (an operator said "not this person" about
+    a track named so). A third gallery on the persons' embedder, shared by every process of the store; a face nearer
+    to a person's negative faces than to their own is not named that person (the worker's rule)."""
+
+    @property
+    def model(self) -> str: ...
+
+    def add(self, person: str, faces: Sequence[FaceSample]) -> list[int]:
+        """Keep ``faces`` as evidence that they are not ``person``, all or nothing; the new face ids. GalleryError
+        for an empty name, a visitor id or no faces."""
+        ...
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        """For each query (N, dim), the persons ranked by their most similar negative face (each person once, best
+        first), as `PersonGallery.search`."""
+        ...
+
+    def faces_of(self, person: str) -> list[StoredFace]:
+        """The negative faces kept for ``person`` ([] when none)."""
+        ...
+
+    def remove_face(self, person: str, face_id: int) -> bool:
+        """Remove one negative face of ``person``; False when ``person`` has no such face."""
+        ...
+
+    def erase(self, person: str) -> int:
+        """Remove every negative face of ``person``; how many (0 when none)."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Each person with negative evidence -> how many negative faces."""
+        ...
+
+    def all_faces(self) -> list[StoredFace]: ...
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        """Switch to ``model`` (with the person gallery, by `argusnet gallery reembed`), all or nothing."""
+        ...
+
+    def sync(self) -> bool:
+        """Pick up changes other processes made; True when there were any."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class MediaStore(Protocol):
     """Track crops as JPEG bytes under a key (``camera/track``)."""
 
@@ -235,10 +283,11 @@ class LiveTracks(Protocol):
 
 
 class Store(Protocol):
-    """One backend's five parts, opened together."""
+    """One backend's seven parts, opened together."""
 
     persons: PersonGallery
     visitors: VisitorStore
+    negatives: NegativeStore
     media: MediaStore
     events: EventLog
     live: LiveTracks

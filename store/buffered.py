@@ -44,7 +44,7 @@ from shared import metrics as m
 from shared.errors import StoreError, StoreUnavailableError
 from shared.logs import RateLimitedLog
 from store.audit import AuditRecord, AuditReport, AuditTrail
-from store.base import EventLog, LiveTracks, MediaStore, PersonGallery, Store, VisitorStore
+from store.base import EventLog, LiveTracks, MediaStore, NegativeStore, PersonGallery, Store, VisitorStore
 from store.config import StoreBufferConfig
 from store.local.media import crop_key
 from store.types import (
@@ -227,11 +227,13 @@ class BufferedStore:
         self._buffer = WriteBuffer(limits or StoreBufferConfig(), self.metrics)
         self._lock = threading.RLock()  # writes and flushes, one at a time, in order
         self._failures = 0  # of the oldest waiting write, with StoreErrors other than unavailability
+        # negatives join once synced: a worker that does not use them yet must not show a growing lag
         self._synced_at = {"persons": time.monotonic(), "visitors": time.monotonic()}
         self._rate_log = RateLimitedLog(log)
         self.metrics.replica_lag.set_function(self.replica_lag)
         self.persons = BufferedPersons(self, store.persons)
         self.visitors = BufferedVisitors(self, store.visitors)
+        self.negatives = BufferedNegatives(self, store.negatives)
         self.media = BufferedMedia(self, store.media)
         self.events = BufferedEvents(self, store.events)
         self.live = BufferedLive(self, store.live)
@@ -270,7 +272,8 @@ class BufferedStore:
         return changed
 
     def replica_lag(self) -> float:
-        """Seconds since both gallery replicas last synced successfully (opening the store counts)."""
+        """Seconds since every gallery replica last synced successfully (opening the store counts; the negatives
+        count from their first sync)."""
         return max(0.0, time.monotonic() - min(self._synced_at.values()))
 
     # ----- writes ------------------------------------------------------------------------------------------
@@ -468,6 +471,50 @@ class BufferedVisitors:
 
     def sync(self) -> bool:
         return self._o.sync("visitors", self.inner.sync)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BufferedNegatives:
+    """Negative evidence: search is timed (the local replica); every other call goes to the store (an operator's
+    change, never buffered)."""
+
+    def __init__(self, owner: BufferedStore, inner: NegativeStore) -> None:
+        self._o = owner
+        self.inner = inner
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    def add(self, person: str, faces: Sequence[FaceSample]) -> list[int]:
+        return self._o.call("write_negatives", self.inner.add, person, faces)
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        with self._o.timed("search_negatives"):
+            return self.inner.search(embeddings, k)
+
+    def faces_of(self, person: str) -> list[StoredFace]:
+        return self._o.call("read_negatives", self.inner.faces_of, person)
+
+    def remove_face(self, person: str, face_id: int) -> bool:
+        return self._o.call("write_negatives", self.inner.remove_face, person, face_id)
+
+    def erase(self, person: str) -> int:
+        return self._o.call("write_negatives", self.inner.erase, person)
+
+    def counts(self) -> dict[str, int]:
+        return self._o.call("read_negatives", self.inner.counts)
+
+    def all_faces(self) -> list[StoredFace]:
+        return self._o.call("read_negatives", self.inner.all_faces)
+
+    def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
+        self._o.call("write_negatives", self.inner.replace_embeddings, model, dim, embeddings)
+
+    def sync(self) -> bool:
+        return self._o.sync("negatives", self.inner.sync)
 
     def close(self) -> None:
         self.inner.close()

@@ -1,18 +1,18 @@
 """Erasure of one identity everywhere a store keeps it, written once over the store interface (`store.base`).
 
-``forget(store, name)`` erases a person or ``visitor-N``: their faces in the person gallery, their visitor faces
-and the rejections recorded for them, rejections naming them, merges into or from them, every event naming them
-(events are deleted, not anonymised: an event is a sighting of the person), the crops those events and their live
-tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what still holds deleted bytes (the
-local index files and SQLite WALs; the Redis galleries' change streams; the Redis event stream is rewritten by the
-event log itself). Last, the audit log records the forget (`store.audit`: the record keeps only the subject's
-opaque id, and the name leaves the subject mapping). A name the store holds nothing of is refused with
-`GalleryError` before anything changes.
+``forget(store, name)`` erases a person or ``visitor-N``: their faces in the person gallery, their negative evidence
+(faces kept as NOT them, `store.negatives`), their visitor faces and the rejections recorded for them, rejections
+naming them, merges into or from them, every event naming them (events are deleted, not anonymised: an event is a
+sighting of the person), the crops those events and their live tracks hold, and their live tracks. Then
+``Store.finish_erasure`` rewrites what still holds deleted bytes (the local index files and SQLite WALs; every Redis
+gallery's change stream; the Redis event stream is rewritten by the event log itself). Last, the audit log records
+the forget (`store.audit`: the record keeps only the subject's opaque id, and the name leaves the subject mapping).
+A name the store holds nothing of is refused with `GalleryError` before anything changes.
 
-Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, person
-faces last; every step deletes what is there, so a forget that stopped half-way is finished by running it again.
-A worker that is tracking the person right now writes their live track and events again: forget while they are
-off camera, or run it again.
+Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, negative
+evidence, person faces last; every step deletes what is there, so a forget that stopped half-way is finished by
+running it again. A worker that is tracking the person right now writes their live track and events again: forget
+while they are off camera, or run it again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class ForgetReport:
     live_tracks: int
     left: tuple[str, ...]
     previews: int = 0  # every camera's preview is deleted: any may show the person (they come back within 1 s)
+    negatives: int = 0  # negative faces kept as evidence that a face is NOT the person
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -46,8 +47,9 @@ class ForgetReport:
 
 
 def _holds(store: Store, name: str) -> bool:
-    """Whether the store keeps anything of ``name``: faces, a visitor, events, a live track, a rejection or a merge."""
-    if any(p.name == name for p in store.persons.persons()):
+    """Whether the store keeps anything of ``name``: faces, negative evidence, a visitor, events, a live track, a
+    rejection or a merge."""
+    if any(p.name == name for p in store.persons.persons()) or name in store.negatives.counts():
         return True
     if any(v.visitor == name for v in store.visitors.list()):
         return True
@@ -67,8 +69,8 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     if not name.strip():
         raise GalleryError("the name to forget must not be empty")
     if not _holds(store, name):
-        raise GalleryError(f"the store {store.describe()} holds nothing of {name!r}: no faces, visitor, events, "
-                           "live tracks, rejections or merges")
+        raise GalleryError(f"the store {store.describe()} holds nothing of {name!r}: no faces, negative evidence, "
+                           "visitor, events, live tracks, rejections or merges")
     live, live_crops = store.live.remove_identity(name)
     previews = store.live.clear_previews()
     events, event_crops = store.events.delete_identity(name)
@@ -76,8 +78,9 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     own_rejections = len(store.visitors.rejections().get(name, ())) if is_visitor_name(name) else 0
     refs = store.visitors.erase_references(name)
     visitor_faces = store.visitors.remove(name) if is_visitor_name(name) else 0
+    negatives = store.negatives.erase(name) if not is_visitor_name(name) else 0
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
     left = refs.left + store.finish_erasure(name)
     store.audit.forget_subject(name, actor)
     return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
-                        live, left, previews)
+                        live, left, previews, negatives)

@@ -6,6 +6,9 @@
 Both record the merge (the visitor's name resolves to the person) and point the visitor's past events and live
 tracks to the person; a merge is also an audit record (an operator's promote is audited by the command that asked). Order: the person side first, the visitor's removal last, so a crash in between leaves a
 duplicate, never a loss.
+
+- ``remove_person``: an operator removes an enrolled person (`argusnet gallery remove`, the dashboard); their
+  negative evidence goes with them (faces kept as NOT them say nothing once nobody is named so).
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ class MergeReport:
     faces_removed: int
     events: int
     live_tracks: int
+
+
+@dataclass(frozen=True)
+class RemovedPerson:
+    """What ``remove_person`` removed: the person's faces and the negative faces kept for them."""
+
+    name: str
+    faces: int
+    negatives: int
 
 
 def _check_names(visitor: str, person: str) -> None:
@@ -61,3 +73,11 @@ def _finish(store: Store, visitor: str, person: str, added: int) -> MergeReport:
     live = store.live.rename_identity(visitor, person)
     removed = store.visitors.merge(visitor, person)
     return MergeReport(visitor, person, added, removed, events, live)
+
+
+def remove_person(store: Store, name: str) -> RemovedPerson:
+    """Remove the enrolled ``name`` with all their faces, then their negative evidence (GalleryError, nothing
+    changed, when nobody is enrolled so). A crash in between leaves negative evidence for nobody, which
+    `argusnet forget` (or the same removal after a new enrolment) erases."""
+    faces = store.persons.remove_person(name)
+    return RemovedPerson(name, faces, store.negatives.erase(name))

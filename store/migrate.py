@@ -1,9 +1,10 @@
 """Copy one store into another (local <-> Redis, local -> local, Redis -> Redis) through the public interface only
 (`store.base`), then verify the copy.
 
-What is copied: every enrolled person with their faces (embedding, crop, landmarks, source, in face order), every
-visitor with its faces and rejections, the merges of visitors into persons that can be found, the crops the event
-log refers to, and the event log itself (oldest first, so the destination's ids increase in the same order).
+What is copied: every enrolled person with their faces (embedding, crop, landmarks, source, in face order), the
+negative evidence of every person (the same, `store.negatives`), every visitor with its faces and rejections, the
+merges of visitors into persons that can be found, the crops the event log refers to, and the event log itself
+(oldest first, so the destination's ids increase in the same order).
 
 The interface has no way to create a visitor under a given name (`VisitorStore` only mints ``visitor-N`` through
 ``match_or_create``) and no way to list merges. So, with what the interface allows:
@@ -18,10 +19,10 @@ The interface has no way to create a visitor under a given name (`VisitorStore` 
   (visitors, event names, ``merged_visitor`` fields).
 - The event log is read oldest first, paged by id (``EventQuery(after_id=..., oldest_first=True)``).
 
-Timestamps that the interface sets itself (person created / last seen, face added, visitor first / last seen,
-crop time) become the time of the migration (crops: the capture time of their event); crops are re-encoded by
-``put_crop``. Live tracks are not copied (they expire within seconds anyway). Stop the workers first: a store
-written during the copy fails the verification.
+Timestamps that the interface sets itself (person created / last seen, face added, negative face added, visitor
+first / last seen, crop time) become the time of the migration (crops: the capture time of their event); crops are
+re-encoded by ``put_crop``. Live tracks are not copied (they expire within seconds anyway). Stop the workers first:
+a store written during the copy fails the verification.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ GAPS = (
     "match_or_create (placeholders keep the numbers), so their first/last seen become the migration time",
     "VisitorStore has no merges() listing: merges are found by probing merged_into for visitor-1..N, N the highest "
     "visitor number the source still mentions",
-    "PersonGallery.add_person takes no timestamps: person created/last_seen and face created become the "
-    "migration time",
+    "PersonGallery.add_person and NegativeStore.add take no timestamps: person created/last_seen and face created "
+    "become the migration time",
     "MediaStore has no put of raw JPEG bytes, no listing and no crop time: crops referenced by events are decoded "
     "and re-encoded (not byte-equal), timed by their event's capture time; crops no event names are not copied",
     "LiveTracks are not copied (they expire within retention.live_ttl_s)",
@@ -73,6 +74,8 @@ class MigrationReport:
     destination: str
     persons: int
     person_faces: int
+    negatives: int  # persons with negative evidence
+    negative_faces: int
     visitors: int
     visitor_faces: int
     rejections: int
@@ -91,7 +94,8 @@ class MigrationReport:
 
     def to_json(self) -> dict:
         return {"source": self.source, "destination": self.destination, "ok": self.ok,
-                "copied": {"persons": self.persons, "person_faces": self.person_faces, "visitors": self.visitors,
+                "copied": {"persons": self.persons, "person_faces": self.person_faces, "negatives": self.negatives,
+                           "negative_faces": self.negative_faces, "visitors": self.visitors,
                            "visitor_faces": self.visitor_faces, "rejections": self.rejections,
                            "merges": self.merges, "events": self.events, "crops": self.crops,
                            "crops_missing_in_source": self.crops_missing},
@@ -166,11 +170,12 @@ def check_empty(dst: Store) -> None:
     """A destination holding anything is refused: a copy into it could not be verified, and merging two stores'
     visitor numbers and event ids is not what a migration does."""
     persons, visitors = len(dst.persons.persons()), len(dst.visitors.list())
+    negatives = sum(dst.negatives.counts().values())
     events = len(dst.events.query(EventQuery(limit=1)))
-    if persons or visitors or events:
-        raise InputError(f"the destination {dst.describe()} is not empty ({persons} person(s), {visitors} "
-                         f"visitor(s), {'some' if events else 'no'} events): migrate into an empty store (a new "
-                         "directory, database or store.prefix)")
+    if persons or visitors or negatives or events:
+        raise InputError(f"the destination {dst.describe()} is not empty ({persons} person(s), {negatives} negative "
+                         f"face(s), {visitors} visitor(s), {'some' if events else 'no'} events): migrate into an "
+                         "empty store (a new directory, database or store.prefix)")
 
 
 def copy_persons(src: Store, dst: Store) -> int:
@@ -178,6 +183,16 @@ def copy_persons(src: Store, dst: Store) -> int:
     for person in src.persons.persons():
         stored = src.persons.faces_of(person.name)
         dst.persons.add_person(person.name, samples(stored))
+        faces += len(stored)
+    return faces
+
+
+def copy_negatives(src: Store, dst: Store) -> int:
+    """Every person's negative evidence, in face order; how many faces."""
+    faces = 0
+    for person in sorted(src.negatives.counts()):
+        stored = src.negatives.faces_of(person)
+        dst.negatives.add(person, samples(stored))
         faces += len(stored)
     return faces
 
@@ -294,6 +309,8 @@ def _event_key(event: LoggedEvent) -> tuple:
 def verify(src: Store, dst: Store, plan: VisitorPlan, src_events: list[LoggedEvent],
            renamed: dict[str, str]) -> tuple[Check, ...]:
     checks = _gallery_checks("persons", _by_person(src.persons.all_faces()), _by_person(dst.persons.all_faces()))
+    checks += _gallery_checks("negatives", _by_person(src.negatives.all_faces()),
+                              _by_person(dst.negatives.all_faces()))
     checks += _gallery_checks("visitors", _by_person([f for fs in plan.live.values() for f in fs], renamed),
                               _by_person(dst.visitors.all_faces()))
     want_rej = {renamed.get(k, k): v for k, v in plan.rejections.items()}
@@ -317,12 +334,14 @@ def migrate(src: Store, dst: Store, progress: Callable[[str], None] = lambda _: 
     plan = plan_visitors(src, events)
     progress(f"source: {len(src.persons.persons())} person(s), {len(plan.live)} visitor(s), {len(events)} event(s)")
     person_faces = copy_persons(src, dst)
-    progress(f"copied {person_faces} person face(s)")
+    negative_faces = copy_negatives(src, dst)
+    progress(f"copied {person_faces} person face(s), {negative_faces} negative face(s)")
     visitors = copy_visitors(plan, dst)
     crops, missing = copy_crops(src, dst, events)
     copied_events = copy_events(dst, events, visitors.renamed)
     progress(f"copied {visitors.faces} visitor face(s), {crops} crop(s), {copied_events} event(s); verifying")
     checks = verify(src, dst, plan, events, visitors.renamed)
-    return MigrationReport(src.describe(), dst.describe(), len(src.persons.persons()), person_faces, len(plan.live),
-                           visitors.faces, sum(map(len, plan.rejections.values())), len(plan.merges),
-                           copied_events, crops, missing, visitors.renamed, time.perf_counter() - t0, checks)
+    return MigrationReport(src.describe(), dst.describe(), len(src.persons.persons()), person_faces,
+                           len(src.negatives.counts()), negative_faces, len(plan.live), visitors.faces,
+                           sum(map(len, plan.rejections.values())), len(plan.merges), copied_events, crops, missing,
+                           visitors.renamed, time.perf_counter() - t0, checks)

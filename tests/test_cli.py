@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from store import open_store
+from store.config import GalleryConfig, LocalStoreConfig
+from store.migrate import samples
 from tests.conftest import require_data
 
 pytestmark = pytest.mark.slow
@@ -74,9 +77,13 @@ def test_gallery_list_export_remove(cli, gallery, tmp_path, people):
     assert out.exists() and "person0" in out.read_text()
     copy = tmp_path / "g2"
     assert cli("enroll", "solo", people[3][0], "--gallery", copy).code == 0
+    with open_store(LocalStoreConfig(path=copy), GalleryConfig()) as store:  # an operator said "not solo" once
+        store.negatives.add("solo", samples(store.persons.faces_of("solo")))
     r = cli("gallery", "remove", "solo", "--gallery", copy)
-    assert r.code == 0 and "removed solo: 1 face(s)" in r.out
+    assert r.code == 0 and "removed solo: 1 face(s) and 1 negative face(s)" in r.out
     assert json.loads(cli("gallery", "list", "--gallery", copy, "--json").out)["persons"] == []
+    with open_store(LocalStoreConfig(path=copy), GalleryConfig()) as store:
+        assert store.negatives.counts() == {}
     r = cli("gallery", "remove", "nobody", "--gallery", copy)
     assert r.code == 2 and "nobody" in r.err
     audit = json.loads(cli("audit", "list", "--gallery", copy, "--json").out)["records"]

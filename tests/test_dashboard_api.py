@@ -92,6 +92,7 @@ def site(tmp_path):
     now = time.time()
     store.persons.add_person("Ann", [_face(1)])
     store.persons.add_person(XSS, [_face(2)])
+    store.negatives.add(XSS, [_face(4)])  # an operator once said a track named so was not them
     visitor = store.visitors.match_or_create([_face(3)], 0.9, 5).visitor
     crop = store.media.put_crop("cam1", 7, np.full((32, 32, 3), 200, np.uint8))
     store.events.append([EventRecord(_event("track_started", 7, None, now - 30)),
@@ -220,10 +221,11 @@ def test_actions_need_admin_and_csrf_and_change_the_store(site):
     assert status == 200 and body["events_unnamed"] == 2
     assert admin.post_json("/api/tracks/cam1/7/reject", {"name": "Ann"})[0] == 404
     status, body = admin.post_json(f"/api/persons/{urllib.parse.quote(XSS, safe='')}/remove", {})
-    assert status == 200 and body["faces_removed"] == 1
+    assert status == 200 and body["faces_removed"] == 1 and body["negatives_removed"] == 1
     store = open_store(LocalStoreConfig(path=site["dir"]), GalleryConfig())
     try:
         assert sorted(p.name for p in store.persons.persons()) == ["Ann", "Carol"]
+        assert store.negatives.counts() == {}
         assert [e.event.name for e in store.events.query(EventQuery(camera="cam2"))] == ["Carol"]
         assert not any(e.event.name == "Ann" and e.event.track == 7 for e in store.events.query(EventQuery()))
     finally:

@@ -37,6 +37,11 @@ def face(vector: np.ndarray) -> FaceSample:
     return FaceSample(vector, crop, np.arange(10, dtype=np.float32).reshape(5, 2), "photo.jpg")
 
 
+def negative_vectors() -> np.ndarray:
+    """The embeddings of the negative evidence ``filled`` keeps for alice."""
+    return unit(np.random.default_rng(7), 2)
+
+
 def opened(directory: Path, key: Path | None, create: bool = False):
     return open_store(LocalStoreConfig(path=directory, encryption_key_file=key), GalleryConfig(), model="dlib",
                       dim=DIM, create=create)
@@ -48,6 +53,7 @@ def filled(tmp_path: Path, key: Path | None) -> tuple[Path, np.ndarray]:
     with opened(directory, key, create=True) as store:
         store.persons.add_person("alice", [face(v) for v in vectors])
         store.visitors.match_or_create([face(unit(np.random.default_rng(5), 1)[0])], 0.9, 5)
+        store.negatives.add("alice", [face(v) for v in negative_vectors()])
         store.media.put_crop("cam1", 7, face(vectors[0]).crop)
     return directory, vectors
 
@@ -64,8 +70,10 @@ def test_nothing_plain_on_disk_and_round_trip(tmp_path):
     for embedding, crop in rows:
         assert not any(v.tobytes() in embedding for v in vectors)
         assert JPEG_MAGIC not in crop
+    negatives = sqlite3.connect(directory / "negatives" / "gallery.sqlite").execute("SELECT crop FROM faces")
+    assert [JPEG_MAGIC in crop for (crop,) in negatives.fetchall()] == [False, False]
     for path, data in disk_bytes(directory):  # sqlite files, WAL, index.faiss, crop files
-        for v in vectors:
+        for v in [*vectors, *negative_vectors()]:
             assert v.tobytes() not in data, path
             assert v[:8].tobytes() not in data, path
         if path.suffix == ".jpg":
@@ -76,6 +84,9 @@ def test_nothing_plain_on_disk_and_round_trip(tmp_path):
         np.testing.assert_array_equal(np.stack([f.embedding for f in got]), vectors)
         assert got[0].crop.shape == (48, 40, 3)
         assert store.media.get_crop("cam1/7").startswith(JPEG_MAGIC)
+        kept = store.negatives.faces_of("alice")
+        np.testing.assert_array_equal(np.stack([f.embedding for f in kept]), negative_vectors())
+        assert kept[0].crop.shape == (48, 40, 3)
 
 
 def test_plain_store_is_unchanged(tmp_path):
@@ -137,8 +148,12 @@ def test_rekey_then_old_key_refused_new_key_works(tmp_path):
         assert store.persons.search(vectors[1:2], 1)[0][0].name == "alice"
         assert store.media.get_crop("cam1/7").startswith(JPEG_MAGIC)
         assert len(store.visitors.gallery.all_faces()) == 1
+        assert store.negatives.search(negative_vectors()[1:], 1)[0][0].name == "alice"
+        assert len(store.negatives.faces_of("alice")) == 2
+    assert "negatives 2" in done.stdout, done.stdout
     again = run_cli("store", "rekey", "--new-key-file", str(new), config=config)  # a rerun after a crash finishes
     assert again.returncode == 0 and "persons already on the new key" in again.stdout, again.stderr
+    assert "negatives already on the new key" in again.stdout
     stranger = key_file(tmp_path, "stranger")
     config.write_text(f"store:\n  type: local\n  path: {directory}\n  encryption_key_file: {stranger}\n")
     refused = run_cli("store", "rekey", "--new-key-file", str(old), config=config)

@@ -20,7 +20,7 @@ from store.crypto import Cipher, load_key
 from store.redis.keys import REKEY_FIELD, StoreKeys
 from store.redis.rekey import rekey_redis
 from store.types import CameraStatus
-from tests.test_encryption import DIM, JPEG_MAGIC, face, key_file, unit
+from tests.test_encryption import DIM, JPEG_MAGIC, face, key_file, negative_vectors, unit
 
 
 def cfg_of(url: str, tmp_path: Path, key: Path | None) -> RedisStoreConfig:
@@ -37,12 +37,14 @@ def filled(cfg: RedisStoreConfig) -> tuple[np.ndarray, dict[str, bytes]]:
     with opened(cfg, create=True) as store:
         store.persons.add_person("alice", [face(v) for v in vectors])
         store.visitors.match_or_create([face(unit(np.random.default_rng(5), 1)[0])], 0.9, 5)
+        store.negatives.add("alice", [face(v) for v in negative_vectors()])
         key = store.media.put_crop("cam1", 7, face(vectors[0]).crop)
         status = CameraStatus(camera="cam1", worker="w1", fps=10.0, frames=10, dropped=0, tracks=0, width=1280,
                               height=720, updated_ts=1.0)
         store.live.put_camera(status, JPEG_MAGIC + b"preview" * 9, 60)
         plain = store.media.get_crop(key)
     needles = {f"embedding {i}": v.tobytes() for i, v in enumerate(vectors)}
+    needles.update({f"negative embedding {i}": v.tobytes() for i, v in enumerate(negative_vectors())})
     needles.update({"embedding head": vectors[0][:8].tobytes(), "track crop": plain, "jpeg": JPEG_MAGIC})
     return vectors, needles
 
@@ -72,6 +74,8 @@ def test_nothing_plain_in_redis_and_round_trip(redis_url, tmp_path):
         assert store.media.get_crop("cam1/7").startswith(JPEG_MAGIC)
         assert store.live.preview("cam1").startswith(JPEG_MAGIC)
         assert len(store.visitors.gallery.all_faces()) == 1
+        kept = store.negatives.faces_of("alice")
+        np.testing.assert_array_equal(np.stack([f.embedding for f in kept]), negative_vectors())
 
 
 def test_plain_redis_store_keeps_plain_bytes(redis_url, tmp_path):
@@ -158,7 +162,8 @@ def test_a_rekey_refuses_running_workers_and_resumes_after_a_stop(redis_url, tmp
     with pytest.raises(GalleryError, match="another key stopped part-way"):
         rekey_redis(cfg, old, Cipher(load_key(key_file(tmp_path, "third")), "third"))
     done = rekey_redis(cfg, old, new)
-    assert done["persons"] == 3 and done["visitors"] == 1 and done["crops"] == 1
+    assert done["persons"] == 3 and done["visitors"] == 1 and done["negatives"] == 2 and done["crops"] == 1
     assert rekey_redis(cfg, new, new)["persons"] == 0  # everything already opens with the key: nothing rewritten
     with opened(cfg.model_copy(update={"encryption_key_file": new_file})) as store:
         assert store.persons.search(vectors[2:3], 1)[0][0].name == "alice"
+        assert store.negatives.search(negative_vectors()[:1], 1)[0][0].name == "alice"

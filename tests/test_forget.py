@@ -62,9 +62,12 @@ def test_forget_leaves_no_byte_of_the_person_in_a_local_store(engine, cli, tmp_p
         embeddings = [f.embedding.astype(np.float32).tobytes() for f in store.persons.faces_of(DEMO_NAME)]
         named = store.events.query(EventQuery(identity=DEMO_NAME))
         crops = [store.media.get_crop(e.crop) for e in named if e.crop]
+        stranger = -np.asarray(store.persons.faces_of(DEMO_NAME)[0].embedding, np.float32)  # "not her" evidence
+        store.negatives.add(DEMO_NAME, [FaceSample(stranger, np.full((40, 40, 3), 90, np.uint8),
+                                                   np.zeros((5, 2), np.float32), "camera:cam/track:99")])
     assert named and crops, "her track ended with a crop"
     needles = {"name": DEMO_NAME.encode("utf-8"), **{f"embedding {i}": e for i, e in enumerate(embeddings)},
-               **{f"crop {i}": c for i, c in enumerate(crops)}}
+               **{f"crop {i}": c for i, c in enumerate(crops)}, "negative embedding": stranger.tobytes()}
     assert set(holders(store_bytes(directory), needles)) == set(needles)  # every needle is there before
 
     cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
@@ -72,7 +75,7 @@ def test_forget_leaves_no_byte_of_the_person_in_a_local_store(engine, cli, tmp_p
     assert forgot.code == 0, forgot.out + forgot.err
     report = json.loads((tmp_path / "forget.json").read_text())
     assert report["faces"] == 1 and report["events"] == len(named) and report["crops"] == len(crops)
-    assert report["left"] == []
+    assert report["negatives"] == 1 and report["left"] == []
 
     assert holders(store_bytes(directory), needles) == {}
     again = cli("identify", tmp_path / "photo.png", "--gallery", directory, "--json")
@@ -117,7 +120,9 @@ def _seeded_redis_store(url: str, prefix: str):
     visitor = store.visitors.match_or_create([FaceSample(-vectors[0], crop, np.zeros((5, 2), np.float32), "c")],
                                              0.9, 5).visitor
     merge_visitor(store, visitor, NAME)
-    needles = {"name": NAME.encode("utf-8"), "crop": store.media.get_crop(key),
+    stranger = -vectors[1]  # negative evidence: a face that is not NAME, kept under NAME
+    store.negatives.add(NAME, [FaceSample(stranger, crop, np.zeros((5, 2), np.float32), "camera:cam/track:4")])
+    needles = {"name": NAME.encode("utf-8"), "crop": store.media.get_crop(key), "negative": stranger.tobytes(),
                **{f"embedding {i}": v.tobytes() for i, v in enumerate(vectors)}}
     return store, needles
 
@@ -144,7 +149,7 @@ def test_forget_leaves_no_embedding_or_crop_in_any_redis_key(seeded, redis_url):
     store, needles, prefix = seeded
     assert set(holders(_dumps(redis_url, prefix), needles)) == set(needles)
     report = forget(store, NAME)
-    assert (report.faces, report.events, report.crops, report.live_tracks) == (2, 1, 1, 1)
+    assert (report.faces, report.events, report.crops, report.live_tracks, report.negatives) == (2, 1, 1, 1, 1)
     assert store.events.query(EventQuery(identity=NAME)) == [] and len(store.events.query(EventQuery())) == 20
     assert (report.rejections, report.merges, report.left) == (0, 1, ())
     assert holders(_dumps(redis_url, prefix), needles) == {}

@@ -1,5 +1,5 @@
-"""`argusnet store migrate`: local -> Redis -> local keeps persons, visitors (numbers, faces, rejections, merges),
-crops and the event log; bad input is refused with exit 2."""
+"""`argusnet store migrate`: local -> Redis -> local keeps persons, negative evidence, visitors (numbers, faces,
+rejections, merges), crops and the event log; bad input is refused with exit 2."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 import time
 
 import numpy as np
+import pytest
 
+from shared.errors import InputError
 from shared.protocol import TrackEvent
 from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
 from store.identity import merge_visitor
-from store.migrate import read_events
+from store.migrate import check_empty, read_events
 from store.types import EventRecord, FaceSample
 
 DIM = 128
@@ -39,12 +41,15 @@ def open_local(path, create: bool = True):
 
 
 def build_source(path) -> None:
-    """Persons Ada (3 faces) and Bob (2); visitor-1 (2 faces, not Ada), visitor-2 merged into Bob, visitor-3
-    expired (events still name it), visitor-4; events naming all of them, two with crops."""
+    """Persons Ada (3 faces) and Bob (2); negative evidence for Ada (2 faces) and for Cy, who is not enrolled (1);
+    visitor-1 (2 faces, not Ada), visitor-2 merged into Bob, visitor-3 expired (events still name it), visitor-4;
+    events naming all of them, two with crops."""
     rng = np.random.default_rng(11)
     with open_local(path) as store:
         store.persons.add_person("Ada", [face(rng) for _ in range(3)])
         store.persons.add_person("Bob", [face(rng) for _ in range(2)])
+        store.negatives.add("Ada", [face(rng, "camera:cam-a/track:5"), face(rng, "camera:cam-a/track:6")])
+        store.negatives.add("Cy", [face(rng, "camera:cam-a/track:7")])
         names = [store.visitors.match_or_create([face(rng, "camera:cam-a/track:1"), face(rng)], 2.0, 5).visitor
                  for _ in range(3)]
         assert names == ["visitor-1", "visitor-2", "visitor-3"]
@@ -77,6 +82,8 @@ def snapshot(store) -> dict:
     crops = sorted({e.crop for e in events if e.crop})
     return {"persons": [(p.name, p.faces) for p in store.persons.persons()],
             "person_faces": faces(store.persons.all_faces()),
+            "negatives": store.negatives.counts(),
+            "negative_faces": faces(store.negatives.all_faces()),
             "visitors": [(v.visitor, v.faces, v.rejected) for v in store.visitors.list()],
             "visitor_faces": faces(store.visitors.all_faces()),
             "merges": {f"visitor-{n}": store.visitors.merged_into(f"visitor-{n}") for n in range(1, 6)},
@@ -96,12 +103,14 @@ def assert_same_store(a_path, b_path) -> None:
         want, got = snapshot(a), snapshot(b)
         assert got == want
         assert want["merges"]["visitor-2"] == "Bob" and want["merges"]["visitor-3"] is None
+        assert want["negatives"] == {"Ada": 2, "Cy": 1}
+        assert [f[3] for f in want["negative_faces"]] == [f"camera:cam-a/track:{t}" for t in (5, 6, 7)]
         assert [v[0] for v in want["visitors"]] == ["visitor-1", "visitor-4"]
         # the visitor counter went on from the source's numbers: the next stranger is visitor-5
         assert b.visitors.match_or_create([face(np.random.default_rng(5))], 2.0, 5).visitor == "visitor-5"
 
 
-EXPECTED_COPY = {"persons": 2, "person_faces": 5, "visitors": 2, "visitor_faces": 3, "rejections": 1, "merges": 1,
+EXPECTED_COPY = {"persons": 2, "person_faces": 5, "negatives": 2, "negative_faces": 3, "visitors": 2, "visitor_faces": 3, "rejections": 1, "merges": 1,
                  "events": 8, "crops": 2, "crops_missing_in_source": 1}
 
 
@@ -112,6 +121,8 @@ def test_local_to_local_copy_is_equal(tmp_path, cli):
     report = json.loads(r.out)
     assert report["ok"] and report["renamed_visitors"] == {} and report["copied"] == EXPECTED_COPY
     assert all(c["ok"] for c in report["checks"]) and report["not_copied"]
+    checked = {c["name"]: (c["source"], c["destination"]) for c in report["checks"]}
+    assert checked["negatives"] == (2, 2) and checked["negatives: byte-equal embeddings"] == (3, 3)
     assert_same_store(tmp_path / "a", tmp_path / "b")
 
 
@@ -158,3 +169,11 @@ def test_bad_input_is_refused_with_exit_2(tmp_path, cli, redis_url):
     assert cli("store", "migrate", "--from", f"local:{tmp_path / 'a'}", "--to", f"local:{tmp_path / 'b'}").code == 0
     r = cli("store", "migrate", "--from", f"local:{tmp_path / 'a'}", "--to", f"local:{tmp_path / 'b'}")
     assert r.code == 2 and "is not empty" in r.err
+
+
+def test_a_destination_holding_only_negative_evidence_is_not_empty(tmp_path):
+    with open_local(tmp_path / "d") as dst:
+        check_empty(dst)
+        dst.negatives.add("Ada", [face(np.random.default_rng(3))])
+        with pytest.raises(InputError, match="1 negative face"):
+            check_empty(dst)

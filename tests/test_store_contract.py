@@ -11,19 +11,21 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from shared.errors import GalleryError
 from shared.protocol import TrackEvent
 from store import open_store
 from store.base import Store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig, RetentionConfig, VisitorConfig
-from store.identity import merge_visitor, promote_visitor
+from store.identity import merge_visitor, promote_visitor, remove_person
 from store.retention import RetentionJob
 from store.types import CameraStatus, EventQuery, EventRecord, FaceSample, LiveTrack
 
@@ -53,8 +55,8 @@ def backend(request) -> str:
 def opener(backend, tmp_path):
     opened: list[Store] = []
 
-    def open_(create: bool = True, model: str | None = MODEL) -> Store:
-        store = open_store(store_config(backend, tmp_path), GalleryConfig(), model, DIM, create=create)
+    def open_(create: bool = True, model: str | None = MODEL, gallery: GalleryConfig | None = None) -> Store:
+        store = open_store(store_config(backend, tmp_path), gallery or GalleryConfig(), model, DIM, create=create)
         opened.append(store)
         return store
 
@@ -212,6 +214,166 @@ def test_merge_moves_history_to_the_person_and_the_visitor_stops_answering(opene
     assert [(t.name, t.visitor) for t in store.live.alive()] == [("Grace", False)]
 
 
+# ------------------------------------------------------------------------------------------------ negative evidence
+def drop_negatives(backend: str, where: Path) -> None:
+    """What a store made before negative evidence existed looks like: no negatives gallery at all."""
+    if backend == "local":
+        shutil.rmtree(where / "store" / "negatives")
+        return
+    cfg = store_config(backend, where)
+    client = redis.Redis.from_url(cfg.url)
+    try:
+        keys = list(client.scan_iter(match=f"{cfg.prefix}:negatives:*"))
+        assert keys  # the gallery was there: this removes it
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
+def test_negatives_add_search_faces_of_remove_face_erase_counts(opener):
+    rng = np.random.default_rng(20)
+    store = opener()
+    ann, bob = unit(rng, 3), unit(rng, 1)
+    store.persons.add_person("Ann", [face(unit(rng)[0])])
+    ids = store.negatives.add("Ann", [face(v, f"camera:cam/track:{i}") for i, v in enumerate(ann)])
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert store.negatives.add("Bob", [face(bob[0])]) != ids
+    assert store.negatives.counts() == {"Ann": 3, "Bob": 1}
+    assert [p.name for p in store.persons.persons()] == ["Ann"]  # the person gallery is untouched
+    hits = store.negatives.search(np.stack([ann[1], bob[0]]), 5)
+    assert [h.name for h in hits[0]] == ["Ann", "Bob"] and hits[0][0].face_id == ids[1]
+    assert hits[0][0].similarity == pytest.approx(1.0, abs=1e-5) and hits[1][0].name == "Bob"
+    faces = store.negatives.faces_of("Ann")
+    assert [f.face_id for f in faces] == ids and [f.source for f in faces][1] == "camera:cam/track:1"
+    assert np.allclose(faces[2].embedding, ann[2]) and faces[0].crop.shape == (48, 40, 3)
+    assert store.negatives.faces_of("Nobody") == []
+    assert store.negatives.remove_face("Ann", ids[1])
+    assert not store.negatives.remove_face("Ann", ids[1])  # gone already
+    assert not store.negatives.remove_face("Bob", ids[0])  # a face of another person
+    assert not store.negatives.remove_face("Nobody", ids[0])
+    assert store.negatives.search(ann[1:2], 5)[0][0].face_id != ids[1]
+    assert store.negatives.counts() == {"Ann": 2, "Bob": 1}
+    assert store.negatives.erase("Ann") == 2 and store.negatives.erase("Ann") == 0
+    assert store.negatives.counts() == {"Bob": 1} and store.negatives.faces_of("Ann") == []
+    assert [h.name for h in store.negatives.search(ann, 5)[0]] == ["Bob"]
+    only = store.negatives.faces_of("Bob")[0].face_id
+    assert store.negatives.remove_face("Bob", only) and store.negatives.counts() == {}  # the last face takes the name
+    assert store.negatives.search(bob, 3) == [[]] and len(store.negatives.all_faces()) == 0
+
+
+def test_negatives_refuse_empty_names_visitor_ids_and_no_faces(opener):
+    rng = np.random.default_rng(21)
+    store = opener()
+    for name in ("", "   ", "visitor-3"):
+        with pytest.raises(GalleryError):
+            store.negatives.add(name, [face(unit(rng)[0])])
+    with pytest.raises(GalleryError, match="no faces"):
+        store.negatives.add("Ann", [])
+    with pytest.raises(ValueError, match="shape"):  # another embedder's vectors: nothing written
+        store.negatives.add("Ann", [face(unit(rng)[0]), face(np.ones(DIM + 1, np.float32))])
+    assert store.negatives.counts() == {} and store.negatives.all_faces() == []
+
+
+def test_negatives_reach_another_opener_on_sync_and_survive_reopen(opener):
+    rng = np.random.default_rng(22)
+    reader, writer = opener(), opener()
+    vectors = unit(rng, 2)
+    assert not reader.negatives.sync()
+    ids = writer.negatives.add("Cleo", [face(v) for v in vectors])
+    assert reader.negatives.search(vectors[:1], 1) == [[]]  # not before sync
+    assert reader.negatives.sync()
+    assert reader.negatives.search(vectors[:1], 1)[0][0].name == "Cleo"
+    assert reader.negatives.counts() == {"Cleo": 2}
+    assert writer.negatives.remove_face("Cleo", ids[0])
+    assert reader.negatives.sync()
+    assert [h.face_id for h in reader.negatives.search(vectors[:1], 2)[0]] == [ids[1]]
+    writer.close()
+    reader.close()
+    again = opener(create=False)
+    assert again.negatives.counts() == {"Cleo": 1}
+    assert again.negatives.search(vectors[1:], 1)[0][0].face_id == ids[1]
+    assert again.negatives.model == MODEL
+
+
+def test_removing_a_face_of_an_hnsw_gallery_keeps_the_index_right(opener):
+    rng = np.random.default_rng(23)
+    small = GalleryConfig(hnsw_above=2)
+    store = opener(gallery=small)
+    vectors = unit(rng, 6)
+    ids = store.negatives.add("Dan", [face(v) for v in vectors])
+    for face_id in ids[:2]:
+        assert store.negatives.remove_face("Dan", face_id)
+    assert all(h.face_id in ids[2:] for hits in store.negatives.search(vectors[:2], 6) for h in hits)
+    found = store.negatives.search(vectors, 1)
+    assert [hits[0].face_id if hits else None for hits in found][2:] == ids[2:]
+    store.close()
+    again = opener(create=False, gallery=small)
+    assert again.negatives.counts() == {"Dan": 4}
+    assert [hits[0].face_id for hits in again.negatives.search(vectors[2:], 1)] == ids[2:]
+
+
+def test_a_store_made_before_negative_evidence_opens_and_gets_it(opener, backend, tmp_path):
+    rng = np.random.default_rng(24)
+    first = opener()
+    vector = unit(rng)
+    first.persons.add_person("Eve", [face(vector[0])])
+    first.close()
+    drop_negatives(backend, tmp_path)
+    old = opener(create=False)
+    assert old.persons.search(vector, 1)[0][0].name == "Eve"
+    assert old.negatives.counts() == {} and old.negatives.model == MODEL
+    old.negatives.add("Eve", [face(vector[0])])
+    old.close()
+    assert opener(create=False).negatives.counts() == {"Eve": 1}
+
+
+def test_removing_a_person_erases_their_negative_evidence(opener):
+    rng = np.random.default_rng(25)
+    store = opener()
+    store.persons.add_person("Fay", [face(v) for v in unit(rng, 2)])
+    store.negatives.add("Fay", [face(unit(rng)[0])])
+    store.negatives.add("Gus", [face(unit(rng)[0])])
+    with pytest.raises(GalleryError, match="no person named 'Gus'"):
+        remove_person(store, "Gus")  # nobody enrolled so: nothing changes
+    assert store.negatives.counts() == {"Fay": 1, "Gus": 1}
+    removed = remove_person(store, "Fay")
+    assert (removed.faces, removed.negatives) == (2, 1)
+    assert store.persons.persons() == [] and store.negatives.counts() == {"Gus": 1}
+
+
+def test_negatives_follow_the_persons_embedder_through_a_reembed(opener):
+    rng = np.random.default_rng(26)
+    store = opener()
+    store.persons.add_person("Hal", [face(unit(rng)[0])])
+    store.negatives.add("Hal", [face(unit(rng)[0])])
+    for part in (store.persons, store.visitors):  # a reembed that stopped before the negatives
+        part.replace_embeddings("model_2", DIM, {f.face_id: unit(rng)[0] for f in part.all_faces()})
+    store.close()
+    with pytest.raises(GalleryError, match="negative.*holds test_model embeddings"):
+        opener(create=False, model="model_2")
+    store = opener(create=False, model=None)
+    fresh = {f.face_id: unit(rng)[0] for f in store.negatives.all_faces()}
+    store.negatives.replace_embeddings("model_2", DIM, fresh)
+    store.close()
+    again = opener(create=False, model="model_2")
+    assert again.negatives.model == "model_2"
+    (face_id, vector), = fresh.items()
+    assert again.negatives.search(vector[None], 1)[0][0].face_id == face_id
+
+
+def test_forget_erases_a_name_that_only_negative_evidence_holds(opener):
+    from store.forget import forget
+
+    rng = np.random.default_rng(27)
+    store = opener()
+    store.negatives.add("Ivy", [face(v) for v in unit(rng, 2)])
+    report = forget(store, "Ivy")
+    assert (report.negatives, report.faces, report.left) == (2, 0, ())
+    assert store.negatives.counts() == {}
+    with pytest.raises(GalleryError, match="holds nothing of 'Ivy'"):
+        forget(store, "Ivy")
+
+
 # ------------------------------------------------------------------------------------------------ media
 def test_crops_round_trip_and_expire(opener):
     store = opener()
@@ -342,6 +504,8 @@ def _seed_identity(store: Store, rng: np.random.Generator, name: str) -> dict:
     Bob, who must survive."""
     store.persons.add_person(name, [face(v, shade=40) for v in unit(rng, 2)])
     store.persons.add_person("Bob", [face(unit(rng)[0])])
+    store.negatives.add(name, [face(v, "camera:cam/track:8") for v in unit(rng, 2)])
+    store.negatives.add("Bob", [face(unit(rng)[0], "camera:cam/track:9")])
     merged = store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5).visitor
     other = store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5).visitor
     store.visitors.reject(other, name)
@@ -378,6 +542,8 @@ def test_forget_erases_faces_events_live_tracks_and_crops_of_one_person(opener, 
     assert store.media.get_crop(seeded["bobs"])
     assert (report.rejections, report.merges, report.left) == (1, 1, ())
     assert store.visitors.rejections() == {} and store.visitors.merged_into(seeded["merged"]) is None
+    assert report.negatives == 2 and report.to_json()["negatives"] == 2
+    assert store.negatives.counts() == {"Bob": 1} and store.negatives.faces_of("Alice") == []
     with pytest.raises(GalleryError, match="holds nothing of 'Alice'"):
         forget(store, "Alice")
 

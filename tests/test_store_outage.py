@@ -192,6 +192,21 @@ def test_store_metrics_exist_from_the_start_and_a_local_store_writes_at_once(tmp
         assert store.pending() == {k: 0 for k in m.STORE_BUFFER_KINDS}
 
 
+def test_a_workers_store_times_negative_evidence(tmp_path):
+    registry = CollectorRegistry()
+    with BufferedStore(open_(LocalStoreConfig(path=tmp_path / "store")), registry) as store:
+        vector = unit(np.random.default_rng(3))
+        [face_id] = store.negatives.add("Ann", [face(vector[0])])
+        assert store.negatives.search(vector, 1)[0][0].face_id == face_id
+        assert store.negatives.counts() == {"Ann": 1} and store.negatives.model == MODEL
+        assert sample(registry, m.STORE_LATENCY + "_count", operation="write_negatives") == 1
+        assert sample(registry, m.STORE_LATENCY + "_count", operation="search_negatives") == 1
+        assert sample(registry, m.STORE_LATENCY + "_count", operation="read_negatives") == 1
+        assert not store.negatives.sync()
+        assert sample(registry, m.STORE_LATENCY + "_count", operation="sync_negatives") == 1
+        assert store.negatives.erase("Ann") == 1 and store.negatives.faces_of("Ann") == []
+
+
 # ------------------------------------------------------------------------------------------------ the worker
 def wait_available(store: BufferedStore, timeout: float = 15.0) -> None:
     """Until a retry of the store succeeded (the delay between retries may have grown to MAX_RETRY_S)."""

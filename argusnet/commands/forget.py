@@ -12,13 +12,14 @@ from argusnet.commands.common import add_gallery_arg, config_from, open_cli_stor
 from shared.errors import EXIT_FAILURE, EXIT_OK
 from store.forget import ForgetReport, forget
 
-KINDS = (("faces", "face(s)"), ("visitor_faces", "visitor face(s)"), ("rejections", "rejection(s)"),
-         ("merges", "merge(s)"), ("events", "event(s)"), ("crops", "crop(s)"), ("live_tracks", "live track(s)"))
+KINDS = (("faces", "face(s)"), ("negatives", "negative face(s)"), ("visitor_faces", "visitor face(s)"),
+         ("rejections", "rejection(s)"), ("merges", "merge(s)"), ("events", "event(s)"), ("crops", "crop(s)"),
+         ("live_tracks", "live track(s)"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("forget", help="erase a person or visitor everywhere: faces, visitor faces, rejections, "
-                       "merges, events, crops, live tracks", description=__doc__)
+    p = sub.add_parser("forget", help="erase a person or visitor everywhere: faces, negative evidence, visitor "
+                       "faces, rejections, merges, events, crops, live tracks", description=__doc__)
     p.add_argument("name", metavar="PERSON|visitor-N")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report as JSON here")
     add_gallery_arg(p)

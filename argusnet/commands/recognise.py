@@ -25,6 +25,7 @@ from shared.errors import GalleryMissingError, InputError
 from shared.images import read_image
 from store.base import PersonGallery
 from store.export import export_gallery
+from store.identity import remove_person
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gallery_arg(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=cmd_gallery_list)
-    p = g.add_parser("remove", help="remove a person and all their faces")
+    p = g.add_parser("remove", help="remove a person, all their faces and their negative evidence")
     p.add_argument("name")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_gallery_remove)
@@ -61,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, metavar="OUT")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_gallery_export)
-    p = g.add_parser("reembed", help="recompute every embedding (persons and visitors) from the stored crops with "
-                     "the configured model")
+    p = g.add_parser("reembed", help="recompute every embedding (persons, visitors and negative evidence) from the "
+                     "stored crops with the configured model")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_gallery_reembed)
 
@@ -197,9 +198,10 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 def cmd_gallery_remove(args: argparse.Namespace) -> int:
     with open_cli_store(args, config_from(args)) as store:
-        removed = store.persons.remove_person(args.name)
-    record_change(args, "remove", args.name, faces=removed)
-    print(f"removed {args.name}: {removed} face(s)")
+        removed = remove_person(store, args.name)
+    record_change(args, "remove", args.name, faces=removed.faces, negatives=removed.negatives)
+    negatives = f" and {removed.negatives} negative face(s)" if removed.negatives else ""
+    print(f"removed {args.name}: {removed.faces} face(s){negatives}")
     return 0
 
 
@@ -225,6 +227,9 @@ def cmd_gallery_reembed(args: argparse.Namespace) -> int:
     with open_cli_store(args, engine.cfg) as store:
         count = _reembed(store.persons, embedder)
         visitors = _reembed(store.visitors, embedder)
-    record_change(args, "reembed", None, model=embedder.name, faces=count, visitor_faces=visitors)
-    print(f"re-embedded {count} face(s) with {embedder.name}" + (f" and {visitors} visitor face(s)" if visitors else ""))
+        negatives = _reembed(store.negatives, embedder)
+    record_change(args, "reembed", None, model=embedder.name, faces=count, visitor_faces=visitors,
+                  negative_faces=negatives)
+    extra = [f"{n} {kind} face(s)" for n, kind in ((visitors, "visitor"), (negatives, "negative")) if n]
+    print(f"re-embedded {count} face(s) with {embedder.name}" + (f" and {', '.join(extra)}" if extra else ""))
     return 0

@@ -1,11 +1,12 @@
-"""`argusnet store migrate --from SPEC --to SPEC [--json]`: copy a whole store (gallery, visitors, crops, event log)
-between backends and verify the copy. SPEC is ``local:DIR`` or ``redis://HOST:PORT/DB`` (``rediss://`` for TLS).
+"""`argusnet store migrate --from SPEC --to SPEC [--json]`: copy a whole store (gallery, negative evidence, visitors,
+crops, event log) between backends and verify the copy. SPEC is ``local:DIR`` or ``redis://HOST:PORT/DB``
+(``rediss://`` for TLS).
 
-The destination must be empty (a new directory, database or ``--to-prefix``): a copy into a store that already
-holds persons, visitors or events is refused with exit 2 (there is no ``--force``: merging two stores' visitor
-numbers and event ids is not a migration, and such a copy could not be verified). Exit 0 when the copy verified,
-1 when it did not (the report says which check failed), 2 for bad input (a bad SPEC, a missing source, a non-empty
-destination)."""
+The destination must be empty (a new directory, database or ``--to-prefix``): a copy into a store that already holds
+persons, negative evidence, visitors or events is refused with exit 2 (there is no ``--force``: merging two stores'
+visitor numbers and event ids is not a migration, and such a copy could not be verified). Exit 0 when the copy
+verified, 1 when it did not (the report says which check failed), 2 for bad input (a bad SPEC, a missing source, a
+non-empty destination)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ LOCAL = "local:"
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("store", help="whole-store operations: migrate between backends, rekey").add_subparsers(
         dest="store_command", metavar="ACTION", required=True)
-    p = s.add_parser("migrate", help="copy a store (persons, visitors, crops, events) into an empty one and verify",
+    p = s.add_parser("migrate", help="copy a store (persons, negative evidence, visitors, crops, events) into an empty "
+                     "one and verify",
                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True, metavar="SPEC", help="local:DIR or redis://HOST:PORT/DB")
     p.add_argument("--to", dest="destination", required=True, metavar="SPEC",
@@ -83,7 +85,8 @@ def _same(a: StoreConfig, b: StoreConfig) -> bool:
 
 def _print_report(report: MigrationReport) -> None:
     print(f"migrated {report.source} -> {report.destination} in {report.seconds:.1f} s")
-    print(f"  persons {report.persons} ({report.person_faces} faces), visitors {report.visitors} "
+    print(f"  persons {report.persons} ({report.person_faces} faces), negative evidence for {report.negatives} "
+          f"({report.negative_faces} faces), visitors {report.visitors} "
           f"({report.visitor_faces} faces), rejections {report.rejections}, merges {report.merges}, "
           f"events {report.events}, crops {report.crops} ({report.crops_missing} named by events but gone from the "
           "source)")

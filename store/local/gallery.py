@@ -488,6 +488,32 @@ class Gallery:
             self._committed()
             return len(ids)
 
+    def remove_face(self, name: str, face_id: int) -> bool:
+        """Remove one face of ``name`` (the person goes with their last face) in one write transaction that first
+        picks up other processes' changes; False, nothing changed, when ``name`` has no face ``face_id``."""
+        face_id = int(face_id)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._sync()
+                row = self._db.execute("SELECT persons.id FROM faces JOIN persons ON persons.id = faces.person_id "
+                                       "WHERE faces.id = ? AND persons.name = ?", (face_id, name)).fetchone()
+                if row is None:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+                self._db.execute("DELETE FROM persons WHERE id = ? AND NOT EXISTS (SELECT 1 FROM faces WHERE "
+                                 "person_id = ?)", (row[0], row[0]))
+                self._pending_generation = self._bump()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback_and_reload()
+                raise
+            self._index.remove(np.asarray([face_id], np.int64))
+            self._owner.pop(face_id, None)
+            self._committed()
+            return True
+
     def replace_embeddings(self, model: str, dim: int, embeddings: dict[int, np.ndarray]) -> None:
         """Switch the gallery to ``model``: every face gets a new embedding, in one transaction."""
         with self._lock:
@@ -638,10 +664,10 @@ class Gallery:
     def all_faces(self) -> list[StoredFace]:
         return self._stored_faces()
 
-    def faces_of(self, name: str) -> list[StoredFace]:
-        """Every stored face of one person (GalleryError when unknown)."""
+    def faces_of(self, name: str, missing_ok: bool = False) -> list[StoredFace]:
+        """Every stored face of one person (GalleryError when unknown; ``missing_ok``: [] then)."""
         faces = self._stored_faces("WHERE persons.name = ?", (name,))
-        if not faces:
+        if not faces and not missing_ok:
             raise GalleryError(f"no person named {name!r} in gallery {self.directory}")
         return faces
 

@@ -4,11 +4,12 @@ Layout::
 
     gallery.sqlite, index.faiss, index.json   enrolled persons and their faces (store.local.gallery)
     visitors/                                 provisional visitors, a gallery of the same layout
+    negatives/                                negative evidence (faces that are NOT a person), the same layout
     crops/<camera>/<track>.jpg                the best face of each ended track
     store.sqlite                              the event log, the live tracks and the crop index
 
-A directory written by an earlier ArgusNet (galleries of schema version 1, crops without an index) is upgraded in
-place when it is opened.
+A directory written by an earlier ArgusNet (galleries of schema version 1, crops without an index, no ``negatives/``)
+is upgraded in place when it is opened.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from store.local.gallery import DB_FILE, Gallery, rekey_gallery
 from store.local.live import LocalLiveTracks
 from store.local.media import LocalMediaStore
 from store.local.sqlite import RECORDS_FILE, RecordsDb
+from store.negatives import GalleryNegativeStore
 from store.visitors import GalleryVisitorStore
 
 log = logging.getLogger(__name__)
 
 VISITORS_DIR = "visitors"
+NEGATIVES_DIR = "negatives"
+COMPANIONS = (("visitor", VISITORS_DIR), ("negative evidence", NEGATIVES_DIR))  # galleries beside the persons'
 
 
 def gallery_exists(directory: Path) -> bool:
@@ -65,16 +69,18 @@ def _persons(directory: Path, cfg: GalleryConfig, model: str | None, dim: int | 
 def rekey_local(directory: Path, old: Cipher | None, new: Cipher, cfg: GalleryConfig) -> dict[str, int | None]:
     """Re-encrypt a local store from ``old`` (None: a plain store) to ``new``; stop its workers first.
 
-    Each gallery is one SQLite transaction (faces re-sealed and the new key check value recorded together), then
-    each crop file is rewritten atomically. Crash window: a crash after a gallery's commit leaves that gallery on the
-    new key and the rest (the other gallery, crop files not yet rewritten) on the old one; the store refuses the
+    Each gallery (persons, visitors, negatives) is one SQLite transaction (faces re-sealed and the new key check
+    value recorded together), then each crop file is rewritten atomically. Crash window: a crash after a gallery's
+    commit leaves that gallery on the new key and the rest (the other galleries, crop files not yet rewritten) on the
+    old one; the store refuses the
     old key from then on, and running the same rekey again finishes it (a gallery or crop file already on the new
     key is skipped). Returns faces re-sealed per gallery (None: already on the new key) and crops rewritten."""
     directory = Path(directory)
     if not gallery_exists(directory):
         raise GalleryMissingError(f"no gallery at {directory}: nothing to rekey")
     done: dict[str, int | None] = {}
-    for label, gallery_dir in (("persons", directory), ("visitors", directory / VISITORS_DIR)):
+    for label, gallery_dir in (("persons", directory), ("visitors", directory / VISITORS_DIR),
+                               ("negatives", directory / NEGATIVES_DIR)):
         if gallery_exists(gallery_dir):
             done[label] = rekey_gallery(gallery_dir, old, new)
             Gallery.open(gallery_dir, cfg, new).close()  # checks the new key; rebuilds and seals the index file
@@ -87,14 +93,44 @@ def rekey_local(directory: Path, old: Cipher | None, new: Cipher, cfg: GalleryCo
     return done
 
 
-class LocalStore:
-    """Persons, visitors, crops, events and live tracks in one directory. Use as a context manager."""
+def _companion(directory: Path, label: str, persons: Gallery, cfg: GalleryConfig, model: str | None,
+               cipher: Cipher | None) -> Gallery:
+    """A gallery beside the persons' (created on first use, also in a store made before it existed), on their
+    embedder; another embedder's (a reembed that stopped half-way) is refused when ``model`` is configured."""
+    gallery = _open_or_create(directory, persons.model, persons.dim, cfg, cipher)
+    if model is not None and gallery.model != model:
+        gallery.close()
+        raise GalleryError(f"{label} gallery {directory} holds {gallery.model} embeddings but the configured "
+                           f"embedder is {model}: run `argusnet gallery reembed --gallery {directory.parent}`")
+    return gallery
 
-    def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, records: RecordsDb,
+
+def _open_parts(directory: Path, cfg: GalleryConfig, model: str | None, dim: int | None, create: bool,
+                cipher: Cipher | None) -> tuple[list[Gallery], RecordsDb]:
+    """The galleries (persons, then `COMPANIONS`) and the records database; on any failure what was opened is
+    closed."""
+    galleries: list[Gallery] = []
+    try:
+        galleries.append(_persons(directory, cfg, model, dim, create, cipher))
+        for label, name in COMPANIONS:
+            galleries.append(_companion(directory / name, label, galleries[0], cfg, model, cipher))
+        return galleries, RecordsDb(directory)
+    except BaseException:
+        for gallery in reversed(galleries):
+            gallery.close()
+        raise
+
+
+class LocalStore:
+    """Persons, visitors, negative evidence, crops, events and live tracks in one directory. Use as a context
+    manager."""
+
+    def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, negatives: Gallery, records: RecordsDb,
                  cipher: Cipher | None = None) -> None:
         self.directory = directory
         self.persons = persons
         self.visitors = GalleryVisitorStore(visitors)
+        self.negatives = GalleryNegativeStore(negatives)
         self._records = records
         self.media = LocalMediaStore(directory, records, cipher)
         self.events = LocalEventLog(records)
@@ -108,25 +144,8 @@ class LocalStore:
         (needs ``model`` and ``dim``)."""
         directory = cfg.directory()
         cipher = Cipher.from_file(cfg.encryption_key_file)
-        persons = _persons(directory, gallery, model, dim, create, cipher)
-        try:
-            visitors = _open_or_create(directory / VISITORS_DIR, persons.model, persons.dim, gallery, cipher)
-        except BaseException:
-            persons.close()
-            raise
-        if model is not None and visitors.model != model:  # a reembed that stopped half-way
-            visitors.close()
-            persons.close()
-            raise GalleryError(f"visitor gallery {directory / VISITORS_DIR} holds {visitors.model} embeddings but "
-                               f"the configured embedder is {model}: run `argusnet gallery reembed --gallery "
-                               f"{directory}`")
-        try:
-            records = RecordsDb(directory)
-        except BaseException:
-            visitors.close()
-            persons.close()
-            raise
-        return cls(directory, persons, visitors, records, cipher)
+        (persons, visitors, negatives), records = _open_parts(directory, gallery, model, dim, create, cipher)
+        return cls(directory, persons, visitors, negatives, records, cipher)
 
     def describe(self) -> str:
         return str(self.directory)
@@ -135,12 +154,14 @@ class LocalStore:
         """Index files rewritten without the removed faces, each database's WAL truncated (rows deleted with
         ``secure_delete`` are zeroed in the database file itself); nothing here is kept per ``name``."""
         done = {DB_FILE: self.persons.checkpoint(), f"{VISITORS_DIR}/{DB_FILE}": self.visitors.gallery.checkpoint(),
+                f"{NEGATIVES_DIR}/{DB_FILE}": self.negatives.gallery.checkpoint(),
                 RECORDS_FILE: self._records.checkpoint()}
         return tuple(f"{self.directory / name}: another process holds the database open, so its WAL still holds "
                      "deleted pages until a checkpoint it can finish (SQLite makes one as it writes; stop the workers to be sure)" for name, ok in done.items()
                      if not ok)
 
     def close(self) -> None:
+        self.negatives.close()
         self.visitors.close()
         self.persons.close()
         self._records.close()

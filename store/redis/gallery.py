@@ -1,4 +1,4 @@
-"""A gallery in Redis (persons or visitors) with this process's FAISS replica of it.
+"""A gallery in Redis (persons, visitors or negatives) with this process's FAISS replica of it.
 
 Redis holds the truth (`store.redis.keys.GalleryKeys`): a hash per face (person, model, float32 embedding bytes,
 JPEG crop, float32 landmarks, source, created), a set of face ids per person (the face's index entry), the
@@ -134,8 +134,8 @@ return scrubbed
 
 
 def face_aad(salt: str, gallery: str, face_id: int, field: str) -> bytes:
-    """A sealed face blob's associated data: the store's salt, the gallery (persons or visitors), the face and the
-    field, so a blob moved onto another face, field or gallery fails to decrypt."""
+    """A sealed face blob's associated data: the store's salt, the gallery (persons, visitors, negatives), the face
+    and the field, so a blob moved onto another face, field or gallery fails to decrypt."""
     return f"face/{salt}/{gallery}/{face_id}/{field}".encode()
 
 
@@ -522,6 +522,31 @@ class RedisGallery:
         self._committed(reply)
         return len(ids)
 
+    @redis_op("removing a face")
+    def remove_face(self, name: str, face_id: int) -> bool:
+        """Remove one face of ``name`` (the person goes with their last face) in one transaction under the write
+        lock; False, nothing changed, when ``name`` has no face ``face_id``."""
+        face_id = int(face_id)
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            members = self._k.faces_of(name)
+            if not self._r.sismember(members, face_id):
+                return False
+            last = int(self._r.scard(members)) == 1  # writers hold the lock: the count cannot change meanwhile
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(self._k.face(face_id))
+            pipe.srem(members, face_id)
+            if last:
+                pipe.delete(self._k.rejected(name))
+                pipe.hdel(self._k.created, name)
+                pipe.hdel(self._k.seen, name)
+            self._commit(keys=[self._k.generation, self._k.changes],
+                         args=[CHANGES_MAXLEN, "remove", name, _ids_field([face_id])], client=pipe)
+            reply = pipe.execute()[-1]
+            self._remove_local([face_id] if face_id in self._owner else [])
+            self._committed(reply)
+            return True
+
     @redis_op("merging")
     def record_merge(self, name: str, into: str) -> int:
         """``name`` is ``into`` from now on: its faces go and the merge is recorded; how many faces went."""
@@ -701,9 +726,9 @@ class RedisGallery:
         return self._stored_faces(self._face_ids([_text(n) for n in self._r.hkeys(self._k.created)]))
 
     @redis_op("reading faces")
-    def faces_of(self, name: str) -> list[StoredFace]:
-        """Every stored face of one person (GalleryError when unknown)."""
+    def faces_of(self, name: str, missing_ok: bool = False) -> list[StoredFace]:
+        """Every stored face of one person (GalleryError when unknown; ``missing_ok``: [] then)."""
         faces = self._stored_faces(self._face_ids([name]))
-        if not faces:
+        if not faces and not missing_ok:
             raise self._unknown(name)
         return faces

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 SCHEMA_VERSION = 1
 STORE_KIND = "argusnet-store"
 REKEY_FIELD = "rekey_to"  # in the store's meta while `argusnet store rekey` runs: the new key's check value
-GALLERIES = ("persons", "visitors")
+GALLERIES = ("persons", "visitors", "negatives")
 
 
 def name_key(name: str) -> str:
@@ -20,7 +20,7 @@ def name_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class GalleryKeys:
-    """The keys of one gallery (``persons`` or ``visitors``) under ``PREFIX:NAME:``."""
+    """The keys of one gallery (``persons``, ``visitors`` or ``negatives``) under ``PREFIX:NAME:``."""
 
     base: str
 

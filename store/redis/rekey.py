@@ -3,11 +3,12 @@ store, which this encrypts) to the new one, in place.
 
 Stop every worker and dashboard of the site first: a rekey is refused while a worker publishes camera statuses
 (they expire ``tracking.preview.ttl_s`` after the worker stops). Order: the store's meta records ``rekey_to`` (the
-new key's check value), which makes every other process refuse the store; then each face of both galleries
-(embedding and crop; one HSET each, only where the face still exists), each track crop (SET XX), and the previews
-are deleted (workers refresh them every second); last, the new key check value replaces the old and ``rekey_to``
-goes, in one transaction. A blob that already opens with the new key is skipped, so a rekey that stopped part-way
-(the store refuses both keys meanwhile, naming the rekey) is finished by running the same command again.
+new key's check value), which makes every other process refuse the store; then each face of every gallery
+(persons, visitors, negatives: embedding and crop; one HSET each, only where the face still exists), each track crop
+(SET XX), and the previews are deleted (workers refresh them every second); last, the new key check value replaces
+the old and ``rekey_to`` goes, in one transaction. A blob that already opens with the new key is skipped, so a rekey
+that stopped part-way (the store refuses both keys meanwhile, naming the rekey) is finished by running the same
+command again.
 """
 
 from __future__ import annotations

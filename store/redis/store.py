@@ -4,7 +4,9 @@ by every worker, CLI and dashboard on any host.
 Key layout (all under ``P:``, see `store.redis.keys`)::
 
     P:meta                         hash: kind (argusnet-store), schema_version, created
-    P:persons:..., P:visitors:...  the two galleries (store.redis.gallery): meta, faces, change stream, lock
+    P:persons:..., P:visitors:...  the galleries (store.redis.gallery): meta, faces, change stream, lock
+    P:negatives:...                negative evidence (store.negatives), a gallery of the same layout; created when a
+                                   store made before it is opened
     P:events, P:events:...         the event log (store.redis.events)
     P:crop:<camera>/<track>, P:crops   track crops and their time index (store.redis.media)
     P:live:...                     live tracks with TTLs and a per-camera index (store.redis.live)
@@ -25,6 +27,7 @@ import redis
 from shared.errors import GalleryError, GalleryMissingError
 from store.config import GalleryConfig, RedisStoreConfig
 from store.crypto import META_KEY, Cipher, check_key
+from store.negatives import GalleryNegativeStore
 from store.redis.audit import RedisAuditLog
 from store.redis.client import connect, guard
 from store.redis.events import RedisEventLog
@@ -102,6 +105,16 @@ def _gallery(client: redis.Redis, keys: StoreKeys, name: str, cfg: GalleryConfig
     return gallery
 
 
+def _companion(client: redis.Redis, keys: StoreKeys, name: str, cfg: GalleryConfig, where: str,
+               persons: RedisGallery, model: str | None, cipher: Cipher | None, salt: str) -> RedisGallery:
+    """A gallery beside the persons' (visitors, negatives), created on their embedder on first use (also in a store
+    made before it existed); another embedder's (a reembed that stopped half-way) is refused when ``model`` is
+    configured, and opens for a command that embeds nothing (`argusnet gallery reembed` finishing it)."""
+    if not RedisGallery.exists(client, keys.gallery(name), f"{where} ({name})"):
+        RedisGallery.create_meta(client, keys.gallery(name), persons.model, persons.dim, f"{where} ({name})")
+    return _gallery(client, keys, name, cfg, where, model, None, False, cipher, salt)
+
+
 @contextmanager
 def redis_audit(cfg: RedisStoreConfig) -> Iterator[RedisAuditLog | None]:
     """The audit log of the Redis store ``cfg`` names, on a connection of its own (closed at the end); None when
@@ -120,15 +133,17 @@ def redis_audit(cfg: RedisStoreConfig) -> Iterator[RedisAuditLog | None]:
 
 
 class RedisStore:
-    """Persons, visitors, crops, events and live tracks in one Redis database. Use as a context manager."""
+    """Persons, visitors, negative evidence, crops, events and live tracks in one Redis database. Use as a context
+    manager."""
 
     def __init__(self, where: str, client: redis.Redis, persons: RedisGallery, visitors: RedisGallery,
-                 keys: StoreKeys, cipher: Cipher | None = None) -> None:
+                 negatives: RedisGallery, keys: StoreKeys, cipher: Cipher | None = None) -> None:
         self.where = where
         self._client = client
         self._keys = keys
         self.persons = persons
         self.visitors = GalleryVisitorStore(visitors)
+        self.negatives = GalleryNegativeStore(negatives)
         self.media = RedisMediaStore(client, keys, where, cipher)
         self.events = RedisEventLog(client, keys, where)
         self.live = RedisLiveTracks(client, keys, where, cipher)
@@ -148,31 +163,32 @@ class RedisStore:
                 _check_store(client, keys, where, create and model is not None and dim is not None, cipher)
                 salt = store_salt(client, keys, cipher, where)
             persons = _gallery(client, keys, "persons", gallery, where, model, dim, create, cipher, salt)
-            # visitors follow the persons' model (a reembed that stopped half-way leaves them on another one)
-            visitors = _gallery(client, keys, "visitors", gallery, where, persons.model, persons.dim, True, cipher,
-                                salt)
+            visitors = _companion(client, keys, "visitors", gallery, where, persons, model, cipher, salt)
+            negatives = _companion(client, keys, "negatives", gallery, where, persons, model, cipher, salt)
         except BaseException:
             client.close()
             raise
         log.debug("store: redis %s%s", where, " (encrypted at rest)" if cipher else "")
-        return cls(where, client, persons, visitors, keys, cipher)
+        return cls(where, client, persons, visitors, negatives, keys, cipher)
 
     def describe(self) -> str:
         return self.where
 
     def finish_erasure(self, name: str) -> tuple[str, ...]:
         """Deleted keys, hash fields and set members leave no bytes in Redis, and the event stream was rewritten;
-        here both galleries' change streams are rewritten without ``name`` (`RedisGallery.scrub_changes`). A
+        here every gallery's change stream is rewritten without ``name`` (`RedisGallery.scrub_changes`). A
         gallery that holds ``name`` again (a worker wrote it meanwhile) is left as it is, and said. (The server's
         AOF and RDB files are its operator's: rewrite them with BGREWRITEAOF / BGSAVE.)"""
         left = []
-        for label, gallery in (("persons", self.persons), ("visitors", self.visitors.gallery)):
+        for label, gallery in (("persons", self.persons), ("visitors", self.visitors.gallery),
+                               ("negatives", self.negatives.gallery)):
             if gallery.scrub_changes(name) is None:
                 left.append(f"{self._keys.gallery(label).changes}: not rewritten, the {label} gallery holds "
                             f"{name!r} again (a worker wrote it meanwhile): run the forget again")
         return tuple(left)
 
     def close(self) -> None:
+        self.negatives.close()
         self.visitors.close()
         self.persons.close()
         self._client.close()
