@@ -13,7 +13,7 @@ from shared.logs import setup_logging
 
 log = logging.getLogger("argusnet")
 COMMAND_MODULES = ("recognise", "evaluate", "models", "visitors", "track", "streaming", "camera", "dashboard", "bench",
-                   "demo", "audit", "store", "forget")
+                   "demo", "audit", "store", "forget", "tracks")
 # `argusnet camera` and `argusnet keys` run on camera nodes, which install only the node packages
 # (requirements-node.lock, `argusnet[node]`): their parser is built from their own module alone, so that starting
 # them imports nothing of the worker, store or dashboard. Any other command word builds the whole parser.

@@ -3,19 +3,23 @@ log with the dashboard user as the actor):
 
 - ``POST /api/visitors/{visitor}/name`` ``{"name"}``: the visitor is that person (its faces join the gallery, its
   past events name the person), as `argusnet visitors name`;
-- ``POST /api/tracks/{camera}/{track}/reject`` ``{"name"}``: "not this person": the track's naming is withdrawn
-  from the event history (`EventLog.unname_track`); when the track also carried a visitor that still exists, that
-  visitor is recorded as not NAME, so the workers never name it so again;
+- ``POST /api/tracks/{camera}/{track}/reject`` ``{"name"}``: "not this person", as `argusnet tracks reject`: the
+  track's stored face becomes negative evidence for NAME (workers then name no face nearer to it than to NAME's
+  own faces as NAME, and a live track of it loses the name), its events stop naming NAME, and a visitor it
+  carried is recorded as not NAME (`identity.corrections.reject_track`);
 - ``POST /api/tracks/{camera}/{track}/confirm`` ``{"name"}``: "yes, this is NAME": the track's stored best face is
   enrolled as one more face of NAME through the same quality gate as `argusnet enroll` (the reasons shown when it
   is refused), so NAME is recognised better from then on;
 - ``POST /api/persons`` (multipart ``name``, ``photos``): enrol a person from uploaded photos (`argusnet enroll`,
   whose quality-gate reasons come back as they are);
 - ``POST /api/persons/{name}/remove``: remove the person, their faces and their negative evidence (`argusnet
-  gallery remove`, `store.identity.remove_person`).
+  gallery remove`, `store.identity.remove_person`);
+- ``POST /api/persons/{name}/negatives/{face_id}/remove``: take one negative face back (`argusnet gallery
+  negatives NAME --remove FACE_ID`).
 
-Enrolment runs the `argusnet enroll` command in a child process: the dashboard loads no model and imports nothing
-from the worker, and a photo goes through exactly the code path of the command line.
+Enrolment and "not this person" run the `argusnet enroll` and `argusnet tracks reject` commands in a child process:
+the dashboard loads no model and imports nothing from the worker, and a face goes through exactly the code path of
+the command line.
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from starlette.concurrency import run_in_threadpool
 
 from dashboard.context import Dashboard
 from dashboard.guard import Viewer, dashboard_of, require_change
+from identity.corrections import remove_negative, track_names
 from shared.errors import GalleryError, StoreError
 from shared.ids import is_valid_id
 from store.audit import ACTOR_ENV
 from store.identity import promote_visitor, remove_person
-from store.types import EventQuery, is_visitor_name
 
 router = APIRouter(prefix="/api")
 ENROL_TIMEOUT_S = 300.0
@@ -72,12 +76,6 @@ def name_visitor(request: Request, visitor: str, body: NameBody, viewer: Viewer 
             "events_renamed": report.events}
 
 
-def _track_names(dash: Dashboard, camera: str, track: int) -> set[str]:
-    """The names a track's events carry (and visitors its naming merged)."""
-    events = [e.event for e in dash.store.events.query(EventQuery(camera=camera, limit=2000)) if e.event.track == track]
-    return {n for e in events for n in (e.name, e.merged_visitor) if n is not None}
-
-
 def _check_track(camera: str, track: int) -> None:
     if not is_valid_id(camera) or track < 0:
         raise HTTPException(404, "no such track")
@@ -85,33 +83,42 @@ def _check_track(camera: str, track: int) -> None:
 
 @router.post("/tracks/{camera}/{track}/reject")
 def reject(request: Request, camera: str, track: int, body: NameBody, viewer: Viewer = Depends(_admin)) -> dict:
+    """"Not this person": `argusnet tracks reject` (it embeds the track's stored face as negative evidence, unnames
+    the track's events, marks its visitor and writes the audit record as this user)."""
     _check_track(camera, track)
     dash = dashboard_of(request)
-
-    def run() -> tuple[int, list[str]]:
-        visitors = sorted(n for n in _track_names(dash, camera, track) if is_visitor_name(n) and n != body.name)
-        changed = dash.store.events.unname_track(camera, track, body.name)
-        recorded = []
-        for visitor in visitors:
-            try:
-                dash.store.visitors.reject(visitor, body.name)
-                recorded.append(visitor)
-            except GalleryError:  # the visitor expired or was merged meanwhile: nothing left to mark
-                continue
-        return changed, recorded
-    changed, visitors = _change(request, run)
-    if not changed:
-        raise HTTPException(404, f"track {camera}/{track} has no event naming {body.name!r}")
-    dash.record(viewer.actor, "reject", body.name, camera=camera, track=track, events=changed)
+    result = run_cli(dash, viewer, ["tracks", "reject", "--json", "--", camera, str(track), body.name])
     dash.metrics.actions.labels(action="reject").inc()
-    return {"camera": camera, "track": track, "not": body.name, "events_unnamed": changed, "visitors": visitors}
+    return result
+
+
+def run_cli(dash: Dashboard, viewer: Viewer, words: list[str]) -> dict:
+    """One `argusnet` command on the dashboard's store as ``viewer`` (its audit actor): its JSON answer; 404 with
+    the command's message when it refuses the input (exit 2), 500 otherwise."""
+    env = {**os.environ, ACTOR_ENV: viewer.actor}
+    done = subprocess.run(dash.cli.command(*words[:2]) + words[2:], capture_output=True, text=True,
+                          timeout=ENROL_TIMEOUT_S, env=env)
+    if done.returncode != 0:
+        reasons = [line.strip() for line in done.stderr.splitlines() if line.startswith("argusnet:")]
+        raise HTTPException(404 if done.returncode == 2 else 500, "; ".join(reasons) or done.stderr[-500:])
+    return json.loads(done.stdout)
+
+
+@router.post("/persons/{name}/negatives/{face_id}/remove")
+def take_back_negative(request: Request, name: str, face_id: int, viewer: Viewer = Depends(_admin)) -> dict:
+    """An operator takes one negative face of ``name`` back (audited as this user)."""
+    dash = dashboard_of(request)
+    if not _change(request, remove_negative, dash.store, name, face_id, viewer.actor):
+        raise HTTPException(404, f"{name!r} has no negative face {face_id}")
+    dash.metrics.actions.labels(action="remove_negative").inc()
+    return {"name": name, "removed": face_id}
 
 
 @router.post("/tracks/{camera}/{track}/confirm")
 def confirm(request: Request, camera: str, track: int, body: NameBody, viewer: Viewer = Depends(_admin)) -> dict:
     _check_track(camera, track)
     dash = dashboard_of(request)
-    if body.name not in _change(request, _track_names, dash, camera, track):
+    if body.name not in _change(request, track_names, dash.store, camera, track):
         raise HTTPException(404, f"track {camera}/{track} was never named {body.name!r}")
     try:
         jpeg = _change(request, dash.store.media.get_crop, f"{camera}/{track}")
@@ -133,7 +140,7 @@ def run_enrol(dash: Dashboard, viewer: Viewer, name: str, photos: list[tuple[str
             path = Path(tmp) / f"{i:03d}{suffix if suffix in PHOTO_SUFFIXES else '.jpg'}"
             path.write_bytes(data)
             paths.append(str(path))
-        command = [*dash.enrol_command, "--json", "--", name, *paths]
+        command = [*dash.cli.command("enroll"), "--json", "--", name, *paths]
         env = {**os.environ, ACTOR_ENV: viewer.actor}
         done = subprocess.run(command, capture_output=True, text=True, timeout=ENROL_TIMEOUT_S, env=env)
     reasons = [line.replace(tmp, "").strip() for line in done.stderr.splitlines()

@@ -116,9 +116,10 @@ def persons(request: Request, _viewer: Viewer = Depends(require_viewer)) -> dict
 @router.get("/faces/{kind}/{name}/{face_id}.jpg")
 def face(request: Request, kind: str, name: str, face_id: int, _viewer: Viewer = Depends(require_viewer)) -> Response:
     store = dashboard_of(request).store
-    if kind not in ("persons", "visitors"):
+    parts = {"persons": store.persons, "visitors": store.visitors, "negatives": store.negatives}
+    if kind not in parts:
         raise HTTPException(404, "no such face")
-    part = store.persons if kind == "persons" else store.visitors
+    part = parts[kind]
 
     try:
         faces = _read(request, part.faces_of, name)

@@ -45,6 +45,19 @@ class DashboardMetrics:
             self.refused.labels(reason=reason)
 
 
+@dataclass(frozen=True)
+class CliCommand:
+    """`argusnet` as a child process on the dashboard's store: ``base`` the interpreter, module and global options
+    (``--config``), ``store_args`` the options naming the store (``--gallery``)."""
+
+    base: tuple[str, ...]
+    store_args: tuple[str, ...] = ()
+
+    def command(self, *words: str) -> list[str]:
+        """The command ``words`` (e.g. "enroll"), with the store's options after them."""
+        return [*self.base, *words, *self.store_args]
+
+
 @dataclass
 class Dashboard:
     store: Store
@@ -53,7 +66,7 @@ class Dashboard:
     cfg: DashboardConfig
     cameras: list[str]
     audit: AuditTrail | None
-    enrol_command: list[str]  # `argusnet ... enroll` with the store's options; the name and photos are appended
+    cli: CliCommand  # how this dashboard runs `argusnet` commands on its store (enrolment, "not this person")
     registry: CollectorRegistry
     crop_dir: Path | None = None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)

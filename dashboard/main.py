@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from dashboard.app import create_app
 from dashboard.auth import SessionSigner, load_or_make_key
 from dashboard.config import DashboardConfig, split_listen
-from dashboard.context import Dashboard
+from dashboard.context import CliCommand, Dashboard
 from dashboard.users import UserFile
 from shared.errors import GalleryMissingError, InputError
 from store import open_store
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run_dashboard(cfg: DashboardConfig, store_cfg: StoreConfig, gallery: GalleryConfig, users_file: Path,
-                  session_key_file: Path, cameras: list[str], enrol_command: list[str]) -> int:
+                  session_key_file: Path, cameras: list[str], cli: CliCommand) -> int:
     host, port = split_listen(cfg.listen)
     try:
         store = open_store(store_cfg, gallery)
@@ -33,7 +33,7 @@ def run_dashboard(cfg: DashboardConfig, store_cfg: StoreConfig, gallery: Gallery
             log.warning("no dashboard user in %s: add one with `argusnet dashboard user add NAME --role admin "
                         "--password-file FILE` (nobody can log in until then)", users_file)
         signer = SessionSigner(load_or_make_key(session_key_file), cfg.session_h * 3600.0)
-        dash = Dashboard(store, users, signer, cfg, cameras, store.audit, enrol_command, CollectorRegistry())
+        dash = Dashboard(store, users, signer, cfg, cameras, store.audit, cli, CollectorRegistry())
         app = create_app(dash)
         print(f"dashboard on http://{host if ':' not in host else f'[{host}]'}:{port}/ (store {store.describe()})",
               flush=True)

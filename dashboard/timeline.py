@@ -1,5 +1,5 @@
-"""One identity's page: where and when it was seen (one span per track, across cameras, newest first) and its
-stored faces."""
+"""One identity's page: where and when it was seen (one span per track, across cameras, newest first), its
+stored faces and, for a person, the negative evidence operators gave ("not this person")."""
 
 from __future__ import annotations
 
@@ -39,13 +39,16 @@ def identity_json(store: Store, name: str) -> dict:
         faces = part.faces_of(name)
     except GalleryError:
         faces = []
-    if not faces and not events:
+    negatives = [] if visitor else store.negatives.faces_of(name)
+    if not faces and not events and not negatives:
         raise KeyError(name)
     kind = "visitor" if visitor else ("person" if faces else "former")
     base = "visitors" if visitor else "persons"
     return {"name": name, "kind": kind, "merged_into": store.visitors.merged_into(name) if visitor else None,
             "faces": [{"face_id": f.face_id, "source": f.source, "created": f.created,
                        "url": f"/api/faces/{base}/{_q(name)}/{f.face_id}.jpg"} for f in faces],
+            "negatives": [{"face_id": f.face_id, "source": f.source, "created": f.created,
+                           "url": f"/api/faces/negatives/{_q(name)}/{f.face_id}.jpg"} for f in negatives],
             "timeline": spans(events), "events": [event_json(e) for e in events[:200]]}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gpu_worker.decision import Identity
 from gpu_worker.distant import DistantState
 from shared.protocol import TrackEvent
 from store.types import FaceSample, LiveTrack
@@ -32,6 +33,7 @@ class TrackRecord:
     embeddings: int = 0
     best: list[tuple[float, FaceSample, float]] = field(default_factory=list)  # (quality, face, size px)
     crop: str | None = None  # the store key of its best face, once it was named
+    naming: Identity | None = None  # the decision on its template that confirmed its latest name (why it was named)
 
     def keep_face(self, quality: float, sample: FaceSample, limit: int, size_px: float = 0.0) -> None:
         """Keep the ``limit`` best faces by quality (``size_px``: the face's shorter side)."""
@@ -79,11 +81,13 @@ class CameraState:
 
 def make_event(kind: str, state: CameraState, record: TrackRecord, capture_ts: float, name: str | None = None,
                similarity: float | None = None, margin: float | None = None, visitor: bool = False,
-               time_to_name_ms: float | None = None, merged_visitor: str | None = None) -> TrackEvent:
+               time_to_name_ms: float | None = None, merged_visitor: str | None = None,
+               votes: int | None = None) -> TrackEvent:
     return TrackEvent(type=kind, camera=state.camera, track=record.track, name=name, similarity=similarity,
                       margin=margin, ts=time.time(), capture_ts=capture_ts, box=record.last_box,
                       time_to_name_ms=time_to_name_ms, duration_s=max(0.0, record.last_capture_ts - record.started_ts),
-                      visitor=visitor, merged_visitor=merged_visitor, worker=state.worker, epoch=state.epoch)
+                      visitor=visitor, merged_visitor=merged_visitor, worker=state.worker, epoch=state.epoch,
+                      votes=votes)
 
 
 def live_track(state: CameraState, record: TrackRecord) -> LiveTrack:

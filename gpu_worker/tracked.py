@@ -31,7 +31,7 @@ import numpy as np
 
 from gpu_worker.align import align_faces
 from gpu_worker.config import WorkerSettings
-from gpu_worker.decision import Identity, decide, decide_name, track_template
+from gpu_worker.decision import Identity, decide, decide_name, track_template, without_contradicted
 from gpu_worker.distant import Found, FramePlan, StreamDetection
 from gpu_worker.engine import STORED_CROP, Engine
 from gpu_worker.preview import PreviewBox, PreviewPublisher
@@ -44,6 +44,7 @@ from gpu_worker.quality import (
 )
 from gpu_worker.records import TrackRecorder
 from gpu_worker.track_state import CameraState, TrackRecord, live_track, make_event
+from identity.corrections import rejected_tracks, track_source
 from shared.errors import GalleryError, StoreError
 from shared.protocol import TrackEvent
 from shared.types import Detections
@@ -97,6 +98,7 @@ class TrackedProcessor:
         self._rejections = store.visitors.rejections()
         self._next_sync = time.monotonic() + SYNC_S
         self._next_rejections = time.monotonic() + REJECTIONS_S
+        self._negatives_unread = True  # live tracks are checked against operators' corrections at the first sync
         self.cfg = cfg
         self.tcfg = cfg.tracking
         self.stream = StreamDetection(engine, cfg.tracking.distant)
@@ -158,11 +160,36 @@ class TrackedProcessor:
         try:
             self.store.persons.sync()
             self.store.visitors.sync()
+            if self.store.negatives.sync() or self._negatives_unread:
+                self._negatives_unread = False
+                self._withdraw_rejected()
             if now >= self._next_rejections:
                 self._next_rejections = now + REJECTIONS_S
                 self._rejections = self.store.visitors.rejections()
         except StoreError as exc:
             self.recorder.failed("sync", exc)
+
+    def _withdraw_rejected(self) -> None:
+        """Live tracks an operator said are not the person they are named as (their faces are that person's
+        negative evidence, `identity.corrections`) lose the name now: it leaves their vote for good, their live
+        entry and whatever this worker logged of them since (their ``track_ended`` will not carry it)."""
+        named = [(state, record) for state in self.cameras.values() for record in state.tracks.values()
+                 if record.identity.name is not None and not is_visitor_name(record.identity.name)]
+        rejected: dict[str, set[str]] = {}
+        for state, record in named:
+            name = record.identity.name
+            if name not in rejected:
+                rejected[name] = rejected_tracks(self.store, name)
+            if track_source(state.camera, record.track) not in rejected[name]:
+                continue
+            record.identity.withdraw(name)
+            if record.announced == name:
+                record.announced, record.similarity = None, None
+            self.recorder.live(live_track(state, record), force=True)
+            self.recorder.flush()
+            self.store.events.unname_track(state.camera, record.track, name)
+            log.info("track %s/%d is not %s (an operator's correction): name withdrawn", state.camera,
+                     record.track, name)
 
     def _camera(self, camera: str) -> CameraState:
         state = self.cameras.get(camera)
@@ -293,21 +320,23 @@ class TrackedProcessor:
         self.embeddings += len(chosen)
         start = time.perf_counter()
         hits = self.store.persons.search(embeddings, self.cfg.recognition.top_k)
+        negatives = self.store.negatives.search(embeddings, self.cfg.recognition.top_k)
         timer.observe("search", time.perf_counter() - start)
         events: list[TrackEvent] = []
-        for face, embedding, person_hits in zip(chosen, embeddings, hits):
+        for face, embedding, person_hits, negative_hits in zip(chosen, embeddings, hits, negatives):
             face.state.scheduler.record(face.record.track, face.quality, capture_ts)
-            events += self._observe(face, embedding, person_hits, capture_ts)
+            events += self._observe(face, embedding, self._usable(face.record, person_hits, negative_hits),
+                                    capture_ts)
         return events
 
     def _observe(self, face: _Face, embedding: np.ndarray, hits: list, capture_ts: float) -> list[TrackEvent]:
         record = face.record
         record.embeddings += 1
         crop = align_faces(face.frame.image, face.landmarks[None], STORED_CROP)[0]
-        source = f"camera:{face.state.camera}/track:{record.track}"
+        source = track_source(face.state.camera, record.track)
         record.keep_face(face.quality, FaceSample(embedding, crop, STORED_CROP.points.copy(), source),
                          self.cfg.visitors.max_faces, face.size_px)
-        identity = self._decide(record, hits)
+        identity = decide(hits, self.engine.rule)
         change = record.identity.observe(identity.name, identity.similarity or 0.0, identity.margin,
                                          max(face.quality, 1e-3), capture_ts,
                                          confirm=lambda name: self._confirm(record, name))
@@ -328,11 +357,13 @@ class TrackedProcessor:
             merged, record.visitor = record.visitor, None
             self.recorder.flush()  # this batch's events naming the visitor go to the log first, to be renamed too
             self._merge(merged, change.name)
-        self._announce(record, change.name, change.similarity, capture_ts)
+        why = record.naming if record.naming is not None and record.naming.name == change.name else None
+        similarity = change.similarity if why is None else why.similarity
+        self._announce(record, change.name, similarity, capture_ts)
         self._keep_crop(state.camera, record)
-        event = make_event("track_identified", state, record, capture_ts, name=change.name,
-                           similarity=change.similarity, margin=change.margin, merged_visitor=merged,
-                           time_to_name_ms=record.time_to_name_ms)
+        event = make_event("track_identified", state, record, capture_ts, name=change.name, similarity=similarity,
+                           margin=change.margin if why is None else why.margin, merged_visitor=merged,
+                           time_to_name_ms=record.time_to_name_ms, votes=change.votes)
         self.recorder.live(live_track(state, record), force=True)
         return self.recorder.event(event)
 
@@ -361,7 +392,8 @@ class TrackedProcessor:
         (a track that switched people, a visitor's face then another person's, is left unnamed: it never merges
         a visitor into someone it is not). A store that fails confirms nothing now; a later face asks again."""
         try:
-            if self._named_as(record, [(q, s.embedding) for q, s, _ in record.best]) != name:
+            record.naming = self._named_as(record, [(q, s.embedding) for q, s, _ in record.best])
+            if record.naming.name != name:
                 return False
             if record.visitor is None or is_visitor_name(name):
                 return True
@@ -372,27 +404,26 @@ class TrackedProcessor:
         except GalleryError:  # the visitor expired or was merged meanwhile: nothing of it to check
             return True
         try:
-            return self._named_as(record, [(1.0, f.embedding) for f in faces]) == name
+            return self._named_as(record, [(1.0, f.embedding) for f in faces]).name == name
         except StoreError as exc:
             self.recorder.failed("confirm", exc)
             return False
 
-    def _named_as(self, record: TrackRecord, faces: list[tuple[float, np.ndarray]]) -> str | None:
-        """The name the naming rule gives the template of ``faces`` ((quality, embedding) pairs), None for none."""
+    def _named_as(self, record: TrackRecord, faces: list[tuple[float, np.ndarray]]) -> Identity:
+        """The naming rule's decision on the template of ``faces`` ((quality, embedding) pairs)."""
         if not faces:
-            return None
+            return Identity(None, None, None, None)
         template = track_template([e for _, e in faces], [q for q, _ in faces], self.cfg.recognition.template_faces)
         hits = self.store.persons.search(template[None], self.cfg.recognition.top_k)[0]
-        return decide_name(self._usable(record, hits), self.engine.rule).name
+        negatives = self.store.negatives.search(template[None], self.cfg.recognition.top_k)[0]
+        return decide_name(self._usable(record, hits, negatives), self.engine.rule)
 
-    def _usable(self, record: TrackRecord, hits: list) -> list:
-        """``hits`` less the persons an operator said this track's visitor is not."""
+    def _usable(self, record: TrackRecord, hits: list, negatives: list) -> list:
+        """``hits`` less the persons an operator said this track's visitor is not, and less those this face is
+        at least as similar to by their negative evidence (``negatives``: hits over the negative faces)."""
         rejected = self._rejections.get(record.visitor or "", frozenset())
-        return [h for h in hits if h.name not in rejected]
-
-    def _decide(self, record: TrackRecord, hits: list) -> Identity:
-        """The open-set decision, minus the persons an operator said this track's visitor is not."""
-        return decide(self._usable(record, hits), self.engine.rule)
+        return without_contradicted([h for h in hits if h.name not in rejected],
+                                    {h.name: h.similarity for h in negatives})
 
     def _visit(self, state: CameraState, record: TrackRecord, capture_ts: float) -> list[TrackEvent]:
         """Link an unknown track to a known visitor or make it a new one: one atomic store operation. A store

@@ -37,8 +37,8 @@ class ProtocolConfig(Section):
 
 
 # 1: Frame, FaceBatch, TrackEvent, Heartbeat. 2: TrackEvent.merged_visitor added, FaceBatch removed.
-# 3: TrackEvent.worker and TrackEvent.epoch added.
-SCHEMA_VERSION = 3
+# 3: TrackEvent.worker and TrackEvent.epoch added. 4: TrackEvent.votes added.
+SCHEMA_VERSION = 4
 
 REASONS = (
     "oversize",         # payload longer than max_bytes (checked before unpacking)
@@ -58,6 +58,7 @@ ROLES = ("broker", "worker", "camera")
 MAX_TEXT_LEN = 256         # person and visitor names: 1..256 printable chars
 MAX_IMAGE_SIDE = 16384     # frame width / height limit, in pixels
 MAX_CAMERAS = 1024         # cameras listed in one Heartbeat
+MAX_VOTES = 2**31 - 1      # TrackEvent.votes
 MAX_CREDITS = 2**31 - 1
 MAX_SEQ = 2**63 - 1
 
@@ -236,7 +237,9 @@ class TrackEvent:
     "track_identified" events (with visitor False), else None; worker: the id of the worker that tracked it;
     epoch: that worker's tracking session of the camera (1 when it first served the camera, +1 each time it
     starts serving it again: after the camera moved away and back, or after the worker was paused long enough
-    to be declared dead and dropped what it held), so a consumer can tell a new session's tracks from an old one's.
+    to be declared dead and dropped what it held), so a consumer can tell a new session's tracks from an old one's;
+    votes: on a "track_identified" event naming an enrolled person, how many of the track's faces voted for that
+    name (why it was named, with ``similarity``: its template's similarity, and ``margin``: its lead), else None.
     """
 
     type: str
@@ -254,6 +257,7 @@ class TrackEvent:
     merged_visitor: str | None = None
     worker: str | None = None
     epoch: int | None = None
+    votes: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -303,7 +307,7 @@ _SCHEMAS: dict[type, tuple[_Field, ...]] = {
                  _Field("box", _optional(_box)), _Field("time_to_name_ms", _optional(_float(0.0))),
                  _Field("duration_s", _optional(_float(0.0))), _Field("visitor", _bool),
                  _Field("merged_visitor", _optional(_text)), _Field("worker", _optional(_ident)),
-                 _Field("epoch", _optional(_SEQ))),
+                 _Field("epoch", _optional(_SEQ)), _Field("votes", _optional(_int(1, MAX_VOTES)))),
     Heartbeat: (_Field("sender", _ident), _Field("role", _choice(ROLES)), _Field("seq", _SEQ), _Field("ts", _TS),
                 _Field("credits", _int(0, MAX_CREDITS)), _Field("cameras", _idents)),
 }

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gpu_worker.align import ARCFACE_112, TEMPLATES, align_faces, similarity_transform
-from gpu_worker.decision import DecisionRule, decide
+from gpu_worker.decision import DecisionRule, decide, decide_name, track_template, without_contradicted
 from gpu_worker.quality import (
     FaceQuality,
     QualityConfig,
@@ -95,3 +95,31 @@ def test_open_set_decision():
     only = decide([H("ann", 0.85)], cfg)
     assert only.name == "ann" and only.margin is None
     assert decide([], cfg).name is None
+
+
+def test_naming_takes_the_stricter_threshold_and_never_a_laxer_one():
+    rule = DecisionRule(threshold=0.8, margin=0.05, name_threshold=0.9)
+    assert decide([H("ann", 0.85)], rule).name == "ann"  # a vote
+    assert decide_name([H("ann", 0.85)], rule).name is None  # not a name
+    assert decide_name([H("ann", 0.91), H("bob", 0.5)], rule).name == "ann"
+    assert decide_name([H("ann", 0.91), H("bob", 0.88)], rule).name is None  # the margin still holds
+    assert DecisionRule(0.8, 0.05, 0.7).naming.threshold == 0.8  # never below the vote threshold
+    assert DecisionRule(0.8, 0.05).naming.threshold == 0.8
+
+
+def test_negative_evidence_removes_the_persons_it_contradicts():
+    hits = [H("ann", 0.93), H("bob", 0.90)]
+    assert [h.name for h in without_contradicted(hits, {"ann": 0.95})] == ["bob"]
+    assert [h.name for h in without_contradicted(hits, {"ann": 0.93})] == ["bob"]  # as similar: not her
+    assert [h.name for h in without_contradicted(hits, {"ann": 0.92, "carl": 0.99})] == ["ann", "bob"]
+
+
+def test_track_template_is_the_mean_of_the_best_faces():
+    a, b, c = np.eye(3, dtype=np.float32)
+    template = track_template([a, b, c], [0.9, 0.1, 0.8], faces=2)
+    assert np.allclose(template, (a + c) / np.sqrt(2.0)) and np.isclose(np.linalg.norm(template), 1.0)
+    assert np.allclose(track_template([b], [0.5], faces=3), b)
+    with pytest.raises(ValueError, match="as many qualities as embeddings"):
+        track_template([a, b], [0.5], faces=2)
+    with pytest.raises(ValueError, match="no direction"):
+        track_template([a, -a], [0.5, 0.5], faces=2)

@@ -147,7 +147,7 @@ def test_merged_visitor_defaults_to_none() -> None:
 
 
 def test_envelope_and_types_on_the_wire() -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     body = wire(merged())
     assert body["v"] == SCHEMA_VERSION and body["t"] == "track_event"
     assert body["box"] == [10.0, 20.0, 110.0, 140.0] and body["merged_visitor"] == "visitor-3"
@@ -204,6 +204,7 @@ def test_messages_are_frozen_and_hashable() -> None:
     (lambda: dataclasses.replace(event(), merged_visitor=3), "bad_type", "merged_visitor"),
     (lambda: dataclasses.replace(event(), worker="../w"), "bad_value", "worker"),
     (lambda: dataclasses.replace(event(), epoch=-1), "bad_value", "epoch"),
+    (lambda: dataclasses.replace(event(), votes=0), "bad_value", "votes"),
     (lambda: dataclasses.replace(merged(), type="track_started"), "bad_value", "merged_visitor"),
     (lambda: dataclasses.replace(merged(), type="track_ended"), "bad_value", "merged_visitor"),
     (lambda: dataclasses.replace(merged(), type="track_ended", name=None), "bad_value", "merged_visitor"),
@@ -223,8 +224,8 @@ def test_constructors_validate(make: Any, reason: str, field: str) -> None:
 def test_to_json_dict() -> None:
     out = event().to_json_dict()
     assert list(out) == [f.name for f in dataclasses.fields(TrackEvent)]
-    assert list(out)[-3:] == ["merged_visitor", "worker", "epoch"] and out["merged_visitor"] is None
-    assert out["worker"] is None and out["epoch"] is None
+    assert list(out)[-4:] == ["merged_visitor", "worker", "epoch", "votes"] and out["merged_visitor"] is None
+    assert out["worker"] is None and out["epoch"] is None and out["votes"] is None
     assert out["box"] == [10.0, 20.0, 110.0, 140.0] and out["name"] == "alice"
     assert json.loads(json.dumps(out)) == out
     assert dataclasses.replace(event(), box=None).to_json_dict()["box"] is None
@@ -260,7 +261,7 @@ def test_malformed(data: bytes) -> None:
     assert (err.reason, err.field) == ("malformed", None)
 
 
-@pytest.mark.parametrize("version", [None, 1, 2, 4, 0, "3", 3.0, True, [3]])
+@pytest.mark.parametrize("version", [None, 1, 2, 3, 5, 0, "4", 4.0, True, [4]])
 def test_version(version: Any) -> None:
     body = wire(heartbeat())
     if version is None:

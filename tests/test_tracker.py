@@ -334,3 +334,30 @@ def test_scheduler_may_choose_is_an_upper_bound_check():
     s.record(1, 0.5, ts=0.0)
     assert not s.may_choose(cand(1, 0.6, named=True), now=1.0)  # 0.6 < 0.5 * 1.25 and no refresh due
     assert s.may_choose(cand(1, 0.7, named=True), now=1.0)  # could be better: worth computing the real quality
+
+
+def test_a_name_waits_for_the_confirmation_of_the_whole_track():
+    v = TrackIdentity(VotingConfig(confirm_votes=2, instant_lead=0.04), threshold=0.9)
+    asked = []
+
+    def refuse(name):
+        asked.append(name)
+        return False
+    v.observe("ann", 0.92, None, 1.0, 0.0, confirm=refuse)
+    assert v.observe("ann", 0.92, None, 1.0, 0.1, confirm=refuse) is None and v.name is None and asked == ["ann"]
+    assert v.observe("ann", 0.99, None, 1.0, 0.2, confirm=refuse) is None  # not even a very confident face
+    assert not v.settled
+    change = v.observe("ann", 0.93, None, 1.0, 0.3, confirm=lambda name: True)
+    assert change.name == "ann" and v.settled
+
+
+def test_a_withdrawn_name_never_comes_back():
+    v = TrackIdentity(VotingConfig(confirm_votes=2), threshold=0.9)
+    v.observe("ann", 0.95, None, 1.0, 0.0)
+    v.observe("ann", 0.95, None, 1.0, 0.1)
+    assert v.name == "ann" and v.withdraw("ann") and v.name is None and not v.settled
+    for i in range(5):
+        assert v.observe("ann", 0.99, None, 1.0, 1.0 + i) is None
+    assert v.name is None and not v.withdraw("carl")  # not its name: nothing changes
+    v.observe("bob", 0.92, None, 5.0, 7.0)
+    assert v.observe("bob", 0.92, None, 5.0, 7.1).name == "bob"  # another person still can

@@ -6,11 +6,15 @@ import argparse
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
 from argusnet.config import ArgusConfig
 from store import opened_audit
 from store.config import LocalStoreConfig, StoreConfig, default_store_dir
+
+if TYPE_CHECKING:
+    from dashboard.context import CliCommand
 
 USERS_FILE = "dashboard-users.json"
 SESSION_KEY_FILE = "dashboard-session.key"
@@ -120,14 +124,13 @@ def ensure_admin(cfg: ArgusConfig, store: StoreConfig) -> tuple[str, str] | None
     return "admin", password
 
 
-def enrol_command(args: argparse.Namespace, store: StoreConfig) -> list[str]:
-    command = [sys.executable, "-m", "argusnet"]
-    if args.config is not None:
-        command += ["--config", str(args.config)]
-    command.append("enroll")
-    if getattr(args, "gallery", None) is not None:
-        command += ["--gallery", str(args.gallery)]
-    return command
+def cli_command(args: argparse.Namespace) -> CliCommand:
+    """`argusnet` on this dashboard's store, for the actions it runs as commands (enrol, "not this person")."""
+    from dashboard.context import CliCommand  # the web stack loads only when the dashboard runs
+
+    base = [sys.executable, "-m", "argusnet"] + (["--config", str(args.config)] if args.config is not None else [])
+    gallery = getattr(args, "gallery", None)
+    return CliCommand(tuple(base), ("--gallery", str(gallery)) if gallery is not None else ())
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -138,4 +141,4 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     listen = args.listen or cfg.dashboard.listen
     return run_dashboard(cfg.dashboard.model_copy(update={"listen": listen}), store, cfg.gallery,
                          users_path(cfg, store), session_key_path(cfg, store), [c.id for c in cfg.up.cameras],
-                         enrol_command(args, store))
+                         cli_command(args))

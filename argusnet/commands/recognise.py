@@ -19,6 +19,7 @@ from argusnet.commands.common import (
     print_json,
     round_or_none,
 )
+from argusnet.commands.tracks import register_negatives
 from gpu_worker.align import align_faces
 from gpu_worker.engine import Engine, EnrolmentFace, Identification
 from shared.errors import GalleryMissingError, InputError
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser("gallery", help="inspect and manage a gallery").add_subparsers(
         dest="gallery_command", metavar="ACTION", required=True)
+    register_negatives(g)
     p = g.add_parser("list", help="persons and face counts")
     add_gallery_arg(p)
     p.add_argument("--json", action="store_true", help="print as JSON")

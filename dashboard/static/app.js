@@ -119,10 +119,24 @@ function actionButtons(ev) {
   return box;
 }
 
+// Why a track got its name: its template's similarity (the Similarity column), its lead over the next enrolled
+// person (none when it is the only one) and how many of its faces voted for the name. A lead under NARROW_LEAD, or
+// a name from a single face, is marked "narrow": worth a look.
+const NARROW_LEAD = 0.02;
+function why(ev) {
+  if (ev.type !== "track_identified" || !ev.name) return el("span");
+  if (ev.visitor) return el("span", { class: "muted", text: "matched a visitor" });
+  const lead = ev.margin === null || ev.margin === undefined ? "no other person enrolled" : `lead ${sim(ev.margin)} over the next`;
+  const faces = ev.votes ? ` · ${ev.votes} face(s) agreed` : "";
+  const narrow = (ev.margin !== null && ev.margin !== undefined && ev.margin < NARROW_LEAD) || ev.votes === 1;
+  return el("span", { class: narrow ? "why narrow" : "why", title: narrow ? "named by a small lead" : "" },
+    narrow ? el("strong", { text: "narrow · " }) : el("span"), el("span", { text: lead + faces }));
+}
+
 function eventRow(ev) {
   return el("tr", { "data-id": String(ev.id), "data-type": ev.type, "data-name": ev.name || "" },
     el("td", {}, faceImg(ev.crop_url)), el("td", { text: when(ev.capture_ts) }), el("td", { text: ev.type.replace("track_", "") }),
-    el("td", {}, identityLink(ev.name)), el("td", { text: sim(ev.similarity) }), el("td", { text: ev.camera }),
+    el("td", {}, identityLink(ev.name)), el("td", { text: sim(ev.similarity) }), el("td", {}, why(ev)), el("td", { text: ev.camera }),
     el("td", { text: String(ev.track) }), el("td", {}, actionButtons(ev)));
 }
 
