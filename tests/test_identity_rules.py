@@ -1,0 +1,52 @@
+"""The identity rules over every store backend (the contract suite's fixtures): "not this person" on a track
+(`identity.corrections.reject_track`) and taking negative evidence back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from identity.corrections import reject_track, rejected_tracks, remove_negative, track_source
+from shared.errors import GalleryError
+from store.types import EventQuery, EventRecord
+from tests.test_store_contract import backend, event, face, near, opener, unit  # noqa: F401 - fixtures
+
+
+def test_reject_keeps_the_face_unnames_the_history_marks_the_visitor_and_is_audited(opener):
+    rng = np.random.default_rng(7)
+    store = opener()
+    ann = unit(rng)[0]
+    store.persons.add_person("Ann", [face(ann)])
+    visitor = store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5).visitor
+    store.events.append([EventRecord(event("track_identified", "cam", 5, 1.0, visitor, visitor=True)),
+                         EventRecord(event("track_identified", "cam", 5, 2.0, "Ann")),
+                         EventRecord(event("track_ended", "cam", 5, 3.0, "Ann")),
+                         EventRecord(event("track_identified", "cam", 6, 4.0, "Ann"))])
+    report = reject_track(store, "cam", 5, "Ann", [face(near(rng, ann))], actor="alice")
+    assert (report.events_unnamed, report.negatives_added, report.visitors) == (2, 1, (visitor,))
+    names = {(e.event.track, e.event.name) for e in store.events.query(EventQuery(camera="cam"))}
+    assert (5, "Ann") not in names and (6, "Ann") in names, "only that track's history is unnamed"
+    (kept,) = store.negatives.faces_of("Ann")
+    assert kept.source == track_source("cam", 5) and rejected_tracks(store, "Ann") == {"camera:cam/track:5"}
+    assert store.visitors.rejections()[visitor] == frozenset({"Ann"})
+    (record,) = [r for r in store.audit.list() if r.action == "reject"]
+    assert (record.actor, record.subject, record.details["negatives"]) == ("alice", "Ann", 1)
+    with pytest.raises(GalleryError, match="no event naming 'Ann'"):
+        reject_track(store, "cam", 5, "Ann", [], actor="alice")  # once is enough
+    with pytest.raises(GalleryError, match="is a visitor id"):
+        reject_track(store, "cam", 5, visitor, [], actor="alice")
+
+
+def test_negative_evidence_is_taken_back_one_face_at_a_time(opener):
+    rng = np.random.default_rng(8)
+    store = opener()
+    store.persons.add_person("Ann", [face(unit(rng)[0])])
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 1.0, "Ann")),
+                         EventRecord(event("track_identified", "cam", 2, 2.0, "Ann"))])
+    for track in (1, 2):
+        reject_track(store, "cam", track, "Ann", [face(unit(rng)[0])], actor="alice")
+    first, second = store.negatives.faces_of("Ann")
+    assert remove_negative(store, "Ann", first.face_id, actor="alice")
+    assert not remove_negative(store, "Ann", first.face_id, actor="alice")
+    assert [f.face_id for f in store.negatives.faces_of("Ann")] == [second.face_id]
+    assert [r.action for r in store.audit.list()].count("remove_negative") == 1
