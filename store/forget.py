@@ -1,7 +1,8 @@
 """Erasure of one identity everywhere a store keeps it, written once over the store interface (`store.base`).
 
 ``forget(store, name)`` erases a person or ``visitor-N``: their faces in the person gallery, their visitor faces
-and the rejections recorded for them, rejections naming them, merges into or from them, every event naming them
+and the rejections recorded for them, rejections naming them, merges into or from them (with the faces those merges
+kept aside for an unmerge, counted as visitor faces), every event naming them
 (events are deleted, not anonymised: an event is a sighting of the person), the crops those events and their live
 tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what still holds deleted bytes (the
 local index files and SQLite WALs; the Redis galleries' change streams; the Redis event stream is rewritten by the
@@ -75,7 +76,7 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     crops = sum(store.media.remove(key) for key in sorted(set(live_crops) | set(event_crops)))
     own_rejections = len(store.visitors.rejections().get(name, ())) if is_visitor_name(name) else 0
     refs = store.visitors.erase_references(name)
-    visitor_faces = store.visitors.remove(name) if is_visitor_name(name) else 0
+    visitor_faces = (store.visitors.remove(name) if is_visitor_name(name) else 0) + refs.merged_faces
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
     left = refs.left + store.finish_erasure(name)
     store.audit.forget_subject(name, actor)
