@@ -3,6 +3,10 @@ log with the dashboard user as the actor):
 
 - ``POST /api/visitors/{visitor}/name`` ``{"name"}``: the visitor is that person (its faces join the gallery, its
   past events name the person), as `argusnet visitors name`;
+- ``POST /api/visitors/{visitor}/unmerge``: undo the visitor's merge into a person (or its naming): its faces, and
+  exactly the events and live tracks the merge renamed, are the visitor's again, the faces a naming added to the
+  person go (`store.identity.unmerge_visitor`, which appends the audit record ``unmerge``); 400 saying why when it
+  was never merged or can no longer be undone;
 - ``POST /api/tracks/{camera}/{track}/reject`` ``{"name"}``: "not this person", as `argusnet tracks reject`: the
   track's stored face becomes negative evidence for NAME (workers then name no face nearer to it than to NAME's
   own faces as NAME, and a live track of it loses the name), its events stop naming NAME, and a visitor it
@@ -40,7 +44,7 @@ from identity.corrections import remove_negative, track_names
 from shared.errors import GalleryError, StoreError
 from shared.ids import is_valid_id
 from store.audit import ACTOR_ENV
-from store.identity import promote_visitor, remove_person
+from store.identity import promote_visitor, remove_person, unmerge_visitor
 
 router = APIRouter(prefix="/api")
 ENROL_TIMEOUT_S = 300.0
@@ -74,6 +78,14 @@ def name_visitor(request: Request, visitor: str, body: NameBody, viewer: Viewer 
     dash.metrics.actions.labels(action="name_visitor").inc()
     return {"visitor": visitor, "name": body.name.strip(), "faces_added": report.faces_added,
             "events_renamed": report.events}
+
+
+@router.post("/visitors/{visitor}/unmerge")
+def unmerge(request: Request, visitor: str, viewer: Viewer = Depends(_admin)) -> dict:
+    dash = dashboard_of(request)
+    report = _change(request, unmerge_visitor, dash.store, visitor, viewer.actor)  # audited by unmerge_visitor
+    dash.metrics.actions.labels(action="unmerge").inc()
+    return report.to_json()
 
 
 def _check_track(camera: str, track: int) -> None:

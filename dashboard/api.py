@@ -46,13 +46,21 @@ def events(request: Request, limit: int = Query(100, ge=1, le=MAX_LIMIT), camera
            identity: str | None = None, min_similarity: float | None = Query(None, ge=-1.0, le=1.0),
            since: float | None = None, until: float | None = None, after_id: int | None = Query(None, ge=0),
            _viewer: Viewer = Depends(require_viewer)) -> dict:
-    """Newest first. ``min_similarity`` keeps events whose similarity is at least that (events without one go)."""
+    """Newest first. ``min_similarity`` keeps events whose similarity is at least that (events without one go). An
+    event naming a visitor says whether that visitor still exists (``visitor_exists``: it can be named)."""
     query = EventQuery(since=since, until=until, camera=camera or None, identity=identity or None,
                        after_id=after_id, limit=MAX_LIMIT if min_similarity is not None else limit)
     found = _read(request, dashboard_of(request).store.events.query, query)
     if min_similarity is not None:
         found = [e for e in found if e.event.similarity is not None and e.event.similarity >= min_similarity]
-    return {"events": [event_json(e) for e in found[:limit]]}
+    rows = [event_json(e) for e in found[:limit]]
+    if any(row["visitor"] for row in rows):  # a visitor merged or expired since can no longer be named
+        store = dashboard_of(request).store
+        open_visitors = {v.visitor for v in _read(request, store.visitors.list)}
+        for row in rows:
+            if row["visitor"]:
+                row["visitor_exists"] = row["name"] in open_visitors
+    return {"events": rows}
 
 
 @router.get("/live")

@@ -29,7 +29,9 @@ def spans(events: list[LoggedEvent]) -> list[dict]:
 
 
 def identity_json(store: Store, name: str) -> dict:
-    """KeyError when the store knows nothing of ``name``."""
+    """KeyError when the store knows nothing of ``name``. A visitor's ``kind`` is "visitor" only while it exists
+    (faces kept); "merged" once merged into a person (``merged_into``; ``unmerge``: whether an unmerge can undo it,
+    ``unmerge_blocked``: why not), "expired" when only its events are left."""
     events = store.events.query(EventQuery(identity=name, limit=TIMELINE_EVENTS))
     visitor = is_visitor_name(name)
     part = store.visitors if visitor else store.persons
@@ -40,16 +42,29 @@ def identity_json(store: Store, name: str) -> dict:
     except GalleryError:
         faces = []
     negatives = [] if visitor else store.negatives.faces_of(name)
-    if not faces and not events and not negatives:
+    merged_into = store.visitors.merged_into(name) if visitor else None
+    if not faces and not events and not negatives and merged_into is None:
         raise KeyError(name)
-    kind = "visitor" if visitor else ("person" if faces else "former")
     base = "visitors" if visitor else "persons"
-    return {"name": name, "kind": kind, "merged_into": store.visitors.merged_into(name) if visitor else None,
-            "faces": [{"face_id": f.face_id, "source": f.source, "created": f.created,
-                       "url": f"/api/faces/{base}/{_q(name)}/{f.face_id}.jpg"} for f in faces],
-            "negatives": [{"face_id": f.face_id, "source": f.source, "created": f.created,
-                           "url": f"/api/faces/negatives/{_q(name)}/{f.face_id}.jpg"} for f in negatives],
-            "timeline": spans(events), "events": [event_json(e) for e in events[:200]]}
+    out = {"name": name, "kind": _kind(visitor, bool(faces), merged_into), "merged_into": merged_into,
+           "faces": [{"face_id": f.face_id, "source": f.source, "created": f.created,
+                      "url": f"/api/faces/{base}/{_q(name)}/{f.face_id}.jpg"} for f in faces],
+           "negatives": [{"face_id": f.face_id, "source": f.source, "created": f.created,
+                          "url": f"/api/faces/negatives/{_q(name)}/{f.face_id}.jpg"} for f in negatives],
+           "timeline": spans(events), "events": [event_json(e) for e in events[:200]]}
+    if merged_into is not None:
+        undo = store.visitors.merge_undo(name)
+        blocked = "the merge kept nothing to undo it with" if undo is None else undo.blocked
+        out.update(unmerge=blocked is None, unmerge_blocked=blocked)
+    return out
+
+
+def _kind(visitor: bool, has_faces: bool, merged_into: str | None) -> str:
+    if not visitor:
+        return "person" if has_faces else "former"
+    if has_faces:
+        return "visitor"
+    return "merged" if merged_into is not None else "expired"
 
 
 def _q(text: str) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from tqdm import tqdm
 
 from evaluation.replay import CameraFrame, Clip, camera_frames
 from gpu_worker.align import align_faces

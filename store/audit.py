@@ -33,8 +33,8 @@ from typing import Any, Mapping, Protocol, Sequence
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-ACTIONS = ("enrol", "remove", "rename", "name_visitor", "merge", "reject", "confirm", "forget", "reembed", "login",
-           "login_failed", "logout", "user_add", "user_remove", "rekey", "remove_negative")
+ACTIONS = ("enrol", "remove", "rename", "name_visitor", "merge", "unmerge", "reject", "confirm", "forget", "reembed",
+           "login", "login_failed", "logout", "user_add", "user_remove", "rekey", "remove_negative")
 RECORD_KEYS = frozenset({"seq", "ts", "actor", "action", "subject", "details", "prev", "hash"})
 ALTERED = "altered"
 REORDERED = "removed or reordered"

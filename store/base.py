@@ -24,9 +24,11 @@ from store.types import (
     FaceSample,
     LiveTrack,
     LoggedEvent,
+    MergeUndo,
     PersonHit,
     PersonInfo,
     StoredFace,
+    TrackRef,
     VisitorInfo,
     VisitorMatch,
 )
@@ -48,6 +50,11 @@ class PersonGallery(Protocol):
 
     def remove_person(self, name: str, missing_ok: bool = False) -> int:
         """Remove a person and all their faces; how many faces went (GalleryError when unknown)."""
+        ...
+
+    def remove_faces(self, name: str, face_ids: Sequence[int]) -> int:
+        """Remove those of ``face_ids`` that are faces of ``name`` (an unmerge taking back what a promote added), and
+        the person too when no face is left; how many faces went (0 when none is there any more)."""
         ...
 
     def persons(self) -> list[PersonInfo]: ...
@@ -102,9 +109,23 @@ class VisitorStore(Protocol):
 
     def list(self) -> list[VisitorInfo]: ...
 
-    def merge(self, visitor: str, person: str) -> int:
+    def merge(self, visitor: str, person: str, person_faces: Sequence[int] = (),
+              live_tracks: Sequence[TrackRef] = ()) -> int:
         """The visitor is ``person``: its faces stop answering as a visitor and its name resolves to the person
-        from now on; how many faces went (0 when it was already gone)."""
+        from now on; how many faces went (0 when it was already gone). The faces are kept aside, with
+        ``person_faces`` (the face ids a promote added to the person) and ``live_tracks`` (those the merge renamed),
+        so that `unmerge` can undo it (`merge_undo`)."""
+        ...
+
+    def merge_undo(self, visitor: str) -> MergeUndo | None:
+        """What the merge of ``visitor`` kept for an unmerge; None when it was never merged, or merged before merges
+        kept it (or copied by a migration, which does not copy it)."""
+        ...
+
+    def unmerge(self, visitor: str) -> int:
+        """Undo ``merge``: the kept faces answer as ``visitor`` again (created and last seen as they were) and the
+        merge record goes; how many faces came back (GalleryError when there is nothing to undo, or the undo is
+        blocked: `MergeUndo.blocked`)."""
         ...
 
     def merged_into(self, visitor: str) -> str | None:
@@ -112,7 +133,8 @@ class VisitorStore(Protocol):
         ...
 
     def expire(self, older_than: float) -> list[str]:
-        """Forget every visitor not seen since ``older_than`` (unix s); their names."""
+        """Forget every visitor not seen since ``older_than`` (unix s); their names. The faces kept aside by merges
+        made before ``older_than`` go too (those merges can no longer be undone; their records stay)."""
         ...
 
     def remove(self, visitor: str) -> int:
@@ -121,7 +143,8 @@ class VisitorStore(Protocol):
         ...
 
     def erase_references(self, name: str) -> ErasedReferences:
-        """Erase the rejections naming ``name`` (any visitor's "is not NAME") and the merges into or from it."""
+        """Erase the rejections naming ``name`` (any visitor's "is not NAME") and the merges into or from it, with
+        what those merges kept for an unmerge (the faces kept aside)."""
         ...
 
     def sync(self) -> bool: ...
@@ -216,7 +239,14 @@ class EventLog(Protocol):
         ...
 
     def rename_identity(self, old: str, new: str) -> int:
-        """Events naming ``old`` (a visitor) now name ``new`` (the person it was merged into); how many."""
+        """Events naming ``old`` (a visitor) now name ``new`` (the person it was merged into); how many. Which
+        events were renamed is kept, for ``restore_identity``."""
+        ...
+
+    def restore_identity(self, old: str, new: str) -> int:
+        """Undo ``rename_identity(old, new)``: the events it renamed that still name ``new`` name ``old`` again, each
+        exactly as it was before (events of ``new`` it did not rename, and renamed ones an operator un-named since,
+        are left as they are); how many."""
         ...
 
     def unname_track(self, camera: str, track: int, name: str) -> int:
@@ -248,7 +278,18 @@ class LiveTracks(Protocol):
         """Tracks whose TTL has not run out at ``now`` (default: the time now)."""
         ...
 
-    def rename_identity(self, old: str, new: str) -> int: ...
+    def rename_identity(self, old: str, new: str) -> int:
+        """Tracks naming ``old`` (a visitor) now name ``new`` (not a visitor); how many."""
+        ...
+
+    def rename_tracks(self, old: str, new: str) -> list[TrackRef]:
+        """``rename_identity``, answering which tracks it renamed."""
+        ...
+
+    def restore_tracks(self, tracks: Sequence[TrackRef], old: str, new: str) -> int:
+        """Undo ``rename_tracks(old, new)``: those of ``tracks`` still alive and naming ``new`` name the visitor
+        ``old`` again (their TTL unchanged); how many."""
+        ...
 
     def remove_identity(self, name: str) -> tuple[int, list[str]]:
         """Remove every live track naming ``name``; how many, and the crop keys they held."""

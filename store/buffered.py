@@ -55,9 +55,11 @@ from store.types import (
     FaceSample,
     LiveTrack,
     LoggedEvent,
+    MergeUndo,
     PersonHit,
     PersonInfo,
     StoredFace,
+    TrackRef,
     VisitorInfo,
     VisitorMatch,
 )
@@ -404,6 +406,9 @@ class BufferedPersons:
     def remove_person(self, name: str, missing_ok: bool = False) -> int:
         return self._o.call("write_persons", self.inner.remove_person, name, missing_ok)
 
+    def remove_faces(self, name: str, face_ids: Sequence[int]) -> int:
+        return self._o.call("write_persons", self.inner.remove_faces, name, list(face_ids))
+
     def persons(self) -> list[PersonInfo]:
         return self._o.call("read_persons", self.inner.persons)
 
@@ -436,8 +441,17 @@ class BufferedVisitors:
         faces = list(faces)
         self._o.write("visitors", "visitor_seen", lambda _age: self.inner.seen(visitor, faces, max_faces, when), None)
 
-    def merge(self, visitor: str, person: str) -> int:
-        return self._o.write("visitors", "merge_visitor", lambda _age: self.inner.merge(visitor, person), 0)
+    def merge(self, visitor: str, person: str, person_faces: Sequence[int] = (),
+              live_tracks: Sequence[TrackRef] = ()) -> int:
+        person_faces, live_tracks = list(person_faces), list(live_tracks)
+        return self._o.write("visitors", "merge_visitor",
+                             lambda _age: self.inner.merge(visitor, person, person_faces, live_tracks), 0)
+
+    def merge_undo(self, visitor: str) -> MergeUndo | None:
+        return self._o.call("read_visitors", self.inner.merge_undo, visitor)
+
+    def unmerge(self, visitor: str) -> int:
+        return self._o.call("write_visitors", self.inner.unmerge, visitor)
 
     def reject(self, visitor: str, not_name: str) -> None:
         self._o.call("write_visitors", self.inner.reject, visitor, not_name)
@@ -567,6 +581,9 @@ class BufferedEvents:
     def rename_identity(self, old: str, new: str) -> int:
         return self._o.write("events", "rename_events", lambda _age: self.inner.rename_identity(old, new), 0)
 
+    def restore_identity(self, old: str, new: str) -> int:
+        return self._o.call("rename_events", self.inner.restore_identity, old, new)
+
     def expire(self, older_than: float) -> int:
         return self._o.call("expire_events", self.inner.expire, older_than)
 
@@ -603,6 +620,13 @@ class BufferedLive:
 
     def rename_identity(self, old: str, new: str) -> int:
         return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_identity(old, new), 0)
+
+    def rename_tracks(self, old: str, new: str) -> list[TrackRef]:
+        """The tracks renamed; none when the rename waits (the merge then keeps no live tracks to restore)."""
+        return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_tracks(old, new), [])
+
+    def restore_tracks(self, tracks: Sequence[TrackRef], old: str, new: str) -> int:
+        return self._o.call("rename_live", self.inner.restore_tracks, list(tracks), old, new)
 
     def remove_identity(self, name: str) -> tuple[int, list[str]]:
         return self._o.call("remove_live", self.inner.remove_identity, name)

@@ -1,13 +1,15 @@
-"""How events and live tracks are written as JSON by every backend (one format, so a migration is a copy)."""
+"""How events, live tracks and what a merge keeps for an unmerge are written as JSON by every backend (one format,
+so a migration is a copy)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+import time
+from typing import Any, Iterable, Sequence
 
 from shared.protocol import TrackEvent
-from store.types import CameraStatus, LiveTrack
+from store.types import CameraStatus, LiveTrack, MergeUndo, TrackRef
 
 
 def event_json(event: TrackEvent) -> str:
@@ -27,6 +29,14 @@ def renamed_event(event: TrackEvent, old: str, new: str) -> TrackEvent:
     if event.name != old or new == old:  # not this identity, or no rename at all: the event as it was
         return event
     return dataclasses.replace(event, name=new, visitor=False)
+
+
+def restored_event(event: TrackEvent, old: str, new: str, visitor: bool) -> TrackEvent:
+    """Undo ``renamed_event``: the event naming the visitor ``old`` (with its ``visitor`` flag as it was) where it
+    names ``new``."""
+    if event.name != new or new == old:
+        return event
+    return dataclasses.replace(event, name=old, visitor=visitor)
 
 
 def unnamed_event(event: TrackEvent) -> TrackEvent | None:
@@ -56,3 +66,32 @@ def camera_json(status: CameraStatus) -> str:
 
 def camera_from_json(text: str) -> CameraStatus:
     return CameraStatus(**json.loads(text))
+
+
+def merge_undo_json(person_faces: Sequence[int], live_tracks: Sequence[TrackRef]) -> str:
+    """What a merge keeps besides the faces (`store.types.MergeUndo`), as every backend stores it."""
+    return json.dumps({"person_faces": [int(i) for i in person_faces],
+                       "live_tracks": [[t.camera, int(t.track)] for t in live_tracks]}, separators=(",", ":"))
+
+
+def merge_undo_from_json(text: str, visitor: str, person: str, merged_at: float, faces: int,
+                         blocked: str | None) -> MergeUndo:
+    data: dict[str, Any] = json.loads(text)
+    return MergeUndo(visitor, person, merged_at, faces, tuple(int(i) for i in data["person_faces"]),
+                     tuple(TrackRef(str(c), int(t)) for c, t in data["live_tracks"]), blocked)
+
+
+def undo_blocked(visitor: str, expired_at: float | None, kept_models: Iterable[str], model: str,
+                 exists: bool) -> str | None:
+    """Why a merge of ``visitor`` can no longer be undone (`MergeUndo.blocked`), the same words on every backend."""
+    if expired_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expired_at))
+        return (f"the faces {visitor} had when it was merged were deleted at {when} (visitors.retention_h after "
+                "the merge, or a store migration)")
+    other = sorted(set(kept_models) - {model})
+    if other:
+        return (f"the gallery was re-embedded with {model} since the merge; the faces kept of {visitor} hold "
+                f"{', '.join(other)} embeddings")
+    if exists:
+        return f"a visitor named {visitor} exists again"
+    return None

@@ -2,12 +2,13 @@
 
 ``forget(store, name)`` erases a person or ``visitor-N``: their faces in the person gallery, their negative evidence
 (faces kept as NOT them, `store.negatives`), their visitor faces and the rejections recorded for them, rejections
-naming them, merges into or from them, every event naming them (events are deleted, not anonymised: an event is a
-sighting of the person), the crops those events and their live tracks hold, and their live tracks. Then
-``Store.finish_erasure`` rewrites what still holds deleted bytes (the local index files and SQLite WALs; every Redis
-gallery's change stream; the Redis event stream is rewritten by the event log itself). Last, the audit log records
-the forget (`store.audit`: the record keeps only the subject's opaque id, and the name leaves the subject mapping).
-A name the store holds nothing of is refused with `GalleryError` before anything changes.
+naming them, merges into or from them (with the faces those merges kept aside for an unmerge, counted as visitor
+faces), every event naming them (events are deleted, not anonymised: an event is a sighting of the person), the
+crops those events and their live tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what
+still holds deleted bytes (the local index files and SQLite WALs; every Redis gallery's change stream; the Redis
+event stream is rewritten by the event log itself). Last, the audit log records the forget (`store.audit`: the
+record keeps only the subject's opaque id, and the name leaves the subject mapping). A name the store holds nothing
+of is refused with `GalleryError` before anything changes.
 
 Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, negative
 evidence, person faces last; every step deletes what is there, so a forget that stopped half-way is finished by
@@ -77,7 +78,7 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     crops = sum(store.media.remove(key) for key in sorted(set(live_crops) | set(event_crops)))
     own_rejections = len(store.visitors.rejections().get(name, ())) if is_visitor_name(name) else 0
     refs = store.visitors.erase_references(name)
-    visitor_faces = store.visitors.remove(name) if is_visitor_name(name) else 0
+    visitor_faces = (store.visitors.remove(name) if is_visitor_name(name) else 0) + refs.merged_faces
     negatives = store.negatives.erase(name) if not is_visitor_name(name) else 0
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
     left = refs.left + store.finish_erasure(name)

@@ -11,8 +11,9 @@ The interface has no way to create a visitor under a given name (`VisitorStore` 
 
 - Visitors are re-minted in the order of their numbers by ``match_or_create`` at a threshold no face reaches; a
   number the source no longer holds (an expired visitor the events still name, a merged visitor) is minted as a
-  placeholder and then removed again (a merged one by ``merge``, which records the merge; an expired one by
-  ``expire`` after every real visitor was marked seen), so a fresh destination hands out the same names. Where
+  placeholder and then removed again (a merged one by ``remove`` and then ``merge``, which records the merge and
+  keeps nothing to undo it with: merged-away faces are not copied, so a copied merge cannot be undone; an expired
+  one by ``expire`` after every real visitor was marked seen), so a fresh destination hands out the same names. Where
   names still differ (a destination whose counter had moved), every reference (events, rejections, merges) is
   renamed consistently and the report lists the renames.
 - Merges are found by asking ``merged_into`` for every visitor number up to the highest one the source mentions
@@ -53,6 +54,8 @@ GAPS = (
     "MediaStore has no put of raw JPEG bytes, no listing and no crop time: crops referenced by events are decoded "
     "and re-encoded (not byte-equal), timed by their event's capture time; crops no event names are not copied",
     "LiveTracks are not copied (they expire within retention.live_ttl_s)",
+    "VisitorStore has no way to read or write what a merge kept for an unmerge (the merged-away faces): merges are "
+    "copied without it, so a copied merge cannot be undone (`argusnet visitors unmerge` says so)",
     "The audit log is not copied: its records are hash-chained in the source store, which keeps them (save them "
     "with `argusnet audit list --json` before retiring it); the destination starts a chain of its own",
 )
@@ -217,6 +220,7 @@ def copy_visitors(plan: VisitorPlan, dst: Store) -> CopiedVisitors:
         if stored:
             faces += len(stored)
         elif name in plan.merges:
+            dst.visitors.remove(new)  # the placeholder goes first: the merge keeps nothing an unmerge could restore
             dst.visitors.merge(new, plan.merges[name])
         else:
             expired.append(new)

@@ -1,4 +1,6 @@
-"""The one retention job: on a timer, forget visitors not seen for ``visitors.retention_h``, delete crops older
+"""The one retention job: on a timer, forget visitors not seen for ``visitors.retention_h`` (and delete the faces a
+merge kept aside for an unmerge that long after the merge: the merge stands, it can no longer be undone; those are
+not counted in the report), delete crops older
 than ``retention.crops_h`` and events older than ``retention.events_days``, drop expired live tracks and camera previews (kept
 for ``worker.preview_ttl_s`` after the last refresh), and delete
 the oldest crops while all of them take more than ``retention.media_budget_bytes``.

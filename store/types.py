@@ -151,6 +151,30 @@ class CameraStatus:
 
 
 @dataclass(frozen=True)
+class TrackRef:
+    """One live track, by camera and track id."""
+
+    camera: str
+    track: int
+
+
+@dataclass(frozen=True)
+class MergeUndo:
+    """What the merge of ``visitor`` into ``person`` kept so it can be undone (`store.identity.unmerge_visitor`):
+    when it was made (unix s), how many of the visitor's faces are kept aside (they answer no search), the face
+    ids a promote added to the person, the live tracks the merge renamed, and ``blocked``: why it can no longer be
+    undone, in words (None while it can)."""
+
+    visitor: str
+    person: str
+    merged_at: float
+    faces: int
+    person_faces: tuple[int, ...] = ()
+    live_tracks: tuple[TrackRef, ...] = ()
+    blocked: str | None = None
+
+
+@dataclass(frozen=True)
 class RetentionReport:
     """What one run of the retention job removed, per kind."""
 
@@ -167,9 +191,11 @@ class RetentionReport:
 
 @dataclass(frozen=True)
 class ErasedReferences:
-    """What `VisitorStore.erase_references` removed: rejections naming the identity, merges into or from it, and
-    ``left``: what the backend could not erase, in words (empty when everything went)."""
+    """What `VisitorStore.erase_references` removed: rejections naming the identity, merges into or from it, the
+    faces those merges kept aside (``merged_faces``), and ``left``: what the backend could not erase, in words
+    (empty when everything went)."""
 
     rejections: int = 0
     merges: int = 0
     left: tuple[str, ...] = ()
+    merged_faces: int = 0

@@ -13,8 +13,10 @@ from store.types import (
     VISITOR_PREFIX,
     ErasedReferences,
     FaceSample,
+    MergeUndo,
     PersonInfo,
     StoredFace,
+    TrackRef,
     VisitorInfo,
     VisitorMatch,
 )
@@ -42,9 +44,26 @@ class VisitorGallery(Protocol):
 
     def persons(self) -> list[PersonInfo]: ...
 
-    def record_merge(self, name: str, into: str) -> int: ...
+    def record_merge(self, name: str, into: str, person_faces: Sequence[int] = (),
+                     live_tracks: Sequence[TrackRef] = ()) -> int:
+        """``name`` is ``into`` from now on; its faces are kept aside with what an unmerge needs."""
+        ...
 
     def merged_into(self, name: str) -> str | None: ...
+
+    def merge_undo(self, name: str) -> MergeUndo | None: ...
+
+    def restore_merged(self, name: str) -> int:
+        """Undo ``record_merge``: the kept faces back under ``name``, the merge record gone; how many faces."""
+        ...
+
+    def expire_merges(self, older_than: float) -> int:
+        """Delete the faces kept by merges made before ``older_than``; how many faces."""
+        ...
+
+    def erase_merges(self, name: str) -> int:
+        """Delete what the merges into or from ``name`` kept (faces and undo records); how many faces."""
+        ...
 
     def expire(self, older_than: float) -> list[str]: ...
 
@@ -93,21 +112,31 @@ class GalleryVisitorStore:
         return [VisitorInfo(p.name, p.faces, p.created, p.last_seen, tuple(sorted(rejected.get(p.name, ()))))
                 for p in self.gallery.persons()]
 
-    def merge(self, visitor: str, person: str) -> int:
-        return self.gallery.record_merge(visitor, person)
+    def merge(self, visitor: str, person: str, person_faces: Sequence[int] = (),
+              live_tracks: Sequence[TrackRef] = ()) -> int:
+        return self.gallery.record_merge(visitor, person, person_faces, live_tracks)
 
     def merged_into(self, visitor: str) -> str | None:
         return self.gallery.merged_into(visitor)
 
+    def merge_undo(self, visitor: str) -> MergeUndo | None:
+        return self.gallery.merge_undo(visitor)
+
+    def unmerge(self, visitor: str) -> int:
+        return self.gallery.restore_merged(visitor)
+
     def expire(self, older_than: float) -> list[str]:
-        return self.gallery.expire(older_than)
+        gone = self.gallery.expire(older_than)
+        self.gallery.expire_merges(older_than)
+        return gone
 
     def remove(self, visitor: str) -> int:
         return self.gallery.remove_person(visitor, missing_ok=True)
 
     def erase_references(self, name: str) -> ErasedReferences:
+        merged_faces = self.gallery.erase_merges(name)
         rejections, merges = self.gallery.erase_references(name)
-        return ErasedReferences(rejections, merges)
+        return ErasedReferences(rejections, merges, merged_faces=merged_faces)
 
     def sync(self) -> bool:
         return self.gallery.sync()

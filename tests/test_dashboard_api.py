@@ -243,6 +243,47 @@ def test_actions_need_admin_and_csrf_and_change_the_store(site):
     assert admin.get_json("/api/events")[0] == 401  # a removed user's session ends at once
 
 
+def test_unmerge_action_needs_admin_and_csrf_and_restores_the_visitor(site):
+    viewer, admin = Client(site["port"]), Client(site["port"])
+    viewer.login("victor", PASSWORD)
+    admin.login("alice", PASSWORD)
+    visitor = site["visitor"]
+    path = f"/api/visitors/{visitor}/unmerge"
+    status, body = admin.post_json(path, {})
+    assert status == 400 and f"{visitor} is not merged into anyone" in body["detail"]
+    assert admin.post_json(f"/api/visitors/{visitor}/name", {"name": XSS})[0] == 200
+    tl = viewer.get_json(f"/api/identities/{visitor}")[1]
+    assert (tl["kind"], tl["merged_into"], tl["unmerge"], tl["faces"]) == ("merged", XSS, True, [])
+    status, body = admin.post_json(f"/api/visitors/{visitor}/name", {"name": "Dora"})
+    assert status == 400 and "merged into" in body["detail"]  # a merged visitor cannot be named again
+    assert viewer.post_json(path, {})[0] == 403  # a viewer
+    assert admin.post_json(path, {}, csrf=False)[0] == 403  # no CSRF token
+    assert Client(site["port"]).post_json(path, {})[0] == 401  # no session
+    status, body = admin.post_json(path, {})
+    assert status == 200 and body == {"visitor": visitor, "person": XSS, "faces_restored": 1,
+                                      "person_faces_removed": 1, "events": 1, "live_tracks": 0}
+    assert admin.post_json(path, {})[0] == 400  # nothing left to undo
+    tl = viewer.get_json(f"/api/identities/{visitor}")[1]
+    assert (tl["kind"], tl["merged_into"], len(tl["faces"])) == ("visitor", None, 1)
+    (event,) = viewer.get_json("/api/events?camera=cam2")[1]["events"]
+    assert (event["name"], event["visitor"], event["visitor_exists"]) == (visitor, True, True)
+    persons = viewer.get_json("/api/persons")[1]
+    assert {p["name"]: p["faces"] for p in persons["persons"]} == {"Ann": 1, XSS: 1}  # the visitor's face went
+    store = open_store(LocalStoreConfig(path=site["dir"]), GalleryConfig())
+    try:
+        store.events.append([EventRecord(_event("track_identified", 3, "visitor-77", time.time(), visitor=True,
+                                                camera="cam3"))])
+    finally:
+        store.close()
+    (gone,) = viewer.get_json("/api/events?camera=cam3")[1]["events"]
+    assert gone["visitor_exists"] is False  # the page offers no "Name" for it
+    assert viewer.get_json("/api/identities/visitor-77")[1]["kind"] == "expired"
+    records = json.loads(_cli("audit", "list", "--json", "--gallery", site["dir"]).stdout)["records"]
+    assert [(r["action"], r["actor"]) for r in records if r["action"] == "unmerge"] == [("unmerge", "dashboard:alice")]
+    resp, data = admin.request("GET", "/metrics")
+    assert b'argusnet_dashboard_actions_total{action="unmerge"} 1.0' in data
+
+
 def test_the_stream_pushes_new_events_and_catches_up_from_last_event_id(site):
     c = Client(site["port"])
     c.login("victor", PASSWORD)

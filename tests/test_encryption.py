@@ -15,6 +15,7 @@ import pytest
 from shared.errors import GalleryError, InputError
 from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig
+from store.crypto import Cipher, load_key
 from store.types import FaceSample
 
 DIM = 128
@@ -162,3 +163,25 @@ def test_rekey_then_old_key_refused_new_key_works(tmp_path):
     wrong.write_text("00" * 31)
     bad = run_cli("store", "rekey", "--new-key-file", str(wrong), config=config)
     assert bad.returncode == 2 and "short.key" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_faces_a_merge_kept_are_sealed_rekeyed_and_unmerged(tmp_path):
+    from store.identity import merge_visitor, unmerge_visitor
+    from store.local.store import rekey_local
+
+    old, new = key_file(tmp_path, "old"), key_file(tmp_path, "new")
+    directory, _ = filled(tmp_path, old)
+    vector = unit(np.random.default_rng(5), 1)[0]
+    with opened(directory, old) as store:
+        merge_visitor(store, "visitor-1", "alice")
+        assert store.visitors.merge_undo("visitor-1").faces == 1
+    db = sqlite3.connect(directory / "visitors" / "gallery.sqlite")
+    (blob,) = db.execute("SELECT embedding FROM merged_faces").fetchone()
+    db.close()
+    assert vector.tobytes() not in blob and vector[:8].tobytes() not in blob
+    rekey_local(directory, Cipher(load_key(old), "old"), Cipher(load_key(new), "new"), GalleryConfig())
+    with opened(directory, new) as store:
+        assert unmerge_visitor(store, "visitor-1", "test").faces_restored == 1
+        (restored,) = store.visitors.faces_of("visitor-1")
+        np.testing.assert_array_equal(restored.embedding, vector)
+        assert store.visitors.match_or_create([face(vector)], 0.9, 5).visitor == "visitor-1"

@@ -167,3 +167,25 @@ def test_a_rekey_refuses_running_workers_and_resumes_after_a_stop(redis_url, tmp
     with opened(cfg.model_copy(update={"encryption_key_file": new_file})) as store:
         assert store.persons.search(vectors[2:3], 1)[0][0].name == "alice"
         assert store.negatives.search(negative_vectors()[:1], 1)[0][0].name == "alice"
+
+
+def test_faces_a_merge_kept_are_sealed_rekeyed_and_unmerged(redis_url, tmp_path):
+    from store.identity import merge_visitor, unmerge_visitor
+
+    old, new = key_file(tmp_path, "old"), key_file(tmp_path, "new")
+    cfg = cfg_of(redis_url, tmp_path, old)
+    filled(cfg)
+    vector = unit(np.random.default_rng(5), 1)[0]
+    with opened(cfg) as store:
+        merge_visitor(store, "visitor-1", "alice")
+        store.live.clear_previews()
+        store.live.expire_cameras(now=float("inf"))
+    kept = {k: v for k, v in dumps(redis_url, cfg.prefix).items() if b":merged_face:" in k}
+    assert len(kept) == 1 and not any(vector[:8].tobytes() in blob for blob in kept.values())
+    done = rekey_redis(cfg, Cipher(load_key(old), "old"), Cipher(load_key(new), "new"))
+    assert done["visitors"] == 1  # the kept face (its embedding and crop)
+    with opened(cfg.model_copy(update={"encryption_key_file": new})) as store:
+        assert unmerge_visitor(store, "visitor-1", "test").faces_restored == 1
+        (restored,) = store.visitors.faces_of("visitor-1")
+        np.testing.assert_array_equal(restored.embedding, vector)
+        assert store.visitors.match_or_create([face(vector)], 0.9, 5).visitor == "visitor-1"

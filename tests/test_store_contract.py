@@ -25,7 +25,7 @@ from shared.protocol import TrackEvent
 from store import open_store
 from store.base import Store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig, RetentionConfig, VisitorConfig
-from store.identity import merge_visitor, promote_visitor, remove_person
+from store.identity import merge_visitor, promote_visitor, remove_person, unmerge_visitor
 from store.retention import RetentionJob
 from store.types import CameraStatus, EventQuery, EventRecord, FaceSample, LiveTrack
 
@@ -372,6 +372,132 @@ def test_forget_erases_a_name_that_only_negative_evidence_holds(opener):
     assert store.negatives.counts() == {}
     with pytest.raises(GalleryError, match="holds nothing of 'Ivy'"):
         forget(store, "Ivy")
+
+
+# ------------------------------------------------------------------------------------------------ unmerge
+def _merged_visitor_with_history(store: Store, rng: np.random.Generator) -> dict:
+    """Grace enrolled with events of her own; a visitor with two faces, events (one with a crop) and a live track,
+    plus an event naming nobody; everything as logged before a merge."""
+    grace = unit(rng)[0]
+    store.persons.add_person("Grace", [face(grace)])
+    base = unit(rng)[0]
+    visitor = store.visitors.match_or_create([face(base, "camera:cam/track:5", 60),
+                                              face(near(rng, base), "camera:cam/track:5", 70)], 0.9, 5).visitor
+    crop = store.media.put_crop("cam", 5, np.full((20, 20, 3), 7, np.uint8))
+    store.events.append([EventRecord(event("track_started", "cam", 5, 100.0)),
+                         EventRecord(event("track_identified", "cam", 5, 101.0, visitor, visitor=True), worker="w1"),
+                         EventRecord(event("track_identified", "cam", 6, 102.0, "Grace")),
+                         EventRecord(event("track_ended", "cam", 5, 103.0, visitor, visitor=True), crop=crop)])
+    store.live.put(LiveTrack("cam", 5, visitor, True, 0.93, (0, 0, 9, 9), 100.0, 103.0, crop=crop), ttl_s=60)
+    store.live.put(LiveTrack("cam", 6, "Grace", False, 0.9, None, 100.0, 103.0), ttl_s=60)
+    return {"visitor": visitor, "base": base, "events": store.events.query(EventQuery()),
+            "faces": store.visitors.faces_of(visitor), "live": store.live.alive(),
+            "listed": store.visitors.list(), "grace": store.persons.faces_of("Grace")}
+
+
+def test_unmerge_restores_the_visitor_its_faces_events_and_live_tracks_exactly(opener):
+    rng = np.random.default_rng(12)
+    store = opener()
+    before = _merged_visitor_with_history(store, rng)
+    visitor = before["visitor"]
+    merged = merge_visitor(store, visitor, "Grace")
+    assert (merged.faces_removed, merged.events, merged.live_tracks) == (2, 2, 1)
+    assert store.visitors.list() == []
+    undo = store.visitors.merge_undo(visitor)
+    assert (undo.person, undo.faces, undo.blocked, undo.person_faces) == ("Grace", 2, None, ())
+    report = unmerge_visitor(store, visitor, "cli:tester")
+    assert (report.person, report.faces_restored, report.person_faces_removed, report.events,
+            report.live_tracks) == ("Grace", 2, 0, 2, 1)
+    assert store.events.query(EventQuery()) == before["events"]  # every event, field by field, as before the merge
+    assert [e.id for e in store.events.query(EventQuery(identity=visitor))] == [4, 2]
+    assert [e.event.track for e in store.events.query(EventQuery(identity="Grace"))] == [6]
+    after = store.visitors.faces_of(visitor)
+    assert len(after) == len(before["faces"])
+    for was, now in zip(before["faces"], after):
+        assert np.array_equal(was.embedding, now.embedding) and np.array_equal(was.landmarks, now.landmarks)
+        assert (was.source, was.created) == (now.source, now.created) and was.crop.shape == now.crop.shape
+    assert store.visitors.list() == before["listed"]  # created and last seen as they were
+    assert store.live.alive() == before["live"]
+    assert store.persons.faces_of("Grace")[0].face_id == before["grace"][0].face_id
+    assert store.visitors.merged_into(visitor) is None and store.visitors.merge_undo(visitor) is None
+    again = store.visitors.match_or_create([face(near(rng, before["base"]))], 0.9, 5)
+    assert (again.visitor, again.created) == (visitor, False)  # searchable again
+    last = store.audit.list()[-1]
+    assert (last.action, last.actor, last.subject, last.details["visitor"]) == ("unmerge", "cli:tester", "Grace",
+                                                                                visitor)
+
+
+def test_unmerge_after_a_reopen_and_new_events_of_the_person(opener):
+    rng = np.random.default_rng(13)
+    store = opener()
+    before = _merged_visitor_with_history(store, rng)
+    merge_visitor(store, before["visitor"], "Grace")
+    store.events.append([EventRecord(event("track_identified", "cam", 7, 104.0, "Grace"))])
+    store.close()
+    store = opener(create=False)
+    report = unmerge_visitor(store, before["visitor"], "cli:tester")
+    assert report.events == 2
+    assert store.events.query(EventQuery())[1:] == before["events"]
+    assert [e.event.track for e in store.events.query(EventQuery(identity="Grace"))] == [7, 6]
+    assert len(store.visitors.faces_of(before["visitor"])) == 2
+
+
+def test_promote_then_unmerge_takes_back_exactly_the_faces_it_added(opener):
+    rng = np.random.default_rng(14)
+    store = opener()
+    own = unit(rng)[0]
+    store.persons.add_person("Frank", [face(own)])
+    first = store.visitors.match_or_create([face(unit(rng)[0]), face(unit(rng)[0])], 0.9, 5).visitor
+    second = store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5).visitor
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 100.0, first, visitor=True))])
+    assert promote_visitor(store, first, "Frank").faces_added == 2
+    assert promote_visitor(store, second, "Hank").faces_added == 1
+    assert store.visitors.merge_undo(first).person_faces == tuple(f.face_id for f in store.persons.faces_of("Frank")[1:])
+    with pytest.raises(GalleryError, match="merged into Frank already"):
+        promote_visitor(store, first, "Ivan")
+    report = unmerge_visitor(store, first, "cli:tester")
+    assert (report.faces_restored, report.person_faces_removed, report.events) == (2, 2, 1)
+    assert [np.allclose(f.embedding, own) for f in store.persons.faces_of("Frank")] == [True]
+    assert store.persons.search(own[None], 1)[0][0].name == "Frank"
+    assert unmerge_visitor(store, second, "cli:tester").person_faces_removed == 1
+    assert [p.name for p in store.persons.persons()] == ["Frank"]  # Hank was made by the promote: gone with it
+    assert sorted(v.visitor for v in store.visitors.list()) == sorted([first, second])
+    assert store.persons.face_count == 1
+
+
+def test_unmerge_refuses_what_was_never_merged_or_can_no_longer_be_undone(opener):
+    rng = np.random.default_rng(15)
+    store = opener()
+    visitor = store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5).visitor
+    with pytest.raises(GalleryError, match=f"{visitor} is not merged into anyone"):
+        unmerge_visitor(store, visitor, "cli:tester")
+    with pytest.raises(GalleryError, match="visitor-99 is not merged"):
+        unmerge_visitor(store, "visitor-99", "cli:tester")
+    with pytest.raises(GalleryError, match="not a visitor id"):
+        unmerge_visitor(store, "Grace", "cli:tester")
+    store.persons.add_person("Grace", [face(unit(rng)[0])])
+    merge_visitor(store, visitor, "Grace")
+    RetentionJob(store, RetentionConfig(), VisitorConfig(retention_h=1.0)).run_once(now=time.time() + 7200)
+    assert store.visitors.merged_into(visitor) == "Grace"  # the merge stands; what could undo it is gone
+    assert store.visitors.merge_undo(visitor).faces == 0
+    with pytest.raises(GalleryError, match="can no longer be undone: the faces .* were deleted"):
+        unmerge_visitor(store, visitor, "cli:tester")
+    assert store.visitors.merged_into(visitor) == "Grace" and store.audit.list()[-1].action == "merge"
+
+
+@pytest.mark.parametrize("forgotten", ["Grace", "visitor"])
+def test_forget_erases_the_faces_a_merge_kept_aside(opener, forgotten):
+    from store.forget import forget
+
+    rng = np.random.default_rng(16)
+    store = opener()
+    before = _merged_visitor_with_history(store, rng)
+    merge_visitor(store, before["visitor"], "Grace")
+    report = forget(store, "Grace" if forgotten == "Grace" else before["visitor"])
+    assert report.visitor_faces == 2 and report.merges == 1
+    assert store.visitors.merge_undo(before["visitor"]) is None and store.visitors.all_faces() == []
+    with pytest.raises(GalleryError, match="not merged into anyone"):
+        unmerge_visitor(store, before["visitor"], "cli:tester")
 
 
 # ------------------------------------------------------------------------------------------------ media

@@ -86,3 +86,36 @@ def test_rejected_name_is_never_given_to_that_visitors_track(tmp_path, engine):
     assert decide(hits, engine.rule).name == "Ann"
     assert processor._decide(record, hits).name is None  # Ann refused; Bob is below the threshold
     store.close()
+
+
+def test_visitors_cli_unmerge_undoes_a_naming(tmp_path, cli):
+    from shared.protocol import TrackEvent
+    from store.types import EventQuery, EventRecord
+
+    rng = np.random.default_rng(6)
+    store = make_store(tmp_path)
+    store.visitors.match_or_create([sample(rng), sample(rng)], threshold=0.99, max_faces=5)
+    store.events.append([EventRecord(TrackEvent(type="track_identified", camera="a", track=3, name="visitor-1",
+                                                similarity=0.9, margin=None, ts=10.0, capture_ts=10.0, box=None,
+                                                time_to_name_ms=None, duration_s=None, visitor=True))])
+    before = store.events.query(EventQuery())
+    store.close()
+    gallery = tmp_path / "gallery"
+    assert cli("visitors", "name", "visitor-1", "Bob", "--gallery", gallery).code == 0
+    r = cli("visitors", "unmerge", "visitor-1", "--gallery", gallery, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out) == {"visitor": "visitor-1", "person": "Bob", "faces_restored": 2,
+                                 "person_faces_removed": 2, "events": 1, "live_tracks": 0}
+    assert json.loads(cli("gallery", "list", "--gallery", gallery, "--json").out)["persons"] == []
+    listed = json.loads(cli("visitors", "list", "--gallery", gallery, "--json").out)["visitors"]
+    assert [(v["visitor"], v["faces"]) for v in listed] == [("visitor-1", 2)]
+    r = cli("visitors", "unmerge", "visitor-1", "--gallery", gallery)
+    assert r.code == 2 and "visitor-1 is not merged into anyone" in r.err and "Traceback" not in r.err
+    r = cli("visitors", "unmerge", "visitor-7", "--gallery", gallery)
+    assert r.code == 2 and "visitor-7 is not merged" in r.err
+    audit = json.loads(cli("audit", "list", "--gallery", gallery, "--json").out)["records"]
+    assert [(a["action"], a["subject"]) for a in audit] == [("name_visitor", "Bob"), ("unmerge", "Bob")]
+    assert cli("audit", "verify", "--gallery", gallery).code == 0
+    store = make_store(tmp_path)
+    assert store.events.query(EventQuery()) == before
+    store.close()

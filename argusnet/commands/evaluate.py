@@ -126,7 +126,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_openset(args: argparse.Namespace) -> int:
     from argusnet.config import load_config, parse_overrides
     from evaluation.openset import OpenSetPlan, run_openset
-    from gpu_worker.engine import Engine
 
     identities = args.identities or [DEFAULT_DATA / "deepface" / "identities.csv", DEFAULT_DATA / "dlib" / "johns"]
     clips = args.clips or [DEFAULT_DATA / "facenet-pytorch" / "arcade.mp4"]

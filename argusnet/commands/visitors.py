@@ -1,5 +1,5 @@
-"""`argusnet visitors list|name VISITOR NAME|reject VISITOR NAME`: the provisional identities of people nobody
-enrolled, kept in the store by the workers."""
+"""`argusnet visitors list|name VISITOR NAME|reject VISITOR NAME|unmerge VISITOR`: the provisional identities of
+people nobody enrolled, kept in the store by the workers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from argusnet.commands.common import (
     open_cli_store,
     print_json,
 )
-from store.identity import promote_visitor
+from store.identity import promote_visitor, unmerge_visitor
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_reject)
+    p = v.add_parser("unmerge", help="undo a visitor's merge into a person (or its naming): its faces, and exactly "
+                     "the events and live tracks the merge renamed, are the visitor's again")
+    p.add_argument("visitor", metavar="VISITOR")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_gallery_arg(p)
+    p.set_defaults(handler=cmd_unmerge)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -66,4 +72,17 @@ def cmd_reject(args: argparse.Namespace) -> int:
         store.visitors.reject(args.visitor, args.name)
     record_change(args, "reject", args.name, visitor=args.visitor)
     print(f"recorded: {args.visitor} is not {args.name}")
+    return 0
+
+
+def cmd_unmerge(args: argparse.Namespace) -> int:
+    """The store's audit log records the unmerge (`store.identity.unmerge_visitor`), the CLI user as the actor."""
+    with open_cli_store(args, config_from(args)) as store:
+        report = unmerge_visitor(store, args.visitor, actor=None)
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    print(f"{report.visitor} is no longer {report.person}: {report.faces_restored} face(s) back as "
+          f"{report.visitor}, {report.events} event(s) and {report.live_tracks} live track(s) name it again, "
+          f"{report.person_faces_removed} face(s) taken back from {report.person}")
     return 0

@@ -105,7 +105,9 @@ function actionButtons(ev) {
   if (!isAdmin() || !ev.name) return el("span");
   const box = el("span", { class: "actions" });
   const base = `/api/tracks/${encodeURIComponent(ev.camera)}/${ev.track}`;
-  if (ev.visitor) {
+  if (ev.visitor && ev.visitor_exists === false) {
+    // merged or expired since: nothing left to name (its page says which)
+  } else if (ev.visitor) {
     const input = el("input", { placeholder: "name", class: "small", "aria-label": "name for " + ev.name });
     box.append(input, el("button", { text: "Name", class: "name-visitor", onclick: async () => {
       try { const r = await post(`/api/visitors/${encodeURIComponent(ev.name)}/name`, { name: input.value });
@@ -165,19 +167,30 @@ async function identityPage() {
   let data;
   try { data = await getJSON("/api/identities/" + encodeURIComponent(name)); }
   catch (e) { document.getElementById("identity-kind").textContent = "Nothing is known of this name."; return; }
-  const kind = { person: "Enrolled person", visitor: "Visitor (provisional identity)", former: "No longer enrolled" }[data.kind];
-  document.getElementById("identity-kind").textContent = kind + (data.merged_into ? ` · merged into ${data.merged_into}` : "");
+  const kind = { person: "Enrolled person", visitor: "Visitor (provisional identity)", former: "No longer enrolled",
+    merged: "Merged visitor", expired: "Visitor (expired: its faces are gone)" }[data.kind];
+  const kindLine = document.getElementById("identity-kind");
+  kindLine.replaceChildren(kind);
+  if (data.merged_into) kindLine.append(" · merged into ", identityLink(data.merged_into));
   document.getElementById("faces").replaceChildren(...data.faces.map((f) => el("figure", {}, el("img", { src: f.url, class: "crop", alt: "" }), el("figcaption", { text: f.source }))));
   document.querySelector("#timeline tbody").replaceChildren(...data.timeline.map((s) => el("tr", {},
     el("td", {}, faceImg(s.crop_url)), el("td", { text: s.camera }), el("td", { text: String(s.track) }),
     el("td", { text: day(s.first) }), el("td", { text: when(s.last) }), el("td", { text: sim(s.similarity) }), el("td", { text: String(s.events) }))));
   if (!isAdmin()) return;
   const actions = document.getElementById("identity-actions");
+  actions.replaceChildren();
   if (data.kind === "visitor") {
     const input = el("input", { placeholder: "their name", id: "visitor-new-name" });
     actions.append(input, el("button", { text: "Name this visitor", id: "name-visitor", onclick: async () => {
       try { const r = await post(`/api/visitors/${encodeURIComponent(name)}/name`, { name: input.value });
         location.href = "/identity/" + encodeURIComponent(r.name); } catch (e) { toast(e.message, true); } } }));
+  } else if (data.kind === "merged") {
+    if (!data.unmerge) { actions.append(el("p", { class: "muted", id: "unmerge-blocked", text: "Cannot be unmerged: " + data.unmerge_blocked })); return; }
+    actions.append(el("button", { text: "Unmerge", id: "unmerge-visitor", onclick: async () => {
+      if (!confirm(`Undo the merge of ${name} into ${data.merged_into}? Its faces and the events the merge renamed become ${name}'s again.`)) return;
+      try { const r = await post(`/api/visitors/${encodeURIComponent(name)}/unmerge`, {});
+        toast(`${r.visitor} is no longer ${r.person}: ${r.faces_restored} face(s), ${r.events} event(s) restored`);
+        identityPage(); } catch (e) { toast(e.message, true); } } }));
   } else if (data.kind === "person") {
     actions.append(el("button", { text: "Remove this person", id: "remove-person", onclick: async () => {
       if (!confirm(`Remove ${name} and every enrolled face?`)) return;

@@ -1,11 +1,13 @@
 """The local event log: one row per event in ``store.sqlite`` (the event as JSON, plus the columns it is queried
-by)."""
+by). A rename (a visitor merged into a person) rewrites the events and records each renamed id with the visitor
+flag it had in ``renamed_events``; ``restore_identity`` (an unmerge) rewrites exactly those back. Those records go
+with an erasure of either name, and with the events themselves when they expire."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from store.codec import event_from_json, event_json, renamed_event, unnamed_event
+from store.codec import event_from_json, event_json, renamed_event, restored_event, unnamed_event
 from store.local.sqlite import RecordsDb
 from store.types import EventQuery, EventRecord, LoggedEvent
 
@@ -46,8 +48,22 @@ class LocalEventLog:
         with self._records.transaction() as db:
             rows = db.execute("SELECT id, body FROM events WHERE name = ?", (old,)).fetchall()
             for event_id, body in rows:
-                event = renamed_event(event_from_json(body), old, new)
+                before = event_from_json(body)
+                event = renamed_event(before, old, new)
                 db.execute("UPDATE events SET name = ?, body = ? WHERE id = ?", (new, event_json(event), event_id))
+                db.execute("INSERT OR REPLACE INTO renamed_events VALUES (?, ?, ?, ?)",
+                           (event_id, old, new, int(before.visitor)))
+        return len(rows)
+
+    def restore_identity(self, old: str, new: str) -> int:
+        with self._records.transaction() as db:
+            rows = db.execute("SELECT events.id, events.body, renamed_events.visitor FROM renamed_events JOIN events "
+                              "ON events.id = renamed_events.event_id WHERE renamed_events.old = ? AND "
+                              "renamed_events.new = ? AND events.name = ?", (old, new, new)).fetchall()
+            for event_id, body, visitor in rows:
+                event = restored_event(event_from_json(body), old, new, bool(visitor))
+                db.execute("UPDATE events SET name = ?, body = ? WHERE id = ?", (old, event_json(event), event_id))
+            db.execute("DELETE FROM renamed_events WHERE old = ? AND new = ?", (old, new))
         return len(rows)
 
     def unname_track(self, camera: str, track: int, name: str) -> int:
@@ -70,11 +86,15 @@ class LocalEventLog:
         with self._records.transaction() as db:
             rows = db.execute("SELECT crop FROM events WHERE name = ?", (name,)).fetchall()
             db.execute("DELETE FROM events WHERE name = ?", (name,))
+            db.execute("DELETE FROM renamed_events WHERE old = ? OR new = ?", (name, name))
         return len(rows), sorted({crop for (crop,) in rows if crop})
 
     def expire(self, older_than: float) -> int:
         with self._records.transaction() as db:
-            return db.execute("DELETE FROM events WHERE capture_ts < ?", (older_than,)).rowcount
+            removed = db.execute("DELETE FROM events WHERE capture_ts < ?", (older_than,)).rowcount
+            if removed:
+                db.execute("DELETE FROM renamed_events WHERE event_id NOT IN (SELECT id FROM events)")
+            return removed
 
     def close(self) -> None:
         """The record database is closed by the store that owns it."""

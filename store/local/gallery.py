@@ -11,6 +11,15 @@ Layout of a gallery directory::
 Schema version 2 added the ``merges`` table (a visitor merged into a person); a version 1 gallery is upgraded in
 place when it is opened.
 
+A merge keeps what an unmerge needs (`store.identity.unmerge_visitor`): the visitor's faces move, rows and sealed
+blobs as they were, from ``faces`` to ``merged_faces`` (no index holds them: they answer no search), and
+``merge_undo`` keeps its created / last-seen times, the person's face ids a promote added and the live tracks the
+merge renamed. Face ids are never handed out again while a kept face holds one, so an unmerge moves the rows back
+unchanged. Kept faces go with an erasure of the visitor or the person (``erase_merges``), with the visitor
+retention (``expire_merges``: the merge record stays, the undo is blocked), and with a rekey's re-encryption like
+every face. These two tables came without a schema version change (an older ArgusNet ignores them); they are
+created when a gallery is opened.
+
 Every change runs in one SQLite transaction that also bumps ``meta.generation``; the index file is rewritten
 after the commit. A crash in between leaves an index whose generation is behind: it is rebuilt from SQLite on
 the next open, as is a missing or unreadable one. A gallery records the embedder model it was built with and
@@ -39,7 +48,8 @@ from shared.files import atomic_write
 from store.config import GalleryConfig
 from store.crypto import META_KEY, Cipher, check_key, seal, unseal
 from store.face_index import FaceIndex, rank_persons
-from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
+from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
+from store.types import FaceSample, MergeUndo, PersonHit, PersonInfo, StoredFace, TrackRef, VisitorMatch
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,29 @@ CREATE TABLE rejections (
 # version 1 -> 2: a visitor merged into a person (its name resolves to the person)
 UPGRADE_2 = """
 CREATE TABLE IF NOT EXISTS merges (name TEXT PRIMARY KEY, into_name TEXT NOT NULL, created REAL NOT NULL);
+"""
+# What a merge keeps for an unmerge (no version change: an older ArgusNet ignores these tables), created on open.
+MERGE_UNDO_TABLES = """
+CREATE TABLE IF NOT EXISTS merge_undo (
+    name TEXT PRIMARY KEY,
+    into_name TEXT NOT NULL,
+    merged_at REAL NOT NULL,
+    created REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    undo TEXT NOT NULL,
+    faces_expired REAL
+);
+CREATE TABLE IF NOT EXISTS merged_faces (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    crop BLOB NOT NULL,
+    landmarks BLOB NOT NULL,
+    source TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS merged_faces_name ON merged_faces(name);
 """
 
 
@@ -137,10 +170,24 @@ def _rekey_rows(db: sqlite3.Connection, path: Path, old: Cipher | None, new: Cip
             aad = gallery_aad(salt, f"face/{face_id}/{field}")
             blobs.append(new.encrypt(unseal(old, blob, aad, f"{path}: face {face_id} {field}"), aad))
         db.execute("UPDATE faces SET embedding = ?, crop = ? WHERE id = ?", (*blobs, face_id))
+    _rekey_merged(db, path, salt, old, new)
     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, new.check_value))
     generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]) + 1
     db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
     return len(rows)
+
+
+def _rekey_merged(db: sqlite3.Connection, path: Path, salt: str, old: Cipher | None, new: Cipher) -> None:
+    """The faces merges kept aside, re-sealed like every face (the table is missing in a gallery this version of
+    ArgusNet never opened: nothing to do)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'merged_faces'").fetchone() is None:
+        return
+    for face_id, embedding, crop in db.execute("SELECT id, embedding, crop FROM merged_faces").fetchall():
+        blobs = []
+        for field, blob in (("embedding", embedding), ("crop", crop)):
+            aad = gallery_aad(salt, f"face/{face_id}/{field}")
+            blobs.append(new.encrypt(unseal(old, blob, aad, f"{path}: kept face {face_id} {field}"), aad))
+        db.execute("UPDATE merged_faces SET embedding = ?, crop = ? WHERE id = ?", (*blobs, face_id))
 
 
 def _encode_crop(crop: np.ndarray) -> bytes:
@@ -214,6 +261,7 @@ class Gallery:
         db = cls._connect(path)
         try:  # on any refusal the connection is closed before the error leaves
             cls._upgrade(db, path)
+            db.executescript(MERGE_UNDO_TABLES)  # idempotent
             return cls(directory, db, cfg, cipher)
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -414,7 +462,8 @@ class Gallery:
         person_id = self._person_id(name, create_at=now)
         self._db.execute("UPDATE persons SET last_seen = ? WHERE id = ?", (now, person_id))
         # ids are chosen here (inside the write transaction) so the sealed blobs can name them
-        first = int(self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faces").fetchone()[0])
+        first = int(self._db.execute("SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM faces), (SELECT COALESCE(MAX(id), "
+                                     "0) FROM merged_faces)) + 1").fetchone()[0])  # a kept face's id is taken
         ids = list(range(first, first + len(faces)))
         self._db.executemany(
             "INSERT INTO faces (id, person_id, model, embedding, crop, landmarks, source, created) "
@@ -673,15 +722,24 @@ class Gallery:
 
 
     # ----- merges ------------------------------------------------------------------------------------------
-    def record_merge(self, name: str, into: str) -> int:
-        """``name`` is ``into`` from now on: its faces leave this gallery (they stop answering searches) and the
-        merge is recorded; how many faces went."""
+    def record_merge(self, name: str, into: str, person_faces: Sequence[int] = (),
+                     live_tracks: Sequence[TrackRef] = ()) -> int:
+        """``name`` is ``into`` from now on: its faces leave this gallery (they stop answering searches) and are
+        kept aside with ``merge_undo_json(person_faces, live_tracks)`` (module docstring), and the merge is recorded;
+        how many faces went."""
         with self._lock:
             self._sync()
             ids = [face_id for face_id, owner in self._owner.items() if owner == name]
+            now = time.time()
             with self._transaction():
+                undo = merge_undo_json(person_faces, live_tracks)
+                self._db.execute("INSERT OR REPLACE INTO merge_undo SELECT name, ?, ?, created, last_seen, ?, NULL "
+                                 "FROM persons WHERE name = ?", (into, now, undo, name))
+                self._db.execute("INSERT INTO merged_faces SELECT faces.id, persons.name, faces.model, "
+                                 "faces.embedding, faces.crop, faces.landmarks, faces.source, faces.created FROM faces "
+                                 "JOIN persons ON persons.id = faces.person_id WHERE persons.name = ?", (name,))
                 self._db.execute("DELETE FROM persons WHERE name = ?", (name,))
-                self._db.execute("INSERT OR REPLACE INTO merges VALUES (?, ?, ?)", (name, into, time.time()))
+                self._db.execute("INSERT OR REPLACE INTO merges VALUES (?, ?, ?)", (name, into, now))
             self._index.remove(np.asarray(ids, np.int64))
             for face_id in ids:
                 del self._owner[face_id]
@@ -692,6 +750,97 @@ class Gallery:
         with self._lock:
             row = self._db.execute("SELECT into_name FROM merges WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
+
+    def merge_undo(self, name: str) -> MergeUndo | None:
+        """What the merge of ``name`` kept (None: nothing); ``blocked`` says why it cannot be undone."""
+        with self._lock:
+            row = self._db.execute("SELECT into_name, merged_at, undo, faces_expired FROM merge_undo WHERE name = ?",
+                                   (name,)).fetchone()
+            if row is None:
+                return None
+            models = [m for (m,) in self._db.execute("SELECT DISTINCT model FROM merged_faces WHERE name = ?",
+                                                     (name,))]
+            count = int(self._db.execute("SELECT COUNT(*) FROM merged_faces WHERE name = ?", (name,)).fetchone()[0])
+        into, merged_at, undo, expired = row
+        blocked = undo_blocked(name, expired, models, self.model, name in set(self._owner.values()))
+        return merge_undo_from_json(undo, name, str(into), float(merged_at), count, blocked)
+
+    def restore_merged(self, name: str) -> int:
+        """Undo ``record_merge`` in one transaction: the kept faces (rows as they were) back under ``name`` with its
+        created / last-seen times, the merge and its undo record gone; how many faces."""
+        with self._lock:
+            self._sync()
+            undo = self.merge_undo(name)
+            if undo is None:
+                raise GalleryError(f"{name} was never merged in gallery {self.directory}, or its merge kept nothing "
+                                   "to undo")
+            if undo.blocked is not None:
+                raise GalleryError(f"the merge of {name} into {undo.person} can no longer be undone: {undo.blocked}")
+            rows = self._db.execute("SELECT id, embedding FROM merged_faces WHERE name = ? ORDER BY id",
+                                    (name,)).fetchall()
+            vectors = [np.frombuffer(self._open_blob(blob, face_id, "embedding"), np.float32) for face_id, blob in rows]
+            with self._transaction():
+                self._db.execute("INSERT INTO persons (name, created, last_seen) SELECT name, created, last_seen FROM "
+                                 "merge_undo WHERE name = ?", (name,))
+                self._db.execute("INSERT INTO faces SELECT merged_faces.id, persons.id, merged_faces.model, "
+                                 "merged_faces.embedding, merged_faces.crop, merged_faces.landmarks, "
+                                 "merged_faces.source, merged_faces.created FROM merged_faces JOIN persons ON "
+                                 "persons.name = merged_faces.name WHERE merged_faces.name = ?", (name,))
+                for table in ("merged_faces", "merge_undo", "merges"):
+                    self._db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+            if rows:
+                self._index.add(np.asarray([i for i, _ in rows], np.int64), np.stack(vectors))
+                self._owner.update((int(i), name) for i, _ in rows)
+            self._committed()
+            return len(rows)
+
+    def expire_merges(self, older_than: float) -> int:
+        """Delete the faces kept by merges made before ``older_than`` (unix s); the undo record stays, blocked."""
+        with self._lock:
+            due = self._db.execute("SELECT COUNT(*) FROM merge_undo WHERE merged_at < ? AND faces_expired IS NULL",
+                                   (older_than,)).fetchone()[0]
+            if not due:  # the usual case: no write, no new generation for every process to reload
+                return 0
+            self._sync()
+            with self._transaction():
+                gone = self._db.execute("DELETE FROM merged_faces WHERE name IN (SELECT name FROM merge_undo WHERE "
+                                        "merged_at < ? AND faces_expired IS NULL)", (older_than,)).rowcount
+                self._db.execute("UPDATE merge_undo SET faces_expired = ? WHERE merged_at < ? AND faces_expired IS "
+                                 "NULL", (time.time(), older_than))
+            self._committed()
+            return gone
+
+    def erase_merges(self, name: str) -> int:
+        """Delete what the merges into or from ``name`` kept (faces and undo records); how many faces."""
+        with self._lock:
+            due = self._db.execute("SELECT COUNT(*) FROM merge_undo WHERE name = ? OR into_name = ?",
+                                   (name, name)).fetchone()[0]
+            if not due:
+                return 0
+            self._sync()
+            with self._transaction():
+                gone = self._db.execute("DELETE FROM merged_faces WHERE name IN (SELECT name FROM merge_undo WHERE "
+                                        "name = ? OR into_name = ?) OR name = ?", (name, name, name)).rowcount
+                self._db.execute("DELETE FROM merge_undo WHERE name = ? OR into_name = ?", (name, name))
+            self._committed()
+            return gone
+
+    def remove_faces(self, name: str, face_ids: Sequence[int]) -> int:
+        """Remove those of ``face_ids`` that are faces of ``name``, and ``name`` when no face is left; how many."""
+        with self._lock:
+            self._sync()
+            ids = [int(i) for i in face_ids if self._owner.get(int(i)) == name]
+            if not ids:
+                return 0
+            with self._transaction():
+                self._db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
+                self._db.execute("DELETE FROM persons WHERE name = ? AND NOT EXISTS (SELECT 1 FROM faces WHERE "
+                                 "faces.person_id = persons.id)", (name,))
+            self._index.remove(np.asarray(ids, np.int64))
+            for face_id in ids:
+                del self._owner[face_id]
+            self._committed()
+            return len(ids)
 
     # ----- erasure -----------------------------------------------------------------------------------------
     def erase_references(self, name: str) -> tuple[int, int]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Sequence
 
 from store.codec import camera_from_json, camera_json, live_from_json, live_json
 from store.crypto import Cipher, seal, unseal
 from store.local.sqlite import RecordsDb
-from store.types import CameraStatus, LiveTrack
+from store.types import CameraStatus, LiveTrack, TrackRef
 
 
 def preview_aad(camera: str) -> bytes:
@@ -42,13 +43,30 @@ class LocalLiveTracks:
         return [live_from_json(body) for (body,) in rows]
 
     def rename_identity(self, old: str, new: str) -> int:
+        return len(self.rename_tracks(old, new))
+
+    def rename_tracks(self, old: str, new: str) -> list[TrackRef]:
         with self._records.transaction() as db:
             rows = db.execute("SELECT camera, track, body FROM live_tracks WHERE name = ?", (old,)).fetchall()
             for camera, track, body in rows:
                 renamed = dataclasses.replace(live_from_json(body), name=new, visitor=False)
                 db.execute("UPDATE live_tracks SET name = ?, body = ? WHERE camera = ? AND track = ?",
                            (new, live_json(renamed), camera, track))
-        return len(rows)
+        return [TrackRef(camera, int(track)) for camera, track, _ in rows]
+
+    def restore_tracks(self, tracks: Sequence[TrackRef], old: str, new: str) -> int:
+        restored = 0
+        with self._records.transaction() as db:
+            for ref in tracks:
+                row = db.execute("SELECT body FROM live_tracks WHERE camera = ? AND track = ? AND name = ? AND "
+                                 "expires > ?", (ref.camera, ref.track, new, time.time())).fetchone()
+                if row is None:
+                    continue
+                track = dataclasses.replace(live_from_json(row[0]), name=old, visitor=True)
+                db.execute("UPDATE live_tracks SET name = ?, body = ? WHERE camera = ? AND track = ?",
+                           (old, live_json(track), ref.camera, ref.track))
+                restored += 1
+        return restored
 
     def remove_identity(self, name: str) -> tuple[int, list[str]]:
         with self._records.transaction() as db:

@@ -1,5 +1,7 @@
 """The local store's record database, ``store.sqlite`` in the store directory: the event log, the live tracks and
-the index of crop files. One connection per process, shared by those three parts under one lock (WAL mode, so
+the index of crop files (and ``renamed_events``: which events a merge renamed, and their visitor flag before, so an
+unmerge restores exactly those; a table added without a version change, created when an older file is opened). One
+connection per process, shared by those three parts under one lock (WAL mode, so
 workers and the dashboard on this host read and write it at once). ``secure_delete`` is on: a deleted row is
 overwritten with zeros, and `checkpoint` empties the WAL after an erasure (`store.forget`)."""
 
@@ -45,6 +47,13 @@ CREATE TABLE IF NOT EXISTS cameras (
     preview BLOB,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS renamed_events (
+    event_id INTEGER PRIMARY KEY,
+    old TEXT NOT NULL,
+    new TEXT NOT NULL,
+    visitor INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS renamed_events_names ON renamed_events(old, new);
 CREATE TABLE IF NOT EXISTS media (key TEXT PRIMARY KEY, created REAL NOT NULL, bytes INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS media_created ON media(created);
 """

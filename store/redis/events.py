@@ -11,7 +11,10 @@ Stream entries cannot be changed, so an operator's "not this person" on a track 
 the identity's index (a withdrawn ``track_identified`` is skipped); and a rename (a visitor merged into a person) is recorded in the hash
 ``PREFIX:events:renames`` (visitor -> person) and applied when events are read; the sorted set of the visitor's
 event ids (``PREFIX:events:name:<hex name>``) is moved into the person's in the same script, and appends resolve
-the rename too, so a query by identity reads one sorted set. Queries without an identity walk the stream newest
+the rename too, so a query by identity reads one sorted set. A stream entry keeps the name it was written with, so
+it is its own record of the rename: ``restore_identity`` (an unmerge) drops the rename record and moves back to the
+visitor's sorted set exactly the ids in the person's that were written naming the visitor (``UNRENAME_SCRIPT``, one
+pass over the person's ids while it holds the server); they read as they were written from then on. Queries without an identity walk the stream newest
 first (XREVRANGE) and filter.
 
 A stream keeps a deleted entry's bytes (XDEL only flags it in its node, and DUMP and RDB snapshots still hold
@@ -79,6 +82,27 @@ end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return n
 """
+# Undo a rename (an unmerge): the rename record KEYS[3][ARGV[1]] must still be ARGV[2] (else -1); it goes, and each
+# id in the person's index KEYS[1] whose stream entry (KEYS[4]) was written naming ARGV[1] moves back to KEYS[2].
+UNRENAME_SCRIPT = """
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return -1 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+local moved = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local found = redis.call('XRANGE', KEYS[4], id .. '-0', id .. '-0')
+  if #found == 1 then
+    local fields = found[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'name' and fields[i + 1] == ARGV[1] then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('ZADD', KEYS[2], id, id)
+        moved = moved + 1
+      end
+    end
+  end
+end
+return moved
+"""
 
 # Rewrite the stream KEYS[1] into KEYS[2] without the events of the identity index KEYS[3] (read here, so an
 # event appended meanwhile goes too), rename it into place and drop the index. A page at a time bounds memory.
@@ -137,6 +161,7 @@ class RedisEventLog:
         self._append = client.register_script(APPEND_SCRIPT)
         self._rename = client.register_script(RENAME_SCRIPT)
         self._rewrite = client.register_script(REWRITE_SCRIPT)
+        self._unrename = client.register_script(UNRENAME_SCRIPT)
 
     @redis_op("appending events")
     def append(self, records: Sequence[EventRecord]) -> list[int]:
@@ -223,6 +248,12 @@ class RedisEventLog:
     def rename_identity(self, old: str, new: str) -> int:
         return int(self._rename(keys=[self._k.events_of(old), self._k.events_of(new), self._k.renames],
                                 args=[old, new]))
+
+    @redis_op("restoring renamed events")
+    def restore_identity(self, old: str, new: str) -> int:
+        moved = int(self._unrename(keys=[self._k.events_of(new), self._k.events_of(old), self._k.renames,
+                                         self._k.events], args=[old, new]))
+        return max(moved, 0)
 
     @redis_op("un-naming a track's events")
     def unname_track(self, camera: str, track: int, name: str) -> int:

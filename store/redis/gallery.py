@@ -16,6 +16,14 @@ cursor, or deleted) it rebuilds from a snapshot. A face hash that no person's se
 hand, or by a crash of an older writer) is logged and deleted when the gallery is opened; an id whose hash is gone
 is logged and dropped from its set.
 
+A merge keeps what an unmerge needs (`store.identity.unmerge_visitor`): each of the visitor's face hashes is renamed
+to ``merged_face:ID`` (blobs as they were, sealed for the same face id and gallery; no replica, repair or search
+sees that key), and ``merge_undo:<hex name>`` keeps its created / last-seen times, the face ids, the person's face ids
+a promote added and the live tracks the merge renamed (``merge_undo`` orders them by merge time). ``restore_merged``
+renames them back under their ids with an ``add`` entry. Kept faces go with an erasure of the visitor or the person
+(``erase_merges``), with the visitor retention (``expire_merges``: the undo record stays, blocked) and with a
+rekey's re-encryption (`store.redis.rekey`).
+
 Erasure (`store.forget`): ``erase_references`` deletes the rejections naming a name (one SREM per visitor's set,
 in one MULTI/EXEC under the write lock) and the merge records into or from it (``MERGES_ERASE_SCRIPT``).
 ``scrub_changes`` then removes the name from the change stream in one script (``SCRUB_SCRIPT``), once the gallery
@@ -53,7 +61,8 @@ from store.crypto import Cipher, seal, unseal
 from store.face_index import FaceIndex, rank_persons
 from store.redis.client import WriteLock, guard, redis_op
 from store.redis.keys import GalleryKeys
-from store.types import FaceSample, PersonHit, PersonInfo, StoredFace, VisitorMatch
+from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
+from store.types import FaceSample, MergeUndo, PersonHit, PersonInfo, StoredFace, TrackRef, VisitorMatch
 
 log = logging.getLogger(__name__)
 
@@ -548,11 +557,153 @@ class RedisGallery:
             return True
 
     @redis_op("merging")
-    def record_merge(self, name: str, into: str) -> int:
-        """``name`` is ``into`` from now on: its faces go and the merge is recorded; how many faces went."""
+    def record_merge(self, name: str, into: str, person_faces: Sequence[int] = (),
+                     live_tracks: Sequence[TrackRef] = ()) -> int:
+        """``name`` is ``into`` from now on: its faces leave the index, kept aside with what an unmerge needs
+        (``_set_aside``), and the merge is recorded; how many faces went."""
         with self._lock, self._writer.hold():
             self._sync_locked()
-            return self._delete(name, merged_into=into)
+            if not self._exists(name):  # gone already (merged, expired): only the merge is recorded
+                return self._delete(name, merged_into=into)
+            return self._set_aside(name, into, merge_undo_json(person_faces, live_tracks))
+
+    def _set_aside(self, name: str, into: str, undo: str) -> int:
+        """Under the write lock, one transaction: each face hash renamed to its ``merged_face`` key (the sealed blobs
+        as they were), the undo record (created / last-seen times, ``undo``, the face ids), the merge and a ``merge``
+        entry (replicas drop the faces)."""
+        ids = sorted(self._stored_ids(sorted(int(i) for i in self._r.smembers(self._k.faces_of(name)))))
+        created, seen = self._r.hget(self._k.created, name), self._r.hget(self._k.seen, name)
+        now = time.time()
+        pipe = self._r.pipeline(transaction=True)
+        for face_id in ids:
+            pipe.rename(self._k.face(face_id), self._k.merged_face(face_id))
+        pipe.delete(self._k.faces_of(name), self._k.rejected(name))
+        pipe.hdel(self._k.created, name)
+        pipe.hdel(self._k.seen, name)
+        pipe.hset(self._k.merges, name, into)
+        pipe.delete(self._k.merge_undo(name))
+        pipe.hset(self._k.merge_undo(name), mapping={
+            "into": into, "merged_at": repr(now), "created": created, "last_seen": seen or created, "undo": undo,
+            "faces": _ids_field(ids)})
+        pipe.zadd(self._k.merge_undos, {name: now})
+        self._commit(keys=[self._k.generation, self._k.changes], args=[CHANGES_MAXLEN, "merge", name, _ids_field(ids)],
+                     client=pipe)
+        reply = pipe.execute()[-1]
+        self._remove_local([i for i in ids if i in self._owner])
+        self._committed(reply)
+        return len(ids)
+
+    @redis_op("reading a merge's undo record")
+    def merge_undo(self, name: str) -> MergeUndo | None:
+        """What the merge of ``name`` kept (None: nothing); ``blocked`` says why it cannot be undone."""
+        row = self._r.hgetall(self._k.merge_undo(name))
+        if not row:
+            return None
+        ids = _parse_ids(row[b"faces"])
+        expired = float(row[b"faces_expired"]) if b"faces_expired" in row else None
+        pipe = self._r.pipeline(transaction=False)
+        for face_id in ids:
+            pipe.hget(self._k.merged_face(face_id), "model")
+        models = {_text(m) for m in pipe.execute() if m is not None} if ids else set()
+        blocked = undo_blocked(name, expired, models, self.model, self._exists(name))
+        return merge_undo_from_json(_text(row[b"undo"]), name, _text(row[b"into"]), float(row[b"merged_at"]),
+                                    0 if expired is not None else len(ids), blocked)
+
+    @redis_op("unmerging")
+    def restore_merged(self, name: str) -> int:
+        """Undo ``record_merge`` in one transaction: the kept face hashes renamed back under ``name`` (same ids),
+        its created / last-seen times, the merge and its undo record gone, an ``add`` entry; how many faces."""
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            undo = self.merge_undo(name)
+            if undo is None:
+                raise GalleryError(f"{name} was never merged in gallery {self.where}, or its merge kept nothing to "
+                                   "undo")
+            if undo.blocked is not None:
+                raise GalleryError(f"the merge of {name} into {undo.person} can no longer be undone: {undo.blocked}")
+            row = self._r.hgetall(self._k.merge_undo(name))
+            ids = sorted(self._kept_embeddings(_parse_ids(row[b"faces"])).items())
+            pipe = self._r.pipeline(transaction=True)
+            for face_id, _ in ids:
+                pipe.rename(self._k.merged_face(face_id), self._k.face(face_id))
+            if ids:
+                pipe.sadd(self._k.faces_of(name), *[i for i, _ in ids])
+            pipe.hset(self._k.created, name, row[b"created"])
+            pipe.hset(self._k.seen, name, row[b"last_seen"])
+            pipe.hdel(self._k.merges, name)
+            pipe.delete(self._k.merge_undo(name))
+            pipe.zrem(self._k.merge_undos, name)
+            self._commit(keys=[self._k.generation, self._k.changes],
+                         args=[CHANGES_MAXLEN, "add", name, _ids_field([i for i, _ in ids])], client=pipe)
+            reply = pipe.execute()[-1]
+            if ids:
+                self._add_local(name, [i for i, _ in ids], [np.frombuffer(b, np.float32) for _, b in ids])
+            self._committed(reply)
+            return len(ids)
+
+    def _kept_embeddings(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """Embedding bytes (decrypted) of the kept faces among ``ids`` whose hash exists."""
+        pipe = self._r.pipeline(transaction=False)
+        for face_id in ids:
+            pipe.hget(self._k.merged_face(face_id), "embedding")
+        return {i: self._unseal(blob, i, "embedding") for i, blob in zip(ids, pipe.execute()) if blob is not None}
+
+    @redis_op("expiring kept faces")
+    def expire_merges(self, older_than: float) -> int:
+        """Delete the faces kept by merges made before ``older_than`` (unix s); the undo record stays, blocked."""
+        with self._lock, self._writer.hold():
+            names = [_text(n) for n in self._r.zrangebyscore(self._k.merge_undos, "-inf", f"({older_than!r}")]
+            return sum(self._drop_kept(name, keep_record=True) for name in names)
+
+    @redis_op("erasing kept faces")
+    def erase_merges(self, name: str) -> int:
+        """Delete what the merges into or from ``name`` kept (faces and undo records); how many faces."""
+        with self._lock, self._writer.hold():
+            names = [_text(n) for n in self._r.zrange(self._k.merge_undos, 0, -1)]
+            pipe = self._r.pipeline(transaction=False)
+            for merged in names:
+                pipe.hget(self._k.merge_undo(merged), "into")
+            doomed = [m for m, into in zip(names, pipe.execute()) if m == name or (into and _text(into) == name)]
+            return sum(self._drop_kept(merged, keep_record=False) for merged in doomed)
+
+    def _drop_kept(self, name: str, keep_record: bool) -> int:
+        """Under the write lock: the kept faces of ``name`` deleted, and its undo record marked expired (or
+        deleted), in one transaction; how many faces."""
+        ids = _parse_ids(self._r.hget(self._k.merge_undo(name), "faces") or b"")
+        pipe = self._r.pipeline(transaction=True)
+        if ids:
+            pipe.delete(*[self._k.merged_face(i) for i in ids])
+        if keep_record:
+            pipe.hset(self._k.merge_undo(name), "faces_expired", repr(time.time()))
+            pipe.zadd(self._k.merge_undos, {name: float("inf")})
+        else:
+            pipe.delete(self._k.merge_undo(name))
+            pipe.zrem(self._k.merge_undos, name)
+        replies = pipe.execute()
+        return int(replies[0]) if ids else 0
+
+    @redis_op("removing faces")
+    def remove_faces(self, name: str, face_ids: Sequence[int]) -> int:
+        """Remove those of ``face_ids`` that are faces of ``name``, and ``name`` when no face is left; how many."""
+        with self._lock, self._writer.hold():
+            self._sync_locked()
+            members = {int(i) for i in self._r.smembers(self._k.faces_of(name))}
+            ids = sorted({int(i) for i in face_ids} & members)
+            if not ids:
+                return 0
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(*[self._k.face(i) for i in ids])
+            pipe.srem(self._k.faces_of(name), *ids)
+            if len(ids) == len(members):
+                pipe.delete(self._k.rejected(name))
+                pipe.hdel(self._k.created, name)
+                pipe.hdel(self._k.seen, name)
+            self._commit(keys=[self._k.generation, self._k.changes],
+                         args=[CHANGES_MAXLEN, "remove", name, _ids_field(ids)], client=pipe)
+            reply = pipe.execute()[-1]
+            self._remove_local([i for i in ids if i in self._owner])
+            self._committed(reply)
+            return len(ids)
 
     @redis_op("reading a merge")
     def merged_into(self, name: str) -> str | None:

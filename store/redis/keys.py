@@ -57,6 +57,20 @@ class GalleryKeys:
     def merges(self) -> str:  # hash: merged name -> the person it is now
         return f"{self.base}:merges"
 
+    def merged_face(self, face_id: int) -> str:  # hash: a face a merge kept aside (a face hash, renamed)
+        return f"{self.base}:merged_face:{face_id}"
+
+    @property
+    def merged_face_pattern(self) -> str:
+        return f"{self.base}:merged_face:*"
+
+    def merge_undo(self, name: str) -> str:  # hash: into, merged_at, created, last_seen, undo, faces[, faces_expired]
+        return f"{self.base}:merge_undo:{name_key(name)}"
+
+    @property
+    def merge_undos(self) -> str:  # sorted set: merged name by merged_at (+inf once its kept faces expired)
+        return f"{self.base}:merge_undo"
+
     def counter(self, prefix: str) -> str:  # counter: prefix-N names (visitor-N)
         return f"{self.base}:counter:{prefix}"
 
@@ -65,7 +79,7 @@ class GalleryKeys:
         return f"{self.base}:generation"
 
     @property
-    def changes(self) -> str:  # stream: gen, op (add/remove/merge/replace), person, ids
+    def changes(self) -> str:  # stream: gen, op (add/remove/merge/unmerge/replace), person, ids
         return f"{self.base}:changes"
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Sequence
 
 import redis
 
@@ -15,7 +16,7 @@ from store.crypto import Cipher, seal, unseal
 from store.local.live import preview_aad
 from store.redis.client import redis_op
 from store.redis.keys import StoreKeys
-from store.types import CameraStatus, LiveTrack
+from store.types import CameraStatus, LiveTrack, TrackRef
 
 # One camera's expired tracks out of its index (their keys too), and the camera out of the camera set once its
 # index is empty; atomic, so a track a worker refreshes at the same moment is never deleted.
@@ -73,9 +74,12 @@ class RedisLiveTracks:
         return [live_from_json(body.decode("utf-8")) for cam in self._cameras(camera)
                 for _, body in self._tracks(cam, f"({now!r}") if body is not None]
 
-    @redis_op("renaming live tracks")
     def rename_identity(self, old: str, new: str) -> int:
-        renamed = 0
+        return len(self.rename_tracks(old, new))
+
+    @redis_op("renaming live tracks")
+    def rename_tracks(self, old: str, new: str) -> list[TrackRef]:
+        renamed = []
         for camera in self._cameras(None):
             for track_id, body in self._tracks(camera, "-inf"):
                 if body is None:
@@ -86,8 +90,22 @@ class RedisLiveTracks:
                 # KEEPTTL XX: the worker's TTL stands, and a track that expired meanwhile is not brought back
                 if self._r.set(self._k.live(camera, track_id), live_json(dataclasses.replace(track, name=new,
                                visitor=False)), keepttl=True, xx=True):
-                    renamed += 1
+                    renamed.append(TrackRef(camera, track_id))
         return renamed
+
+    @redis_op("restoring live tracks")
+    def restore_tracks(self, tracks: Sequence[TrackRef], old: str, new: str) -> int:
+        restored = 0
+        for ref in tracks:
+            body = self._r.get(self._k.live(ref.camera, ref.track))
+            track = None if body is None else live_from_json(body.decode("utf-8"))
+            if track is None or track.name != new:
+                continue
+            # KEEPTTL XX, as in a rename: the worker's TTL stands, an expired track is not brought back
+            if self._r.set(self._k.live(ref.camera, ref.track), live_json(dataclasses.replace(track, name=old,
+                           visitor=True)), keepttl=True, xx=True):
+                restored += 1
+        return restored
 
     @redis_op("removing an identity's live tracks")
     def remove_identity(self, name: str) -> tuple[int, list[str]]:

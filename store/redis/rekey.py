@@ -4,11 +4,11 @@ store, which this encrypts) to the new one, in place.
 Stop every worker and dashboard of the site first: a rekey is refused while a worker publishes camera statuses
 (they expire ``tracking.preview.ttl_s`` after the worker stops). Order: the store's meta records ``rekey_to`` (the
 new key's check value), which makes every other process refuse the store; then each face of every gallery
-(persons, visitors, negatives: embedding and crop; one HSET each, only where the face still exists), each track crop
-(SET XX), and the previews are deleted (workers refresh them every second); last, the new key check value replaces
-the old and ``rekey_to`` goes, in one transaction. A blob that already opens with the new key is skipped, so a rekey
-that stopped part-way (the store refuses both keys meanwhile, naming the rekey) is finished by running the same
-command again.
+(persons, visitors, negatives), the faces merges kept aside included (embedding and crop; one HSET each, only where
+the face still exists), each track crop (SET XX), and the previews are deleted (workers refresh them every second);
+last, the new key check value replaces the old and ``rekey_to`` goes, in one transaction. A blob that already opens
+with the new key is skipped, so a rekey that stopped part-way (the store refuses both keys meanwhile, naming the
+rekey) is finished by running the same command again.
 """
 
 from __future__ import annotations
@@ -49,20 +49,21 @@ def _reseal_faces(client: redis.Redis, keys: GalleryKeys, gallery: str, salt: st
     """Every face of one gallery; how many were rewritten."""
     hset = client.register_script(HSET_IF_EXISTS)
     done = 0
-    for key in client.scan_iter(match=keys.face_pattern, count=PAGE):
-        suffix = key.rsplit(b":", 1)[-1]
-        if not suffix.isdigit():
-            continue
-        face_id = int(suffix)
-        embedding, crop = client.hmget(key, "embedding", "crop")
-        fields: list[bytes | str] = []
-        for name, blob in (("embedding", embedding), ("crop", crop)):
-            if blob is not None:
-                sealed = _resealed(old, new, blob, face_aad(salt, gallery, face_id, name),
-                                   f"{keys.base}: face {face_id} {name}")
-                fields += [] if sealed is None else [name, sealed]
-        if fields:
-            done += int(hset(keys=[key], args=fields))
+    for pattern in (keys.face_pattern, keys.merged_face_pattern):  # and the faces merges kept aside
+        for key in client.scan_iter(match=pattern, count=PAGE):
+            suffix = key.rsplit(b":", 1)[-1]
+            if not suffix.isdigit():
+                continue
+            face_id = int(suffix)
+            embedding, crop = client.hmget(key, "embedding", "crop")
+            fields: list[bytes | str] = []
+            for name, blob in (("embedding", embedding), ("crop", crop)):
+                if blob is not None:
+                    sealed = _resealed(old, new, blob, face_aad(salt, gallery, face_id, name),
+                                       f"{keys.base}: face {face_id} {name}")
+                    fields += [] if sealed is None else [name, sealed]
+            if fields:
+                done += int(hset(keys=[key], args=fields))
     return done
 
 
