@@ -84,7 +84,7 @@ def test_rejected_name_is_never_given_to_that_visitors_track(tmp_path, engine):
     record = TrackRecord(1, 0.0, TrackIdentity(VotingConfig(), 0.92), (0, 0, 1, 1), 0.0, visitor="visitor-1")
     hits = [PersonHit("Ann", 0.97, 1), PersonHit("Bob", 0.80, 2)]
     assert decide(hits, engine.rule).name == "Ann"
-    assert processor._decide(record, hits).name is None  # Ann refused; Bob is below the threshold
+    assert decide(processor._usable(record, hits, []), engine.rule).name is None  # Ann refused; Bob too low
     store.close()
 
 
