@@ -20,11 +20,11 @@ from broker.config import BrokerConfig
 from camera_node.config import CameraConfig
 from dashboard.config import DashboardConfig
 from gpu_worker.config import TrackingConfig, WorkerConfig
-from gpu_worker.decision import RecognitionConfig
 from gpu_worker.detect.config import DetectorConfig, RetinaFaceConfig
 from gpu_worker.embed.config import DlibEmbedderConfig, EmbedderConfig
 from gpu_worker.quality import QualityConfig
 from gpu_worker.runtime import RuntimeConfig
+from identity.decision import RecognitionConfig
 from shared.errors import ConfigError, InputError
 from shared.images import ImageLimits
 from shared.keys import SecurityConfig

@@ -5,7 +5,7 @@ log with the dashboard user as the actor):
   past events name the person), as `argusnet visitors name`;
 - ``POST /api/visitors/{visitor}/unmerge``: undo the visitor's merge into a person (or its naming): its faces, and
   exactly the events and live tracks the merge renamed, are the visitor's again, the faces a naming added to the
-  person go (`store.identity.unmerge_visitor`, which appends the audit record ``unmerge``); 400 saying why when it
+  person go (`identity.merges.unmerge_visitor`, which appends the audit record ``unmerge``); 400 saying why when it
   was never merged or can no longer be undone;
 - ``POST /api/tracks/{camera}/{track}/reject`` ``{"name"}``: "not this person", as `argusnet tracks reject`: the
   track's stored face becomes negative evidence for NAME (workers then name no face nearer to it than to NAME's
@@ -17,7 +17,7 @@ log with the dashboard user as the actor):
 - ``POST /api/persons`` (multipart ``name``, ``photos``): enrol a person from uploaded photos (`argusnet enroll`,
   whose quality-gate reasons come back as they are);
 - ``POST /api/persons/{name}/remove``: remove the person, their faces and their negative evidence (`argusnet
-  gallery remove`, `store.identity.remove_person`);
+  gallery remove`, `identity.merges.remove_person`);
 - ``POST /api/persons/{name}/negatives/{face_id}/remove``: take one negative face back (`argusnet gallery
   negatives NAME --remove FACE_ID`).
 
@@ -41,10 +41,10 @@ from starlette.concurrency import run_in_threadpool
 from dashboard.context import Dashboard
 from dashboard.guard import Viewer, dashboard_of, require_change
 from identity.corrections import remove_negative, track_names
+from identity.merges import promote_visitor, remove_person, unmerge_visitor
 from shared.errors import GalleryError, StoreError
 from shared.ids import is_valid_id
 from store.audit import ACTOR_ENV
-from store.identity import promote_visitor, remove_person, unmerge_visitor
 
 router = APIRouter(prefix="/api")
 ENROL_TIMEOUT_S = 300.0

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.common import embed_photos, require_file, resolve
-from gpu_worker.decision import decide_name
 from gpu_worker.engine import Engine
+from identity.decision import decide_name
 from shared.errors import InputError
 
 PROTOCOL = ("leave-one-out: each photo in turn is the probe against a gallery of all other photos; a person's "

@@ -79,9 +79,9 @@ def evaluate(engine: Engine, plan: OpenSetPlan, galleries: list[Gallery], clips:
             runs = [mated_run(engine, Camera(clip, height), plan.fps, plan.loops, plan.mated,
                               engine.cfg.visitors.min_face_px, bar.update)
                     for clip in clips for height in plan.mated_resolutions]
-            out["mated"] = {"later_tracks": sum(r["later_tracks"] for r in runs),
-                            "named": sum(r["named"] for r in runs), "wrong": sum(r["wrong"] for r in runs),
-                            "runs": runs}
+            out["mated"] = {key: sum(r[key] for r in runs) for key in ("later_loops", "loops_named", "tracks_named",
+                                                                        "wrong")}
+            out["mated"]["runs"] = runs
     if plan.photos:
         out["photos"] = run_photos(engine, plan.identities)
     return out

@@ -9,7 +9,7 @@ its mated probes (an identity with one photo is enrolled only). Galleries:
 - ``"all"``: every identity but one, the one left out in turn (so that there are non-mated probes): the others'
   probes are mated, every photo of the one left out is non-mated.
 
-A search is named when the open-set decision (`gpu_worker.decision.decide_name`, the rule for a photo) gives
+A search is named when the open-set decision (`identity.decision.decide_name`, the rule for a photo) gives
 a name. FPIR: non-mated searches named; FNIR: mated searches not named as their own identity. ``fnir_at_fpir``:
 FNIR when the threshold on the best person's similarity is set so that at most that fraction of non-mated searches
 is named (the best-ranked person must still be the right one, with the margin rule as configured).
@@ -25,8 +25,8 @@ import numpy as np
 
 from evaluation.common import embed_photos
 from evaluation.identify import read_identities
-from gpu_worker.decision import DecisionRule, decide_name
 from gpu_worker.engine import Engine
+from identity.decision import DecisionRule, decide_name
 
 FPIR_POINTS = ("0.01", "0.001")
 SIZES = ("1", "5", "all")

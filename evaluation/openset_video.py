@@ -6,10 +6,12 @@ gallery in a fresh local store, visitors and all) watches every clip at every re
 camera node sends it (`evaluation.replay`). Nobody in the clips is enrolled, so every track named as the enrolled
 person is a stranger named: ``strangers_named`` counts those tracks, ``stranger_tracks`` the tracks seen.
 
-Mated (``--mated``): a person of the clip enrolled from one face of his first appearance (the best face the worker
-kept for that track, as an operator's "Confirm" on it enrols it) must be named on his later appearances, and
-nobody else may be. The clip repeats, so a later track is his when its boxes overlap his first track's boxes on
-the same clip frames (IoU >= 0.5 on most of the frames they share).
+Mated (``--mated``): a person of the clip enrolled from one face of his first appearance (the largest face of a
+first-loop track, as an operator's "Confirm" on it enrolls it) must be named on his later appearances, and nobody
+else may be. The clip repeats, so on the frame he was enrolled from he is at the same box in every loop: a loop
+counts as named when a track named as him is there; a track named as him that is elsewhere on that frame is
+somebody else (``wrong``). Box overlap over whole tracks is not used: the tracker splits one walk into several
+tracks, and tracks run across the loop's cut (checked by eye: such "other" tracks were the same boy).
 """
 
 from __future__ import annotations
@@ -144,41 +146,45 @@ def run_strangers(engine: Engine, galleries: list[Gallery], cameras: list[Camera
 
 
 # ------------------------------------------------------------------------------------------------ mated
-def same_person(first: dict[tuple[int, int], tuple[float, ...]],
-                later: dict[tuple[int, int], tuple[float, ...]], near: int = 2) -> bool:
-    """Whether a later track follows a first-loop track's boxes: on most of the later track's frames that have a
-    first-loop frame at most ``near`` clip frames away (loops sample the clip at other phases), the boxes overlap
-    at IoU >= MATCH_IOU."""
-    by_index = {index: box for (_, index), box in first.items()}
-    pairs = []
-    for (_, index), box in later.items():
-        nearest = min(by_index, key=lambda i: abs(i - index))
-        if abs(nearest - index) <= near:
-            pairs.append((by_index[nearest], box))
-    if len(pairs) < 2:
-        return False
-    a = np.array([p[0] for p in pairs], np.float32)
-    b = np.array([p[1] for p in pairs], np.float32)
-    return float(np.mean(np.diag(iou_matrix(a, b)) >= MATCH_IOU)) > 0.5
+@dataclass(frozen=True)
+class Enrolled:
+    """A person of the clip enrolled from one face: the clip frame and box it was taken from."""
+
+    name: str
+    source_index: int
+    box: tuple[float, ...]
+    sample: FaceSample
 
 
-def first_appearances(engine: Engine, camera: Camera, fps: float, people: int, min_px: float,
-                      tmp: Path) -> list[tuple[int, dict, FaceSample]]:
-    """One loop with nobody enrolled; the ``people`` first-loop tracks whose largest face is largest (at least
-    ``min_px`` tall), each with its boxes and that face (detected, aligned and embedded from that frame)."""
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return float(iou_matrix(np.array([a], np.float32), np.array([b], np.float32))[0, 0])
+
+
+def at_enrolment(person: Enrolled, boxes: dict[tuple[int, int], tuple[float, ...]], near: int = 2) -> list[float]:
+    """IoU with the enrolment box of each of a track's boxes at most ``near`` clip frames from the enrolment frame
+    (the clip repeats: there, in every loop, he is at that box)."""
+    return [_iou(person.box, box) for (_, index), box in boxes.items() if abs(index - person.source_index) <= near]
+
+
+def first_appearances(engine: Engine, camera: Camera, fps: float, people: int, min_px: float, tmp: Path,
+                      min_frames: int = 8) -> list[Enrolled]:
+    """One loop with nobody enrolled; ``people`` persons: from the first-loop tracks of at least ``min_frames``
+    frames, largest face first (at least ``min_px`` tall), the face of that frame (detected, aligned, embedded),
+    skipping a face that the vote threshold already takes for one chosen before (the same person twice)."""
     with new_store(engine, tmp / "first", []) as store:
         processor = TrackedProcessor(engine, store, engine.cfg)
         first = replay(processor, camera.name, camera_frames(camera.clip, camera.height, fps, 1), 1.0e9)
-    largest = {track: max(boxes.items(), key=lambda kv: kv[1][3] - kv[1][1]) for track, boxes in first.boxes.items()}
-    ranked = sorted(largest.items(), key=lambda kv: -(kv[1][1][3] - kv[1][1][1]))
-    out = []
-    for track, ((_, index), box) in ranked:
+    largest = [max(boxes.items(), key=lambda kv: kv[1][3] - kv[1][1]) for boxes in first.boxes.values()
+               if len(boxes) >= min_frames]
+    out: list[Enrolled] = []
+    for (_, index), box in sorted(largest, key=lambda kv: -(kv[1][3] - kv[1][1])):
         if len(out) == people or box[3] - box[1] < min_px:
             break
-        sample = face_at(engine, camera.clip.received(index, camera.height), box,
-                         f"{camera.name}/frame:{index}/track:{track}")
-        if sample is not None:
-            out.append((track, first.boxes[track], sample))
+        sample = face_at(engine, camera.clip.received(index, camera.height), box, f"{camera.name}/frame:{index}")
+        if sample is None or any(float(sample.embedding @ e.sample.embedding) >= engine.rule.threshold
+                                 for e in out):
+            continue
+        out.append(Enrolled(f"{camera.name}-person-{len(out) + 1}", index, box, sample))
     return out
 
 
@@ -197,25 +203,34 @@ def face_at(engine: Engine, image: np.ndarray, box: tuple[float, ...], source: s
     return FaceSample(observation.embedding, crop, STORED_CROP.points.copy(), source)
 
 
+def mated_person(engine: Engine, camera: Camera, fps: float, loops: int, person: Enrolled, tmp: Path) -> dict:
+    """``person`` enrolled alone; loops 1.. of the clip replayed. ``loops_named``: later loops in which a track
+    named as him is at his enrolment box on his enrolment frame (IoU >= MATCH_IOU); ``wrong``: tracks named as him
+    that are elsewhere on that frame (IoU < 0.1 with his box) while he is at his box: somebody else."""
+    gallery = Gallery(person.name, person.sample.source, (person.sample,))
+    with new_store(engine, tmp, [gallery]) as store:
+        processor = TrackedProcessor(engine, store, engine.cfg)
+        later = replay(processor, camera.name,
+                       (f for f in camera_frames(camera.clip, camera.height, fps, loops) if f.loop > 0), 1.0e9)
+    named = later.named(person.name)
+    loops_named = {loop for t in named for (loop, index), box in later.boxes[t].items()
+                   if abs(index - person.source_index) <= 2 and _iou(person.box, box) >= MATCH_IOU}
+    wrong = [t for t in named if any(iou < 0.1 for iou in at_enrolment(person, later.boxes[t]))]
+    return {"person": person.name, "enrolled_from": person.sample.source, "later_loops": loops - 1,
+            "loops_named": len(loops_named), "tracks_named": len(named), "wrong": len(wrong)}
+
+
 def mated_run(engine: Engine, camera: Camera, fps: float, loops: int, people: int, min_px: float,
               progress: Callable[[], None]) -> dict:
-    """Each of ``people`` persons of the clip enrolled alone from one face of his first appearance; loops 1.. of
-    the clip replayed: his later tracks named (``named``), other tracks named as him (``wrong``)."""
+    """Each of ``people`` persons of the clip enrolled alone from one face of his first appearance (as an
+    operator's "Confirm" enrols it); how often his later appearances are named, and whether anybody else is."""
     with tempfile.TemporaryDirectory(prefix="argusnet-mated-") as tmp_name:
         tmp = Path(tmp_name)
         chosen = first_appearances(engine, camera, fps, people, min_px, tmp)
         persons = []
-        for n, (track, boxes, sample) in enumerate(chosen):
-            name = f"{camera.name}-person-{n + 1}"
-            with new_store(engine, tmp / f"mated-{n}", [Gallery(name, sample.source, (sample,))]) as store:
-                processor = TrackedProcessor(engine, store, engine.cfg)
-                frames = (f for f in camera_frames(camera.clip, camera.height, fps, loops) if f.loop > 0)
-                later = replay(processor, camera.name, frames, 1.0e9)
-            named = later.named(name)
-            his = {t for t, b in later.boxes.items() if same_person(boxes, b)}
-            persons.append({"person": name, "enrolled_from": sample.source, "later_tracks": len(his),
-                            "named": len(his & set(named)), "wrong": len(set(named) - his)})
+        for n, person in enumerate(chosen):
+            persons.append(mated_person(engine, camera, fps, loops, person, tmp / f"mated-{n}"))
             progress()
     return {"camera": camera.name, "persons": persons,
-            "later_tracks": sum(p["later_tracks"] for p in persons), "named": sum(p["named"] for p in persons),
-            "wrong": sum(p["wrong"] for p in persons)}
+            "later_loops": sum(p["later_loops"] for p in persons), "loops_named": sum(p["loops_named"] for p in persons),
+            "tracks_named": sum(p["tracks_named"] for p in persons), "wrong": sum(p["wrong"] for p in persons)}

@@ -10,17 +10,18 @@ from typing import Literal, Protocol
 
 from pydantic import Field
 
-from gpu_worker.decision import RecognitionConfig
 from gpu_worker.detect.config import RetinaFaceConfig
 from gpu_worker.distant_config import DistantFacesConfig
 from gpu_worker.embed.config import DlibEmbedderConfig, OnnxEmbedderConfig
 from gpu_worker.preview import PreviewConfig
 from gpu_worker.quality import QualityConfig
 from gpu_worker.runtime import RuntimeConfig
+from identity.decision import RecognitionConfig
+from identity.voting import VotingConfig
 from shared.images import ImageLimits
 from shared.schema import Section
 from store.config import GalleryConfig, StoreBufferConfig, VisitorConfig
-from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig, VotingConfig
+from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig
 
 
 class WorkerConfig(Section):

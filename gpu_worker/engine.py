@@ -11,7 +11,6 @@ import numpy as np
 
 from gpu_worker.align import ARCFACE_112, AlignTemplate, align_faces
 from gpu_worker.config import EngineSettings
-from gpu_worker.decision import DecisionRule, Identity, decide, decide_name
 from gpu_worker.detect import build_detector
 from gpu_worker.detect.base import Detector
 from gpu_worker.embed import build_embedder
@@ -22,6 +21,7 @@ from gpu_worker.quality import (
     check_single_face,
     face_quality,
 )
+from identity.decision import DecisionRule, Identity, decide_name
 from shared.types import Detections, iou_matrix
 from store.types import FaceSample
 

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from gpu_worker.decision import decide_name
 from gpu_worker.engine import Engine
+from identity.decision import decide_name
 from shared.errors import StoreError
 from shared.logs import RateLimitedLog
 from shared.protocol import Frame, TrackEvent

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gpu_worker.decision import Identity
 from gpu_worker.distant import DistantState
+from identity.decision import Identity
+from identity.voting import TrackIdentity
 from shared.protocol import TrackEvent
 from store.types import FaceSample, LiveTrack
 from tracker.base import Track, Tracker
 from tracker.scheduler import RecognitionScheduler
-from tracker.voting import TrackIdentity
 
 DETECT_TOLERANCE_S = 1e-3  # timestamps jitter: a gap this much over the period still counts as on time
 TRACK_ID_STRIDE = 100_000  # track ids: (when the camera state started, unix s) * STRIDE + the tracker's own id

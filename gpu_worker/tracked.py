@@ -3,11 +3,15 @@ says so, name it by a quality-weighted vote, hand unknown people a `visitor-N` i
 
 Per frame: detect (whole batch) -> per camera tracker update -> quality of each matched face (from its aligned
 chip and landmarks) -> the scheduler picks which tracks to embed within the per-frame budget -> embed those
-chips in one batch -> search persons -> open-set decision (minus an operator's rejections) -> the track's vote ->
-events. A track that stays unknown after ``visitor_after`` embeddings, once one of its kept faces is at least
-``visitors.min_face_px``, is matched against the visitor gallery or becomes a new visitor (one atomic store
-operation; only faces that large are used); when it ends, those faces refresh that visitor. A visitor's
-track later named as an enrolled person merges the visitor into that person (`store.identity.merge_visitor`).
+chips in one batch -> search persons (and their negative evidence) -> the face's vote (`identity.decision.decide`,
+minus an operator's rejections and corrections) -> the track's vote (`identity.voting`), which names the track
+only when its template passes the naming rule (`identity.naming.TrackNaming.confirm`) -> events. A track that
+stays unknown after ``visitor_after`` embeddings, once one of its kept faces is at least ``visitors.min_face_px``,
+is matched against the visitor gallery or becomes a new visitor (one atomic store operation; only faces that large
+are used); when it ends, those faces refresh that visitor. A visitor's track later named as an enrolled person
+merges the visitor into that person (`identity.merges.merge_visitor`): the naming rule confirmed the visitor's own
+faces as that person first. Live tracks an operator corrected lose their name at the next sync. The identity rules
+live in `identity`; this module only calls them.
 
 Everything goes through the store interface (`store.base.Store`): person search, visitors, crops, the event log
 and live tracks (`gpu_worker.records.TrackRecorder`). Other processes' changes (enrolments, operator actions) are
@@ -31,7 +35,6 @@ import numpy as np
 
 from gpu_worker.align import align_faces
 from gpu_worker.config import WorkerSettings
-from gpu_worker.decision import Identity, decide, decide_name, track_template, without_contradicted
 from gpu_worker.distant import Found, FramePlan, StreamDetection
 from gpu_worker.engine import STORED_CROP, Engine
 from gpu_worker.preview import PreviewBox, PreviewPublisher
@@ -44,18 +47,20 @@ from gpu_worker.quality import (
 )
 from gpu_worker.records import TrackRecorder
 from gpu_worker.track_state import CameraState, TrackRecord, live_track, make_event
-from identity.corrections import rejected_tracks, track_source
-from shared.errors import GalleryError, StoreError
+from identity.corrections import track_source
+from identity.decision import decide
+from identity.merges import merge_visitor
+from identity.naming import KeptFace, LiveName, TrackNaming
+from identity.voting import TrackIdentity
+from shared.errors import StoreError
 from shared.protocol import TrackEvent
 from shared.types import Detections
 from store.base import Store
 from store.buffered import BufferedStore
-from store.identity import merge_visitor
 from store.types import FaceSample, is_visitor_name
 from tracker.base import FrameMeta, Track, TrackState
 from tracker.factory import build_tracker
 from tracker.scheduler import RecognitionScheduler, TrackCandidate
-from tracker.voting import TrackIdentity
 
 log = logging.getLogger(__name__)
 SYNC_S = 0.5  # how often other processes' changes (enrolments, merges) are picked up: an enrolment made on any host
@@ -101,6 +106,7 @@ class TrackedProcessor:
         self._negatives_unread = True  # live tracks are checked against operators' corrections at the first sync
         self.cfg = cfg
         self.tcfg = cfg.tracking
+        self.naming = TrackNaming(store, engine.rule, cfg.recognition)
         self.stream = StreamDetection(engine, cfg.tracking.distant)
         self.cameras: dict[str, CameraState] = {}
         self._epochs: dict[str, int] = {}  # the latest tracking session (TrackEvent.epoch) of each camera
@@ -170,26 +176,23 @@ class TrackedProcessor:
             self.recorder.failed("sync", exc)
 
     def _withdraw_rejected(self) -> None:
-        """Live tracks an operator said are not the person they are named as (their faces are that person's
-        negative evidence, `identity.corrections`) lose the name now: it leaves their vote for good, their live
-        entry and whatever this worker logged of them since (their ``track_ended`` will not carry it)."""
-        named = [(state, record) for state in self.cameras.values() for record in state.tracks.values()
-                 if record.identity.name is not None and not is_visitor_name(record.identity.name)]
-        rejected: dict[str, set[str]] = {}
-        for state, record in named:
-            name = record.identity.name
-            if name not in rejected:
-                rejected[name] = rejected_tracks(self.store, name)
-            if track_source(state.camera, record.track) not in rejected[name]:
-                continue
-            record.identity.withdraw(name)
-            if record.announced == name:
+        """Live tracks an operator said are not the person they are named as (`identity.naming`) lose the name
+        now: it leaves their vote for good, their live entry and whatever this worker logged of them since (their
+        ``track_ended`` will not carry it)."""
+        records = {(state.camera, record.track): (state, record) for state in self.cameras.values()
+                   for record in state.tracks.values()}
+        live = [LiveName(camera, record.track, record.identity.name) for (camera, _), (_, record) in records.items()
+                if record.identity.name is not None and not is_visitor_name(record.identity.name)]
+        for item in self.naming.rejected(live):
+            state, record = records[(item.camera, item.track)]
+            record.identity.withdraw(item.name)
+            if record.announced == item.name:
                 record.announced, record.similarity = None, None
             self.recorder.live(live_track(state, record), force=True)
             self.recorder.flush()
-            self.store.events.unname_track(state.camera, record.track, name)
-            log.info("track %s/%d is not %s (an operator's correction): name withdrawn", state.camera,
-                     record.track, name)
+            self.store.events.unname_track(item.camera, item.track, item.name)
+            log.info("track %s/%d is not %s (an operator's correction): name withdrawn", item.camera, item.track,
+                     item.name)
 
     def _camera(self, camera: str) -> CameraState:
         state = self.cameras.get(camera)
@@ -387,43 +390,23 @@ class TrackedProcessor:
         record.time_to_name_ms = max(0.0, (capture_ts - record.started_ts) * 1000.0)
 
     def _confirm(self, record: TrackRecord, name: str) -> bool:
-        """Whether the track as a whole is ``name``: its template (`track_template` of its best faces) is named so
-        by the naming rule (`decide_name`), and, when the track was a visitor, so is that visitor's own template
-        (a track that switched people, a visitor's face then another person's, is left unnamed: it never merges
-        a visitor into someone it is not). A store that fails confirms nothing now; a later face asks again."""
+        """Whether the track as a whole is ``name`` (`identity.naming.TrackNaming.confirm`); the decision on its
+        template is kept as why it is named. A store that fails confirms nothing now; a later face asks again."""
+        faces = [KeptFace(quality, sample.embedding) for quality, sample, _ in record.best]
         try:
-            record.naming = self._named_as(record, [(q, s.embedding) for q, s, _ in record.best])
-            if record.naming.name != name:
-                return False
-            if record.visitor is None or is_visitor_name(name):
-                return True
-            faces = self.store.visitors.faces_of(record.visitor)
+            confirmation = self.naming.confirm(faces, name, record.visitor, self._rejected(record))
         except StoreError as exc:
             self.recorder.failed("confirm", exc)
             return False
-        except GalleryError:  # the visitor expired or was merged meanwhile: nothing of it to check
-            return True
-        try:
-            return self._named_as(record, [(1.0, f.embedding) for f in faces]).name == name
-        except StoreError as exc:
-            self.recorder.failed("confirm", exc)
-            return False
+        record.naming = confirmation.decision
+        return confirmation.confirmed
 
-    def _named_as(self, record: TrackRecord, faces: list[tuple[float, np.ndarray]]) -> Identity:
-        """The naming rule's decision on the template of ``faces`` ((quality, embedding) pairs)."""
-        if not faces:
-            return Identity(None, None, None, None)
-        template = track_template([e for _, e in faces], [q for q, _ in faces], self.cfg.recognition.template_faces)
-        hits = self.store.persons.search(template[None], self.cfg.recognition.top_k)[0]
-        negatives = self.store.negatives.search(template[None], self.cfg.recognition.top_k)[0]
-        return decide_name(self._usable(record, hits, negatives), self.engine.rule)
+    def _rejected(self, record: TrackRecord) -> frozenset[str]:
+        """The persons an operator said this track's visitor is not."""
+        return self._rejections.get(record.visitor or "", frozenset())
 
     def _usable(self, record: TrackRecord, hits: list, negatives: list) -> list:
-        """``hits`` less the persons an operator said this track's visitor is not, and less those this face is
-        at least as similar to by their negative evidence (``negatives``: hits over the negative faces)."""
-        rejected = self._rejections.get(record.visitor or "", frozenset())
-        return without_contradicted([h for h in hits if h.name not in rejected],
-                                    {h.name: h.similarity for h in negatives})
+        return self.naming.usable(hits, negatives, self._rejected(record))
 
     def _visit(self, state: CameraState, record: TrackRecord, capture_ts: float) -> list[TrackEvent]:
         """Link an unknown track to a known visitor or make it a new one: one atomic store operation. A store

@@ -4,7 +4,7 @@
 with the track (``track_source``); its logged events stop naming him (started, identified, ended: the event log's
 ``unname_track``); a visitor the track carried is recorded as not him; the correction is an audit record. Workers
 pick the negative evidence up at their next sync: from then on a face at least as similar to a person's negative
-faces as to his own is not named as him (`gpu_worker.decision.without_contradicted`), and a live track whose
+faces as to his own is not named as him (`identity.decision.without_contradicted`), and a live track whose
 faces an operator rejected loses the name at once (and its later events do not carry it).
 
 ``remove_negative``: an operator takes one negative face back (audited)."""

@@ -5,7 +5,7 @@ nobody enrolled), ``negatives`` (negative evidence: faces an operator said are N
 name, `store.negatives`), ``media`` (track crops), ``events`` (the event history), ``live`` (the tracks alive now)
 and ``audit`` (the tamper-evident log of changes to identities and users, `store.audit.AuditTrail`).
 Identity operations that span parts (an operator naming a visitor, a visitor merged into the person a track was
-later named as) are written once over these Protocols in `store.identity`; retention in `store.retention`.
+later named as) are written once over these Protocols in `identity.merges`; retention in `store.retention`.
 Every backend passes the contract suite in ``tests/test_store_contract.py``.
 """
 
@@ -339,7 +339,7 @@ class Store(Protocol):
         ...
 
     def finish_erasure(self, name: str) -> tuple[str, ...]:
-        """After an erasure of ``name`` (`store.forget`): rewrite what still holds deleted bytes (index files,
+        """After an erasure of ``name`` (`identity.erasure`): rewrite what still holds deleted bytes (index files,
         SQLite's WAL, Redis change streams naming it); what the backend could not make unrecoverable, in words
         (empty when nothing)."""
         ...

@@ -6,7 +6,7 @@ When an operator says "not this person" about a track that was named NAME, the t
 NAME; a worker then declines to name a face NAME when it is nearer to NAME's negative faces than to NAME's own.
 The gallery is a third one beside the persons and the visitors (local ``negatives/``, Redis ``P:negatives:...``),
 on the persons' embedder: `argusnet gallery reembed` re-embeds it, `argusnet store rekey` re-seals it,
-`argusnet store migrate` copies it, and erasing a person (`store.forget`, `store.identity.remove_person`) erases
+`argusnet store migrate` copies it, and erasing a person (`identity.erasure`, `identity.merges.remove_person`) erases
 their negative evidence too.
 """
 

@@ -160,7 +160,7 @@ class TrackRef:
 
 @dataclass(frozen=True)
 class MergeUndo:
-    """What the merge of ``visitor`` into ``person`` kept so it can be undone (`store.identity.unmerge_visitor`):
+    """What the merge of ``visitor`` into ``person`` kept so it can be undone (`identity.merges.unmerge_visitor`):
     when it was made (unix s), how many of the visitor's faces are kept aside (they answer no search), the face
     ids a promote added to the person, the live tracks the merge renamed, and ``blocked``: why it can no longer be
     undone, in words (None while it can)."""

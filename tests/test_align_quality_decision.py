@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from gpu_worker.align import ARCFACE_112, TEMPLATES, align_faces, similarity_transform
-from gpu_worker.decision import DecisionRule, decide, decide_name, track_template, without_contradicted
 from gpu_worker.quality import (
     FaceQuality,
     QualityConfig,
@@ -11,6 +10,7 @@ from gpu_worker.quality import (
     check_single_face,
     pose_from_landmarks,
 )
+from identity.decision import DecisionRule, decide, decide_name, track_template, without_contradicted
 from shared.errors import FaceQualityError
 from shared.types import Detections
 

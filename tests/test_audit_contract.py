@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import redis
 
+from identity.merges import merge_visitor
 from shared.errors import StoreError
 from store import open_store, opened_audit
 from store.audit import ALTERED, REORDERED, TRUNCATED
 from store.config import GalleryConfig
-from store.identity import merge_visitor
 from store.local.audit import AUDIT_FILE, SUBJECTS_FILE
 from store.redis.keys import StoreKeys
 from tests.test_store_contract import DIM, MODEL, backend, face, opener, store_config, unit  # noqa: F401

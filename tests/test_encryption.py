@@ -166,7 +166,7 @@ def test_rekey_then_old_key_refused_new_key_works(tmp_path):
 
 
 def test_faces_a_merge_kept_are_sealed_rekeyed_and_unmerged(tmp_path):
-    from store.identity import merge_visitor, unmerge_visitor
+    from identity.merges import merge_visitor, unmerge_visitor
     from store.local.store import rekey_local
 
     old, new = key_file(tmp_path, "old"), key_file(tmp_path, "new")

@@ -170,7 +170,7 @@ def test_a_rekey_refuses_running_workers_and_resumes_after_a_stop(redis_url, tmp
 
 
 def test_faces_a_merge_kept_are_sealed_rekeyed_and_unmerged(redis_url, tmp_path):
-    from store.identity import merge_visitor, unmerge_visitor
+    from identity.merges import merge_visitor, unmerge_visitor
 
     old, new = key_file(tmp_path, "old"), key_file(tmp_path, "new")
     cfg = cfg_of(redis_url, tmp_path, old)

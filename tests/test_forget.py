@@ -20,11 +20,11 @@ import redis
 
 from argusnet.commands.demo import DEMO_NAME, astronaut, enrol_demo_person
 from camera_node.demo import render
+from identity.erasure import forget
+from identity.merges import merge_visitor
 from shared.protocol import TrackEvent
 from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
-from store.forget import forget
-from store.identity import merge_visitor
 from store.types import EventQuery, EventRecord, FaceSample, LiveTrack
 
 VIDEO_FPS = 10.0

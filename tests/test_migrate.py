@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from identity.merges import merge_visitor
 from shared.errors import InputError
 from shared.protocol import TrackEvent
 from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
-from store.identity import merge_visitor
 from store.migrate import check_empty, read_events
 from store.types import EventRecord, FaceSample
 

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import redis
 
+from identity.merges import merge_visitor, promote_visitor, remove_person, unmerge_visitor
 from shared.errors import GalleryError
 from shared.protocol import TrackEvent
 from store import open_store
 from store.base import Store
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig, RetentionConfig, VisitorConfig
-from store.identity import merge_visitor, promote_visitor, remove_person, unmerge_visitor
 from store.retention import RetentionJob
 from store.types import CameraStatus, EventQuery, EventRecord, FaceSample, LiveTrack
 
@@ -362,7 +362,7 @@ def test_negatives_follow_the_persons_embedder_through_a_reembed(opener):
 
 
 def test_forget_erases_a_name_that_only_negative_evidence_holds(opener):
-    from store.forget import forget
+    from identity.erasure import forget
 
     rng = np.random.default_rng(27)
     store = opener()
@@ -487,7 +487,7 @@ def test_unmerge_refuses_what_was_never_merged_or_can_no_longer_be_undone(opener
 
 @pytest.mark.parametrize("forgotten", ["Grace", "visitor"])
 def test_forget_erases_the_faces_a_merge_kept_aside(opener, forgotten):
-    from store.forget import forget
+    from identity.erasure import forget
 
     rng = np.random.default_rng(16)
     store = opener()
@@ -650,7 +650,7 @@ def _seed_identity(store: Store, rng: np.random.Generator, name: str) -> dict:
 
 
 def test_forget_erases_faces_events_live_tracks_and_crops_of_one_person(opener, backend):
-    from store.forget import forget
+    from identity.erasure import forget
 
     rng = np.random.default_rng(9)
     store = opener()
@@ -675,7 +675,7 @@ def test_forget_erases_faces_events_live_tracks_and_crops_of_one_person(opener, 
 
 
 def test_forget_a_visitor_and_an_unknown_name_changes_nothing(opener):
-    from store.forget import forget
+    from identity.erasure import forget
 
     rng = np.random.default_rng(10)
     store = opener()

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from identity.voting import TrackIdentity, VotingConfig
 from shared.types import Detections
 from tracker.association import assign
 from tracker.base import FrameMeta, Tracker, TrackState
-from tracker.config import ByteTrackConfig, SchedulerConfig, SortConfig, VotingConfig
+from tracker.config import ByteTrackConfig, SchedulerConfig, SortConfig
 from tracker.factory import build_tracker
 from tracker.kalman import KalmanBoxFilter
 from tracker.scheduler import RecognitionScheduler, TrackCandidate
-from tracker.voting import TrackIdentity
 
 BACKENDS = [ByteTrackConfig(), SortConfig()]
 

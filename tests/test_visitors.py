@@ -70,12 +70,12 @@ def test_visitors_cli_list_reject_name(tmp_path, cli):
 
 def test_rejected_name_is_never_given_to_that_visitors_track(tmp_path, engine):
     from argusnet.config import load_config
-    from gpu_worker.decision import decide
     from gpu_worker.track_state import TrackRecord
     from gpu_worker.tracked import TrackedProcessor
+    from identity.decision import decide
+    from identity.voting import VotingConfig
+    from identity.voting import TrackIdentity
     from store.types import PersonHit
-    from tracker.config import VotingConfig
-    from tracker.voting import TrackIdentity
 
     store = make_store(tmp_path)
     store.visitors.match_or_create([sample(np.random.default_rng(5))], threshold=0.9, max_faces=5)

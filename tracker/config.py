@@ -1,4 +1,4 @@
-"""Tracker, recognition-scheduling and identity-voting settings (one ``type`` field picks the tracker backend).
+"""Tracker and recognition-scheduling settings (one ``type`` field picks the tracker backend).
 
 Tuning advice sits in each field's description; `gpu_worker.config.TrackingConfig` gathers these sections.
 """
@@ -97,16 +97,3 @@ class SchedulerConfig(Section):
     max_per_track: int = Field(default=0, ge=0, le=100_000,
                                description="Cap on embeddings per track (0 = none). Set it on a small CPU with "
                                "long-lived tracks (people standing in view); refreshes stop after the cap.")
-
-
-class VotingConfig(Section):
-    confirm_votes: int = Field(default=2, ge=1, le=100,
-                               description="Agreeing observations needed to name a track. Higher = fewer wrong names, "
-                               "later names.")
-    instant_lead: float = Field(default=0.04, ge=0.0, le=2.0,
-                                description="One observation this far above the decision threshold names a track at "
-                                "once.")
-    rename_ratio: float = Field(default=2.0, ge=1.0, le=100.0,
-                                description="A named track is renamed only when another person's quality-weighted "
-                                "support is this many times its current name's.")
-

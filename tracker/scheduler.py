@@ -31,7 +31,7 @@ class TrackCandidate:
     """A tracked face in this frame: its quality score (bigger, sharper, more frontal is higher), whether the
     track has a settled identity, whether its observations disagree or are few, the shorter side of its box
     in pixels (`gpu_worker.quality.FaceQuality.size_px`) and how many of its latest embeddings in a row named
-    nobody (`tracker.voting.TrackIdentity.misses`)."""
+    nobody (`identity.voting.TrackIdentity.misses`)."""
 
     track_id: int
     quality: float

@@ -1,5 +1,5 @@
 """`argusnet forget PERSON|visitor-N [--json OUT] [--gallery DIR]`: erase one identity everywhere the store keeps it
-(store/forget.py) and say what went, per kind. Exit 0 when everything went, 1 when the backend had to leave
+(identity/erasure.py) and say what went, per kind. Exit 0 when everything went, 1 when the backend had to leave
 something (the report says what), 2 for a name the store holds nothing of (nothing changed)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from argusnet.commands.common import add_gallery_arg, config_from, open_cli_store
+from identity.erasure import ForgetReport, forget
 from shared.errors import EXIT_FAILURE, EXIT_OK
-from store.forget import ForgetReport, forget
 
 KINDS = (("faces", "face(s)"), ("negatives", "negative face(s)"), ("visitor_faces", "visitor face(s)"),
          ("rejections", "rejection(s)"), ("merges", "merge(s)"), ("events", "event(s)"), ("crops", "crop(s)"),

@@ -22,11 +22,11 @@ from argusnet.commands.common import (
 from argusnet.commands.tracks import register_negatives
 from gpu_worker.align import align_faces
 from gpu_worker.engine import Engine, EnrolmentFace, Identification
+from identity.merges import remove_person
 from shared.errors import GalleryMissingError, InputError
 from shared.images import read_image
 from store.base import PersonGallery
 from store.export import export_gallery
-from store.identity import remove_person
 
 
 def register(sub: argparse._SubParsersAction) -> None:

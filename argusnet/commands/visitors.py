@@ -13,7 +13,7 @@ from argusnet.commands.common import (
     open_cli_store,
     print_json,
 )
-from store.identity import promote_visitor, unmerge_visitor
+from identity.merges import promote_visitor, unmerge_visitor
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def cmd_unmerge(args: argparse.Namespace) -> int:
-    """The store's audit log records the unmerge (`store.identity.unmerge_visitor`), the CLI user as the actor."""
+    """The store's audit log records the unmerge (`identity.merges.unmerge_visitor`), the CLI user as the actor."""
     with open_cli_store(args, config_from(args)) as store:
         report = unmerge_visitor(store, args.visitor, actor=None)
     if args.json:

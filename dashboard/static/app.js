@@ -173,6 +173,13 @@ async function identityPage() {
   kindLine.replaceChildren(kind);
   if (data.merged_into) kindLine.append(" · merged into ", identityLink(data.merged_into));
   document.getElementById("faces").replaceChildren(...data.faces.map((f) => el("figure", {}, el("img", { src: f.url, class: "crop", alt: "" }), el("figcaption", { text: f.source }))));
+  const negatives = data.negatives || [];
+  document.getElementById("negatives-section").hidden = negatives.length === 0;
+  document.getElementById("negatives").replaceChildren(...negatives.map((f) => el("figure", { "data-face": String(f.face_id) },
+    el("img", { src: f.url, class: "crop", alt: "" }), el("figcaption", { text: f.source }),
+    isAdmin() ? el("button", { text: "Take back", class: "remove-negative", onclick: async () => {
+      try { await post(`/api/persons/${encodeURIComponent(name)}/negatives/${f.face_id}/remove`, {});
+        toast(`face ${f.face_id} is no longer evidence against ${name}`); identityPage(); } catch (e) { toast(e.message, true); } } }) : el("span"))));
   document.querySelector("#timeline tbody").replaceChildren(...data.timeline.map((s) => el("tr", {},
     el("td", {}, faceImg(s.crop_url)), el("td", { text: s.camera }), el("td", { text: String(s.track) }),
     el("td", { text: day(s.first) }), el("td", { text: when(s.last) }), el("td", { text: sim(s.similarity) }), el("td", { text: String(s.events) }))));

@@ -16,7 +16,7 @@ class Embedder(Protocol):
     ``name`` identifies the model (a gallery records it and refuses embeddings of another), ``dim`` is the
     embedding size, ``template`` says how faces must be aligned for it and ``threshold`` is its calibrated
     default cosine similarity for a match of one face (used when the configuration sets none); ``name_threshold``
-    the similarity a track's template or a photo needs for a name (`gpu_worker.decision`).
+    the similarity a track's template or a photo needs for a name (`identity.decision`).
     """
 
     name: str

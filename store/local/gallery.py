@@ -11,7 +11,7 @@ Layout of a gallery directory::
 Schema version 2 added the ``merges`` table (a visitor merged into a person); a version 1 gallery is upgraded in
 place when it is opened.
 
-A merge keeps what an unmerge needs (`store.identity.unmerge_visitor`): the visitor's faces move, rows and sealed
+A merge keeps what an unmerge needs (`identity.merges.unmerge_visitor`): the visitor's faces move, rows and sealed
 blobs as they were, from ``faces`` to ``merged_faces`` (no index holds them: they answer no search), and
 ``merge_undo`` keeps its created / last-seen times, the person's face ids a promote added and the live tracks the
 merge renamed. Face ids are never handed out again while a kept face holds one, so an unmerge moves the rows back
@@ -45,10 +45,10 @@ import simplejpeg
 
 from shared.errors import GalleryError, GalleryExistsError
 from shared.files import atomic_write
+from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.config import GalleryConfig
 from store.crypto import META_KEY, Cipher, check_key, seal, unseal
 from store.face_index import FaceIndex, rank_persons
-from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.types import FaceSample, MergeUndo, PersonHit, PersonInfo, StoredFace, TrackRef, VisitorMatch
 
 log = logging.getLogger(__name__)

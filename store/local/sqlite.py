@@ -3,7 +3,7 @@ the index of crop files (and ``renamed_events``: which events a merge renamed, a
 unmerge restores exactly those; a table added without a version change, created when an older file is opened). One
 connection per process, shared by those three parts under one lock (WAL mode, so
 workers and the dashboard on this host read and write it at once). ``secure_delete`` is on: a deleted row is
-overwritten with zeros, and `checkpoint` empties the WAL after an erasure (`store.forget`)."""
+overwritten with zeros, and `checkpoint` empties the WAL after an erasure (`identity.erasure`)."""
 
 from __future__ import annotations
 

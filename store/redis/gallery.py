@@ -16,7 +16,7 @@ cursor, or deleted) it rebuilds from a snapshot. A face hash that no person's se
 hand, or by a crash of an older writer) is logged and deleted when the gallery is opened; an id whose hash is gone
 is logged and dropped from its set.
 
-A merge keeps what an unmerge needs (`store.identity.unmerge_visitor`): each of the visitor's face hashes is renamed
+A merge keeps what an unmerge needs (`identity.merges.unmerge_visitor`): each of the visitor's face hashes is renamed
 to ``merged_face:ID`` (blobs as they were, sealed for the same face id and gallery; no replica, repair or search
 sees that key), and ``merge_undo:<hex name>`` keeps its created / last-seen times, the face ids, the person's face ids
 a promote added and the live tracks the merge renamed (``merge_undo`` orders them by merge time). ``restore_merged``
@@ -24,7 +24,7 @@ renames them back under their ids with an ``add`` entry. Kept faces go with an e
 (``erase_merges``), with the visitor retention (``expire_merges``: the undo record stays, blocked) and with a
 rekey's re-encryption (`store.redis.rekey`).
 
-Erasure (`store.forget`): ``erase_references`` deletes the rejections naming a name (one SREM per visitor's set,
+Erasure (`identity.erasure`): ``erase_references`` deletes the rejections naming a name (one SREM per visitor's set,
 in one MULTI/EXEC under the write lock) and the merge records into or from it (``MERGES_ERASE_SCRIPT``).
 ``scrub_changes`` then removes the name from the change stream in one script (``SCRUB_SCRIPT``), once the gallery
 holds nothing of it (refused, returning None, while it does). A stream entry cannot be edited and XDEL only marks
@@ -56,12 +56,12 @@ import redis
 import simplejpeg
 
 from shared.errors import GalleryError
+from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.config import GalleryConfig
 from store.crypto import Cipher, seal, unseal
 from store.face_index import FaceIndex, rank_persons
 from store.redis.client import WriteLock, guard, redis_op
 from store.redis.keys import GalleryKeys
-from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.types import FaceSample, MergeUndo, PersonHit, PersonInfo, StoredFace, TrackRef, VisitorMatch
 
 log = logging.getLogger(__name__)

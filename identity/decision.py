@@ -1,7 +1,7 @@
 """The open-set decision: a name only when the best person is similar enough and clearly ahead of the next.
 
 Two thresholds. ``threshold`` judges one face of a track: a face at or above it is a vote for that person (the
-track's vote, `tracker.voting`). ``name_threshold`` (stricter) judges what names: a track's template (the mean of
+track's vote, `identity.voting`). ``name_threshold`` (stricter) judges what names: a track's template (the mean of
 its best faces, `track_template`), or a photo (a one-face track). Single faces of strangers in camera streams reach
 a stranger-to-person similarity that photos never do (small, blurred, turned faces all look alike to the model);
 a template of several faces of one person is closer to that person's faces and no closer to anybody else's.

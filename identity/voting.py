@@ -5,7 +5,7 @@ votes, or at once by one observation ``instant_lead`` above the decision thresho
 when another person's support reaches ``rename_ratio`` times the current name's (with ``confirm_votes``
 observations); "unknown" observations never take a name away (a name flickering to unknown and back is what users
 complain about). Every naming and renaming is put to ``confirm`` (the caller's check of the track as a whole: its
-template against the stricter naming threshold, `gpu_worker.decision`): a vote that it refuses waits for more
+template against the stricter naming threshold, `identity.decision`): a vote that it refuses waits for more
 faces. ``withdraw`` takes a name away for good (an operator said "not this person")."""
 
 from __future__ import annotations
@@ -15,7 +15,22 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from tracker.config import VotingConfig
+from pydantic import Field
+
+from shared.schema import Section
+
+
+
+class VotingConfig(Section):
+    confirm_votes: int = Field(default=2, ge=1, le=100,
+                               description="Agreeing observations needed to name a track. Higher = fewer wrong names, "
+                               "later names.")
+    instant_lead: float = Field(default=0.04, ge=0.0, le=2.0,
+                                description="One observation this far above the decision threshold names a track at "
+                                "once.")
+    rename_ratio: float = Field(default=2.0, ge=1.0, le=100.0,
+                                description="A named track is renamed only when another person's quality-weighted "
+                                "support is this many times its current name's.")
 
 
 @dataclass(frozen=True)

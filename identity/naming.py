@@ -1,0 +1,107 @@
+"""A live track's name by the rules, over the store: what the worker's frame processor (`gpu_worker.tracked`) asks
+before it names a track, merges its visitor, or keeps a name an operator took back.
+
+- ``usable``: a face's candidates less the persons an operator said the track's visitor is not, and less those
+  the face is at least as similar to by their negative evidence (`identity.decision.without_contradicted`).
+- ``confirm``: the track as a whole is NAME: its template (`identity.decision.track_template` of its best faces)
+  is named so by the naming rule (`identity.decision.decide_name`), and, when the track was a visitor, so is that
+  visitor's own template: a track that switched people (a visitor's face, then another person's) is left unnamed,
+  and a visitor is never merged into someone its own faces are not.
+- ``rejected``: which of the live named tracks an operator said are not their person (`identity.corrections`).
+
+Store errors (`shared.errors.StoreError`) reach the caller, which counts them and asks again later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+from identity.corrections import rejected_tracks, track_source
+from identity.decision import DecisionRule, Hit, Identity, decide_name, track_template, without_contradicted
+from shared.errors import GalleryError
+from store.base import Store
+from store.types import is_visitor_name
+
+NOBODY = Identity(None, None, None, None)
+
+
+class NamingSettings(Protocol):
+    """What the rules read of the recognition configuration (`identity.decision.RecognitionConfig`)."""
+
+    template_faces: int
+    top_k: int
+
+
+@dataclass(frozen=True)
+class KeptFace:
+    """One of a track's kept faces: its quality score and its embedding."""
+
+    quality: float
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """Whether the track is the person (``confirmed``), and the decision on its template (why: its similarity and
+    lead)."""
+
+    confirmed: bool
+    decision: Identity
+
+
+@dataclass(frozen=True)
+class LiveName:
+    """A live track named as an enrolled person."""
+
+    camera: str
+    track: int
+    name: str
+
+
+class TrackNaming:
+    def __init__(self, store: Store, rule: DecisionRule, cfg: NamingSettings) -> None:
+        self.store, self.rule, self.cfg = store, rule, cfg
+
+    @staticmethod
+    def usable(hits: Sequence[Hit], negatives: Sequence[Hit], rejected: frozenset[str]) -> list[Hit]:
+        """``hits`` (persons for one face) less ``rejected`` and the persons ``negatives`` (hits over the negative
+        faces, for the same face) contradict."""
+        return without_contradicted([h for h in hits if h.name not in rejected],
+                                    {h.name: h.similarity for h in negatives})
+
+    def decide(self, faces: Sequence[KeptFace], rejected: frozenset[str]) -> Identity:
+        """The naming rule's decision on the template of ``faces``."""
+        if not faces:
+            return NOBODY
+        template = track_template([f.embedding for f in faces], [f.quality for f in faces], self.cfg.template_faces)
+        hits = self.store.persons.search(template[None], self.cfg.top_k)[0]
+        negatives = self.store.negatives.search(template[None], self.cfg.top_k)[0]
+        return decide_name(self.usable(hits, negatives, rejected), self.rule)
+
+    def confirm(self, faces: Sequence[KeptFace], name: str, visitor: str | None,
+                rejected: frozenset[str]) -> Confirmation:
+        """Whether a track with these kept ``faces`` (that was ``visitor``, if not None) is ``name``."""
+        decision = self.decide(faces, rejected)
+        if decision.name != name:
+            return Confirmation(False, decision)
+        if visitor is None or is_visitor_name(name):
+            return Confirmation(True, decision)
+        try:
+            own = self.store.visitors.faces_of(visitor)
+        except GalleryError:  # the visitor expired or was merged meanwhile: nothing of it to check
+            return Confirmation(True, decision)
+        mean = self.decide([KeptFace(1.0, f.embedding) for f in own], rejected)
+        return Confirmation(mean.name == name, decision)
+
+    def rejected(self, live: Iterable[LiveName]) -> list[LiveName]:
+        """The live tracks an operator said are not the person they are named as."""
+        sources: dict[str, set[str]] = {}
+        out = []
+        for item in live:
+            if item.name not in sources:
+                sources[item.name] = rejected_tracks(self.store, item.name)
+            if track_source(item.camera, item.track) in sources[item.name]:
+                out.append(item)
+        return out
