@@ -156,6 +156,20 @@ class Enrolled:
     sample: FaceSample
 
 
+def same_person(first: dict[tuple[int, int], tuple[float, ...]],
+                later: dict[tuple[int, int], tuple[float, ...]], near: int = 2) -> bool:
+    """Whether a later track follows a first-loop track's boxes: on most of the later track's frames that have a
+    first-loop frame at most ``near`` clip frames away (loops sample the clip at other phases), the boxes overlap
+    at IoU >= MATCH_IOU (one walk may be split into several tracks: this finds those that overlap this one)."""
+    by_index = {index: box for (_, index), box in first.items()}
+    pairs = []
+    for (_, index), box in later.items():
+        nearest = min(by_index, key=lambda i: abs(i - index))
+        if abs(nearest - index) <= near:
+            pairs.append((by_index[nearest], box))
+    return len(pairs) >= 2 and float(np.mean([_iou(a, b) >= MATCH_IOU for a, b in pairs])) > 0.5
+
+
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return float(iou_matrix(np.array([a], np.float32), np.array([b], np.float32))[0, 0])
 
@@ -232,5 +246,4 @@ def mated_run(engine: Engine, camera: Camera, fps: float, loops: int, people: in
             persons.append(mated_person(engine, camera, fps, loops, person, tmp / f"mated-{n}"))
             progress()
     return {"camera": camera.name, "persons": persons,
-            "later_loops": sum(p["later_loops"] for p in persons), "loops_named": sum(p["loops_named"] for p in persons),
-            "tracks_named": sum(p["tracks_named"] for p in persons), "wrong": sum(p["wrong"] for p in persons)}
+            **{key: sum(p[key] for p in persons) for key in ("later_loops", "loops_named", "tracks_named", "wrong")}}

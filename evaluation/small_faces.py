@@ -6,9 +6,10 @@ the given size (1280x720 by default), JPEG-encoded at quality 75 and decoded, an
 configured resolution, alignment, embedder) runs on that frame. Per height: how many photos still have a face
 found, verification over the pairs (a pair with a missed face scores -1: a reject), and open-set identification
 as a camera would do it: the identities are the groups of photos the "same" pairs join; each degraded face is
-named by the configured open-set rule (threshold and margin, `identity.decision.decide_name`, a photo's rule) against a gallery of
-every OTHER original photo (enrolment photos are full size); ``wrong_names`` counts faces given another identity's
-name, ``named`` the right name, ``abstained`` no name (allowed: the rule may abstain, never name wrongly).
+named by the configured open-set rule for one face (`identity.decision.decide_name`: name_threshold and margin)
+against a gallery of every OTHER original photo (enrolment photos are full size); ``wrong_names`` counts faces
+given another identity's name, ``named`` the right name, ``abstained`` no name (allowed: the rule may abstain,
+never name wrongly).
 """
 
 from __future__ import annotations

@@ -28,10 +28,13 @@ class RecognitionConfig(Section):
     name_threshold: float | None = Field(
         default=None, ge=-1.0, le=1.0,
         description="Cosine similarity a track's template (the mean of its best faces) or a photo must reach to be "
-        "named. Empty = the embedder's calibrated default (its model card; dlib 0.945: BENCHMARKS.md, `argusnet "
+        "named. Empty = the embedder's calibrated default (its model card; dlib 0.95: BENCHMARKS.md, `argusnet "
         "eval openset`). Never below `threshold`.")
     template_faces: int = Field(default=3, ge=1, le=20,
                                 description="How many of a track's best faces (by quality) make its template.")
+    cohort: bool = Field(default=True, description="A track's name must also lead the site's closest visitors "
+                         "(strangers seen here before) by `margin`: a stranger who comes back is nearer to his own "
+                         "visitor than to an enrolled person he resembles (`identity.naming`).")
     margin: float = Field(default=0.01, ge=0.0, le=2.0,
                           description="A name also needs this lead in similarity over the best other person.")
     top_k: int = Field(default=20, ge=2, le=1000, description="Gallery neighbours looked at per face.")

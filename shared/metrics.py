@@ -56,7 +56,7 @@ AUTH_REFUSED_REASONS = ("unknown_key", "mechanism_mismatch", "handshake_aborted"
 EVENTS_DROPPED_REASONS = ("outbox_full", "stale")
 # The operations a worker's store (store.buffered.BufferedStore) times and counts, and the kinds of writes it buffers
 STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "write_persons", "rejections",
-                    "search_negatives", "sync_negatives", "read_negatives", "write_negatives",
+                    "search_negatives", "sync_negatives", "read_negatives", "write_negatives", "search_visitors",
                     "match_or_create", "visitor_seen", "merge_visitor", "read_visitors", "write_visitors",
                     "expire_visitors", "append_events", "rename_events", "query_events", "expire_events", "put_live",
                     "remove_live", "rename_live", "read_live", "expire_live", "put_camera", "put_crop", "read_crop", "remove_crop",

@@ -82,6 +82,11 @@ class PersonGallery(Protocol):
 class VisitorStore(Protocol):
     """Provisional ``visitor-N`` identities shared by every worker of the store."""
 
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        """For each query (N, dim), visitors ranked by their best face's cosine similarity (each visitor once): the
+        strangers this site has seen, the cohort a name must beat (`identity.naming`)."""
+        ...
+
     def match_or_create(self, faces: Sequence[FaceSample], threshold: float, max_faces: int) -> VisitorMatch:
         """ONE atomic operation: the visitor whose faces best match any of ``faces`` at ``threshold`` or above
         (marked seen now), or else a new visitor holding the first ``max_faces`` of them. Two workers calling it

@@ -433,6 +433,10 @@ class BufferedVisitors:
         self._o = owner
         self.inner = inner
 
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        with self._o.timed("search_visitors"):
+            return self.inner.search(embeddings, k)
+
     def match_or_create(self, faces: Sequence[FaceSample], threshold: float, max_faces: int) -> VisitorMatch:
         return self._o.call("match_or_create", self.inner.match_or_create, faces, threshold, max_faces)
 

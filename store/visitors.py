@@ -14,6 +14,7 @@ from store.types import (
     ErasedReferences,
     FaceSample,
     MergeUndo,
+    PersonHit,
     PersonInfo,
     StoredFace,
     TrackRef,
@@ -26,6 +27,8 @@ class VisitorGallery(Protocol):
     """What a backend's gallery offers for visitors (besides the PersonGallery operations)."""
 
     model: str
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]: ...
 
     def match_or_create(self, faces: Sequence[FaceSample], threshold: float, prefix: str,
                         max_faces: int) -> VisitorMatch: ...
@@ -85,6 +88,9 @@ class GalleryVisitorStore:
     @property
     def model(self) -> str:
         return self.gallery.model
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        return self.gallery.search(embeddings, k)
 
     def match_or_create(self, faces: Sequence[FaceSample], threshold: float, max_faces: int) -> VisitorMatch:
         return self.gallery.match_or_create(faces, threshold, VISITOR_PREFIX, max_faces)

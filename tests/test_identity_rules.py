@@ -50,3 +50,34 @@ def test_negative_evidence_is_taken_back_one_face_at_a_time(opener):
     assert not remove_negative(store, "Ann", first.face_id, actor="alice")
     assert [f.face_id for f in store.negatives.faces_of("Ann")] == [second.face_id]
     assert [r.action for r in store.audit.list()].count("remove_negative") == 1
+
+
+class Naming:
+    template_faces, top_k, cohort = 3, 10, True
+
+
+def test_a_name_must_lead_the_sites_strangers_unless_the_stranger_is_that_person(opener):
+    from identity.decision import DecisionRule
+    from identity.naming import KeptFace, TrackNaming
+
+    def unit_of(v):
+        return (v / np.linalg.norm(v)).astype(np.float32)
+    rng = np.random.default_rng(9)
+    store = opener()
+    ann, other = unit(rng, 2)
+    other = unit_of(other - (other @ ann) * ann)  # orthogonal to Ann
+    store.persons.add_person("Ann", [face(ann)])
+    probe = unit_of(0.90 * ann + 0.44 * other)  # a stranger's face that resembles Ann (0.90) ...
+    earlier = unit_of(0.86 * ann + 0.51 * other)  # ... his face seen before (0.86 to Ann, 0.999 to this one)
+    stranger = store.visitors.match_or_create([face(earlier)], 0.99, 5).visitor
+    naming = TrackNaming(store, DecisionRule(threshold=0.85, margin=0.01, name_threshold=0.88), Naming())
+    faces = [KeptFace(1.0, probe)]
+    assert naming.decide(faces, frozenset(), cohort=False).name == "Ann"  # the enrolled people alone: Ann
+    refused = naming.decide(faces, frozenset())
+    assert refused.name is None and refused.candidate == "Ann" and refused.margin < 0  # her lead over him
+    assert naming.decide(faces, frozenset(), own_visitor=stranger).name == "Ann"  # the track's own visitor: no rival
+    assert [h.name for h in store.visitors.search(probe[None], 3)[0]] == [stranger]
+    before = store.visitors.match_or_create([face(unit_of(ann + 0.05 * other))], 0.999, 5).visitor
+    assert before != stranger  # Ann herself, seen before she was enrolled: her visitor is named Ann by the rule
+    named = naming.decide([KeptFace(1.0, unit_of(ann + 0.06 * other))], frozenset())
+    assert named.name == "Ann" and named.margin is not None

@@ -23,8 +23,8 @@ BENCHMARKS = {
     "capacity": ("bench.capacity", "720p 10 fps cameras one worker sustains (p95 <= 250 ms, drops <= 1%) vs per_frame"),
     "dashboard": ("bench.dashboard", "event log -> row in Chromium p50/p95 ms; 20 SSE clients at 50 events/s: lag, RSS"),
     "soak": ("bench.soak", "a real `up` (2 workers, 6 cameras) for 30 min: RSS, fds, p95 drift, events/camera, drops"),
-    "strangers": ("bench.strangers", "a real `up`, the demo portrait enrolled alone, a street camera looping arcade.mp4 "
-                  "at 720p: street tracks named (target 0)"),
+    "strangers": ("bench.strangers", "a real `up`, the demo portrait enrolled alone, a street camera looping "
+                  "arcade.mp4 at 720p: street tracks named (target 0)"),
     "gpu": ("bench.gpu", "the models on the CUDA provider (verified, no CPU fall-back): embed batch-64 faces/s, detect "
             "batched 640x640 frames/s"),
 }

@@ -20,10 +20,11 @@ MODEL_NAME = "dlib_resnet_v1"
 # Calibrated with `argusnet eval verify --pairs ../shared/data/deepface/master.csv` (best-accuracy threshold
 # 0.919; genuine pairs >= 0.928, impostor pairs <= 0.910): see BENCHMARKS.md.
 DLIB_THRESHOLD = 0.92
-# What names a track's template or a photo: above every impostor pair of our labelled photos (0.933 over the
-# cross-identity pairs of deepface/identities.csv, 0.892 on dlib/johns) and every stranger's template on arcade.mp4
-# replayed at 1080/720/480 (`argusnet eval openset`); BENCHMARKS.md "Names you can trust".
-DLIB_NAME_THRESHOLD = 0.945
+# What names a track's template or a photo, chosen with `argusnet eval openset` (BENCHMARKS.md "Names you can
+# trust"): above every impostor pair of our labelled photos (0.933 over the cross-identity pairs of
+# deepface/identities.csv, 0.892 on dlib/johns) and every stranger's template on arcade.mp4 replayed at
+# 1080/720/480 (0.945 still named 7 strangers as John_Shimkus, whose 150 px chips strangers' faces reach 0.949).
+DLIB_NAME_THRESHOLD = 0.95
 
 
 def dlib_model_path() -> str:
