@@ -12,6 +12,7 @@ from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig
 from store.types import EventRecord
 from tests.browser import BrowserMissing, chromium
+from tests.test_dashboard_browser import shot
 from tests.test_dashboard_api import PASSWORD, _event, _face, site  # noqa: F401 - the seeded site fixture
 
 pytestmark = pytest.mark.slow
@@ -44,11 +45,14 @@ def test_why_a_track_was_named_and_the_negative_evidence_of_a_person(site):
         page.wait_for_selector("#events tbody tr")
         why = {int(row.query_selector_all("td")[7].inner_text()): row.query_selector_all("td")[5].inner_text()
                for row in page.query_selector_all("#events tbody tr[data-type=track_identified]")}
-        assert "lead 0.080 over the next" in why[30] and "3 face(s) agreed" in why[30] and "narrow" not in why[30]
+        assert "lead 0.080 over the next person or visitor" in why[30] and "3 face(s) agreed" in why[30]
+        assert "narrow" not in why[30]
         assert why[31].startswith("narrow") and "lead 0.012" in why[31]
+        shot(page, "why")
         page.goto("/identity/Ann")
         page.wait_for_selector(f"#negatives figure[data-face='{negative}']")
         assert page.is_visible("#negatives-section")
+        shot(page, "negatives")
         page.click(f"#negatives figure[data-face='{negative}'] button.remove-negative")
         page.wait_for_selector("#negatives-section", state="hidden")
         context.close()

@@ -708,3 +708,16 @@ def test_crops_over_the_budget_go_oldest_first(opener):
     job = RetentionJob(store, RetentionConfig(media_budget_bytes=sizes[4]), VisitorConfig())
     assert job.run_once().crops_budget == 2
     assert store.media.total_bytes() == sizes[4] and store.media.get_crop(keys[4])
+
+
+def test_visitors_are_searched_like_persons_each_once_best_first(opener):
+    rng = np.random.default_rng(30)
+    store = opener()
+    a, b = unit(rng, 2)
+    first = store.visitors.match_or_create([face(a), face(near(rng, a))], 0.99, 5).visitor
+    second = store.visitors.match_or_create([face(b)], 0.99, 5).visitor
+    (hits,) = store.visitors.search(a[None], 5)
+    assert [h.name for h in hits] == [first, second] and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert store.persons.search(a[None], 5) == [[]]  # visitors are not persons
+    merge_visitor(store, first, "Ann")
+    assert [h.name for h in store.visitors.search(a[None], 5)[0]] == [second]  # a merged visitor answers no more

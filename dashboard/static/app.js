@@ -122,13 +122,13 @@ function actionButtons(ev) {
 }
 
 // Why a track got its name: its template's similarity (the Similarity column), its lead over the next enrolled
-// person (none when it is the only one) and how many of its faces voted for the name. A lead under NARROW_LEAD, or
-// a name from a single face, is marked "narrow": worth a look.
+// person or visitor (none when nobody else is close) and how many of its faces voted for the name. A lead under
+// NARROW_LEAD, or a name from a single face, is marked "narrow": worth a look.
 const NARROW_LEAD = 0.02;
 function why(ev) {
   if (ev.type !== "track_identified" || !ev.name) return el("span");
   if (ev.visitor) return el("span", { class: "muted", text: "matched a visitor" });
-  const lead = ev.margin === null || ev.margin === undefined ? "no other person enrolled" : `lead ${sim(ev.margin)} over the next`;
+  const lead = ev.margin === null || ev.margin === undefined ? "nobody else close" : `lead ${sim(ev.margin)} over the next person or visitor`;
   const faces = ev.votes ? ` · ${ev.votes} face(s) agreed` : "";
   const narrow = (ev.margin !== null && ev.margin !== undefined && ev.margin < NARROW_LEAD) || ev.votes === 1;
   return el("span", { class: narrow ? "why narrow" : "why", title: narrow ? "named by a small lead" : "" },
