@@ -108,8 +108,11 @@ def run_cli(dash: Dashboard, viewer: Viewer, words: list[str]) -> dict:
     """One `argusnet` command on the dashboard's store as ``viewer`` (its audit actor): its JSON answer; 404 with
     the command's message when it refuses the input (exit 2), 500 otherwise."""
     env = {**os.environ, ACTOR_ENV: viewer.actor}
-    done = subprocess.run(dash.cli.command(*words[:2]) + words[2:], capture_output=True, text=True,
-                          timeout=ENROL_TIMEOUT_S, env=env)
+    try:
+        done = subprocess.run(dash.cli.command(*words[:2]) + words[2:], capture_output=True, text=True,
+                              timeout=ENROL_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise HTTPException(504, f"`argusnet {' '.join(words[:2])}` took longer than {ENROL_TIMEOUT_S:.0f} s") from exc
     if done.returncode != 0:
         reasons = [line.strip() for line in done.stderr.splitlines() if line.startswith("argusnet:")]
         raise HTTPException(404 if done.returncode == 2 else 500, "; ".join(reasons) or done.stderr[-500:])

@@ -108,6 +108,9 @@ def rates(runs: list[Search], rule: DecisionRule) -> dict:
            "fnir_at_fpir": {}}
     scores = np.sort(np.array([s.ranked[0].similarity for s in non_mated]))[::-1]
     for point in FPIR_POINTS:
+        if not len(scores):
+            out["fnir_at_fpir"][point] = None  # no non-mated search: no threshold to set
+            continue
         allowed = int(np.floor(float(point) * len(scores)))
         # the threshold names at most `allowed` non-mated searches: just above the (allowed+1)-th best score
         threshold = float(np.nextafter(scores[allowed], 2.0)) if allowed < len(scores) else -1.0

@@ -12,5 +12,5 @@ from store.base import Store
 def build_processor(engine: Engine, store: Store, cfg: WorkerSettings, worker: str | None = None,
                     live_ttl_s: float = 5.0) -> FrameProcessor:
     if cfg.tracking.processor == "per_frame":
-        return PerFrameProcessor(engine, store.persons)
+        return PerFrameProcessor(engine, store.persons, store.negatives)
     return TrackedProcessor(engine, store, cfg, worker=worker, live_ttl_s=live_ttl_s)

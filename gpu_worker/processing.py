@@ -19,11 +19,11 @@ from typing import Protocol
 import numpy as np
 
 from gpu_worker.engine import Engine
-from identity.decision import decide_name
+from identity.decision import decide_name, without_contradicted
 from shared.errors import StoreError
 from shared.logs import RateLimitedLog
 from shared.protocol import Frame, TrackEvent
-from store.base import PersonGallery
+from store.base import NegativeStore, PersonGallery
 
 log = logging.getLogger(__name__)
 SYNC_S = 0.5  # how often enrolments made by other processes are picked up (as the tracked processor)
@@ -92,9 +92,10 @@ class PerFrameProcessor:
     """Detect in one batch, then embed and search every face: ``track_started``, ``track_identified`` (when
     named) and ``track_ended`` per face, with a fresh track id per face."""
 
-    def __init__(self, engine: Engine, gallery: PersonGallery) -> None:
+    def __init__(self, engine: Engine, gallery: PersonGallery, negatives: NegativeStore | None = None) -> None:
         self.engine = engine
         self.gallery = gallery
+        self.negatives = negatives  # operators' corrections: a face nearer to a person's negatives is not him
         self._next_track: dict[str, int] = {}
         self._next_refresh = time.monotonic() + SYNC_S
         self.faces_seen = 0
@@ -117,6 +118,8 @@ class PerFrameProcessor:
             self._next_refresh = time.monotonic() + SYNC_S
             try:
                 self.gallery.sync()
+                if self.negatives is not None:
+                    self.negatives.sync()
             except StoreError as exc:  # recognition goes on from the replica; tried again after SYNC_S
                 self.sync_errors += 1
                 self._rate_log.warning("sync", "gallery sync failed (recognition goes on): %s", exc)
@@ -132,9 +135,16 @@ class PerFrameProcessor:
             start = time.perf_counter()
             hits = self.gallery.search(np.stack([o.embedding for o in observations]), self.engine.cfg.recognition.top_k)
             timer.observe("search", time.perf_counter() - start)
-            for obs, person_hits in zip(observations, hits):
-                events += self._face_events(item, obs.box, decide_name(person_hits, self.engine.rule))
+            negatives = self._negatives(np.stack([o.embedding for o in observations]))
+            for obs, person_hits, negative_hits in zip(observations, hits, negatives):
+                usable = without_contradicted(person_hits, {h.name: h.similarity for h in negative_hits})
+                events += self._face_events(item, obs.box, decide_name(usable, self.engine.rule))
         return events
+
+    def _negatives(self, embeddings: np.ndarray) -> list:
+        if self.negatives is None:
+            return [[] for _ in embeddings]
+        return self.negatives.search(embeddings, self.engine.cfg.recognition.top_k)
 
     def idle(self) -> list[TrackEvent]:
         """Every face is its own one-frame track, ended in the frame it was seen: nothing to end later."""

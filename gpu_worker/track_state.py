@@ -34,6 +34,7 @@ class TrackRecord:
     best: list[tuple[float, FaceSample, float]] = field(default_factory=list)  # (quality, face, size px)
     crop: str | None = None  # the store key of its best face, once it was named
     naming: Identity | None = None  # the decision on its template that confirmed its latest name (why it was named)
+    may_merge: bool = False  # that confirmation also found its visitor's own faces to be that person
 
     def keep_face(self, quality: float, sample: FaceSample, limit: int, size_px: float = 0.0) -> None:
         """Keep the ``limit`` best faces by quality (``size_px``: the face's shorter side)."""

@@ -167,8 +167,9 @@ class TrackedProcessor:
             self.store.persons.sync()
             self.store.visitors.sync()
             if self.store.negatives.sync() or self._negatives_unread:
-                self._negatives_unread = False
+                self._negatives_unread = True  # until every live track was checked: a failure checks again
                 self._withdraw_rejected()
+                self._negatives_unread = False
             if now >= self._next_rejections:
                 self._next_rejections = now + REJECTIONS_S
                 self._rejections = self.store.visitors.rejections()
@@ -358,8 +359,11 @@ class TrackedProcessor:
         merged = None
         if record.visitor is not None and not is_visitor_name(change.name):
             merged, record.visitor = record.visitor, None
-            self.recorder.flush()  # this batch's events naming the visitor go to the log first, to be renamed too
-            self._merge(merged, change.name)
+            if record.may_merge:  # its own faces were checked: the visitor is this person
+                self.recorder.flush()  # this batch's events naming the visitor go to the log first, to be renamed
+                self._merge(merged, change.name)
+            else:  # gone meanwhile (expired, or merged by another worker): nothing of it to merge
+                merged = None
         why = record.naming if record.naming is not None and record.naming.name == change.name else None
         similarity = change.similarity if why is None else why.similarity
         self._announce(record, change.name, similarity, capture_ts)
@@ -399,6 +403,7 @@ class TrackedProcessor:
             self.recorder.failed("confirm", exc)
             return False
         record.naming = confirmation.decision
+        record.may_merge = confirmation.merge
         return confirmation.confirmed
 
     def _rejected(self, record: TrackRecord) -> frozenset[str]:

@@ -7,13 +7,17 @@ pick the negative evidence up at their next sync: from then on a face at least a
 faces as to his own is not named as him (`identity.decision.without_contradicted`), and a live track whose
 faces an operator rejected loses the name at once (and its later events do not carry it).
 
-``remove_negative``: an operator takes one negative face back (audited)."""
+``remove_negative``: an operator takes one negative face back (audited).
+
+A visitor that the wrong naming merged into the person is unmerged (`identity.merges.unmerge_visitor`) and then
+recorded as not him."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
+from identity.merges import unmerge_visitor
 from shared.errors import GalleryError
 from store.base import Store
 from store.types import EventQuery, FaceSample, is_visitor_name
@@ -28,7 +32,8 @@ def track_source(camera: str, track: int) -> str:
 
 @dataclass(frozen=True)
 class RejectReport:
-    """What "not this person" changed: events no longer naming ``name``, negative faces added, visitors marked."""
+    """What "not this person" changed: events no longer naming ``name``, negative faces added, visitors marked as
+    not him, and visitors whose merge into him (made by this wrong naming) was undone."""
 
     camera: str
     track: int
@@ -36,10 +41,12 @@ class RejectReport:
     events_unnamed: int
     negatives_added: int
     visitors: tuple[str, ...]
+    unmerged: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {"camera": self.camera, "track": self.track, "not": self.name, "events_unnamed": self.events_unnamed,
-                "negatives_added": self.negatives_added, "visitors": list(self.visitors)}
+                "negatives_added": self.negatives_added, "visitors": list(self.visitors),
+                "unmerged": list(self.unmerged)}
 
 
 def track_names(store: Store, camera: str, track: int) -> set[str]:
@@ -52,29 +59,50 @@ def track_names(store: Store, camera: str, track: int) -> set[str]:
 def reject_track(store: Store, camera: str, track: int, name: str, faces: Sequence[FaceSample],
                  actor: str | None = None) -> RejectReport:
     """Track ``camera``/``track`` is not ``name`` (see the module docstring). ``faces``: the track's faces (the
-    stored best face, embedded), kept as negative evidence. GalleryError when the track never carried that name
-    or the name is a visitor id (a visitor is corrected with `argusnet visitors reject`). ``actor``: who, for the
-    audit log (None: the log's default actor, `store.audit.default_actor`)."""
+    stored best face, embedded), kept as negative evidence. A visitor the wrong naming merged into ``name`` is
+    unmerged first (when the merge can still be undone). GalleryError when the track never carried that name or
+    the name is a visitor id (a visitor is corrected with `argusnet visitors reject`). Running it again after a
+    failure half-way finishes it. ``actor``: who, for the audit log (None: `store.audit.default_actor`)."""
     if is_visitor_name(name):
         raise GalleryError(f"{name!r} is a visitor id: use `argusnet visitors reject VISITOR NAME`")
     names = track_names(store, camera, track)
-    if name not in names:
-        raise GalleryError(f"track {camera}/{track} has no event naming {name!r}")
     source = track_source(camera, track)
-    added = store.negatives.add(name, [FaceSample(f.embedding, f.crop, f.landmarks, source) for f in faces]) \
-        if faces else []
+    kept = source in rejected_tracks(store, name)  # an earlier run got this far
+    if name not in names and not kept:
+        raise GalleryError(f"track {camera}/{track} has no event naming {name!r}")
+    added = [] if kept or not faces else \
+        store.negatives.add(name, [FaceSample(f.embedding, f.crop, f.landmarks, source) for f in faces])
+    unmerged = tuple(_unmerge_wrong(store, names, name, actor))
     changed = store.events.unname_track(camera, track, name)
     marked = []
     for visitor in sorted(n for n in names if is_visitor_name(n)):
-        try:
+        if store.visitors.merged_into(visitor) is None and _visitor_exists(store, visitor):
             store.visitors.reject(visitor, name)
             marked.append(visitor)
-        except GalleryError:  # the visitor expired or was merged meanwhile: nothing left to mark
-            continue
-    report = RejectReport(camera, track, name, changed, len(added), tuple(marked))
+    report = RejectReport(camera, track, name, changed, len(added), tuple(marked), unmerged)
     store.audit.append(actor=actor, action="reject", subject=name,
-                       details={"camera": camera, "track": track, "events": changed, "negatives": len(added)})
+                       details={"camera": camera, "track": track, "events": changed, "negatives": len(added),
+                                "unmerged": list(unmerged)})
     return report
+
+
+def _unmerge_wrong(store: Store, names: set[str], name: str, actor: str | None) -> list[str]:
+    """Undo the merges into ``name`` of the visitors among ``names`` (the wrong naming made them)."""
+    undone = []
+    for visitor in sorted(n for n in names if is_visitor_name(n) and store.visitors.merged_into(n) == name):
+        undo = store.visitors.merge_undo(visitor)
+        if undo is not None and undo.person == name and undo.blocked is None:
+            unmerge_visitor(store, visitor, actor)
+            undone.append(visitor)
+    return undone
+
+
+def _visitor_exists(store: Store, visitor: str) -> bool:
+    try:
+        store.visitors.faces_of(visitor)
+    except GalleryError:  # expired: nothing left to mark
+        return False
+    return True
 
 
 def rejected_tracks(store: Store, person: str) -> set[str]:

@@ -21,8 +21,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from shared.errors import GalleryError
+from identity.corrections import track_source
 from store.base import Store
 from store.types import EventQuery, is_visitor_name
+
+PAGE = 10_000  # events read at a time (the most one query returns)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,29 @@ def _holds(store: Store, name: str) -> bool:
     return is_visitor_name(name) and store.visitors.merged_into(name) is not None
 
 
+def _track_sources(store: Store, name: str) -> set[str]:
+    """The tracks ``name``'s events belong to, as negative faces name where they came from."""
+    sources: set[str] = set()
+    after = None
+    while True:
+        page = store.events.query(EventQuery(identity=name, after_id=after, oldest_first=True, limit=PAGE))
+        sources |= {track_source(e.event.camera, e.event.track) for e in page}
+        if len(page) < PAGE:
+            return sources
+        after = page[-1].id
+
+
+def _erase_as_negative(store: Store, sources: set[str]) -> int:
+    """Negative faces kept under someone else's name that were taken from ``sources`` (the forgotten person's own
+    tracks, rejected as somebody they are not): they are the forgotten person's faces."""
+    removed = 0
+    for person in sorted(store.negatives.counts()) if sources else ():
+        for face in store.negatives.faces_of(person):
+            if face.source in sources:
+                removed += store.negatives.remove_face(person, face.face_id)
+    return removed
+
+
 def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     """Erase ``name`` from every part of ``store`` (GalleryError, nothing changed, when it holds nothing of it),
     then record the forget in the audit log, whose mapping lets go of the name (``actor``: who asked; default the
@@ -72,6 +98,7 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     if not _holds(store, name):
         raise GalleryError(f"the store {store.describe()} holds nothing of {name!r}: no faces, negative evidence, "
                            "visitor, events, live tracks, rejections or merges")
+    sources = _track_sources(store, name)
     live, live_crops = store.live.remove_identity(name)
     previews = store.live.clear_previews()
     events, event_crops = store.events.delete_identity(name)
@@ -79,7 +106,7 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     own_rejections = len(store.visitors.rejections().get(name, ())) if is_visitor_name(name) else 0
     refs = store.visitors.erase_references(name)
     visitor_faces = (store.visitors.remove(name) if is_visitor_name(name) else 0) + refs.merged_faces
-    negatives = store.negatives.erase(name) if not is_visitor_name(name) else 0
+    negatives = (store.negatives.erase(name) if not is_visitor_name(name) else 0) + _erase_as_negative(store, sources)
     faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
     left = refs.left + store.finish_erasure(name)
     store.audit.forget_subject(name, actor)

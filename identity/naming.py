@@ -50,11 +50,13 @@ class KeptFace:
 
 @dataclass(frozen=True)
 class Confirmation:
-    """Whether the track is the person (``confirmed``), and the decision on its template (why: its similarity and
-    lead)."""
+    """Whether the track is the person (``confirmed``), the decision on its template (why: its similarity and
+    lead), and whether its visitor may be merged into the person (its own faces were found to be him; False when
+    there was no visitor, or it is gone or already merged)."""
 
     confirmed: bool
     decision: Identity
+    merge: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,12 @@ class TrackNaming:
             return Confirmation(True, decision)
         try:
             own = self.store.visitors.faces_of(visitor)
-        except GalleryError:  # the visitor expired or was merged meanwhile: nothing of it to check
+        except GalleryError:  # the visitor expired or was merged meanwhile: nothing of it to check or merge
+            return Confirmation(True, decision)
+        if self.store.visitors.merged_into(visitor) is not None:
             return Confirmation(True, decision)
         mean = self.decide([KeptFace(1.0, f.embedding) for f in own], rejected, own_visitor=visitor)
-        return Confirmation(mean.name == name, decision)
+        return Confirmation(mean.name == name, decision, merge=mean.name == name)
 
     def rejected(self, live: Iterable[LiveName]) -> list[LiveName]:
         """The live tracks an operator said are not the person they are named as."""

@@ -31,8 +31,10 @@ def test_reject_keeps_the_face_unnames_the_history_marks_the_visitor_and_is_audi
     assert store.visitors.rejections()[visitor] == frozenset({"Ann"})
     (record,) = [r for r in store.audit.list() if r.action == "reject"]
     assert (record.actor, record.subject, record.details["negatives"]) == ("alice", "Ann", 1)
+    again = reject_track(store, "cam", 5, "Ann", [face(near(rng, ann))], actor="alice")  # a rerun finishes, adds nothing
+    assert (again.events_unnamed, again.negatives_added) == (0, 0) and len(store.negatives.faces_of("Ann")) == 1
     with pytest.raises(GalleryError, match="no event naming 'Ann'"):
-        reject_track(store, "cam", 5, "Ann", [], actor="alice")  # once is enough
+        reject_track(store, "cam", 99, "Ann", [], actor="alice")  # a track never named so
     with pytest.raises(GalleryError, match="is a visitor id"):
         reject_track(store, "cam", 5, visitor, [], actor="alice")
 
@@ -81,3 +83,19 @@ def test_a_name_must_lead_the_sites_strangers_unless_the_stranger_is_that_person
     assert before != stranger  # Ann herself, seen before she was enrolled: her visitor is named Ann by the rule
     named = naming.decide([KeptFace(1.0, unit_of(ann + 0.06 * other))], frozenset())
     assert named.name == "Ann" and named.margin is not None
+
+
+def test_forget_erases_a_persons_face_kept_as_negative_evidence_under_another_name(opener):
+    from identity.erasure import forget
+
+    rng = np.random.default_rng(10)
+    store = opener()
+    store.persons.add_person("Ann", [face(unit(rng)[0])])
+    store.persons.add_person("Bea", [face(unit(rng)[0])])
+    store.events.append([EventRecord(event("track_identified", "cam", 5, 1.0, "Ann"))])
+    reject_track(store, "cam", 5, "Ann", [face(unit(rng)[0])], actor="alice")  # it was Bea, named Ann by mistake
+    store.events.append([EventRecord(event("track_identified", "cam", 5, 2.0, "Bea"))])
+    store.negatives.add("Ann", [face(unit(rng)[0], "camera:cam/track:6")])  # another track: not Bea's
+    report = forget(store, "Bea")
+    assert report.negatives == 1
+    assert [f.source for f in store.negatives.faces_of("Ann")] == ["camera:cam/track:6"]

@@ -68,12 +68,16 @@ def cmd_reject(args: argparse.Namespace) -> int:
         raise InputError(f"no such track: {args.camera}/{args.track}")
     with open_cli_store(args, config_from(args)) as store:
         faces = track_faces(args, store, args.camera, args.track)
+        if not faces and any(t.track == args.track for t in store.live.alive(args.camera)):
+            raise InputError(f"track {args.camera}/{args.track} is still live and its face is not stored yet (a worker "
+                             "stores it when it names the track): try again in a few seconds")
         report = reject_track(store, args.camera, args.track, args.name, faces, actor=None)
     if args.json:
         print_json(report.as_dict())
         return 0
     print(f"{args.camera}/{args.track} is not {args.name}: {report.events_unnamed} event(s) unnamed, "
           f"{report.negatives_added} face(s) kept as negative evidence"
+          + (f"; {', '.join(report.unmerged)} unmerged from {args.name}" if report.unmerged else "")
           + (f"; {', '.join(report.visitors)} marked as not {args.name}" if report.visitors else ""))
     return 0
 
