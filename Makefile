@@ -52,7 +52,7 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Every benchmark of BENCHMARKS.md (about 20 minutes on 2 cores; search builds a 1M-face HNSW index).
+# Every benchmark of BENCHMARKS.md (about 25 minutes on 2 cores; search builds a 1M-face HNSW index).
 ARCADE := ../shared/data/facenet-pytorch/arcade.mp4
 bench: install
 	mkdir -p out
@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/argusnet bench search --json out/bench-search.json
 	$(BIN)/argusnet bench store --cold-faces 100000 --json out/bench-store.json
 	$(BIN)/argusnet bench dashboard --json out/bench-dashboard.json
+	$(BIN)/argusnet bench strangers --minutes 5 --json out/bench-strangers.json
 
 # The prepared GPU check (a GPU host only, never CI): its own venv with onnxruntime-gpu, then bench gpu and bench
 # capacity on CUDA (bench/gpu-check.sh; a few minutes).

@@ -37,7 +37,9 @@ def site(tmp: Path, clip: Path) -> Path:
                {"id": "street", "source": str(clip), "loop": True, "max_side": 1280, "fps": 10.0,
                 "metrics_port": free_port()}]
     cfg = {"broker": {**tcp, "metrics_port": free_port()}, "worker": {"metrics_port": free_port()},
-           "store": {"type": "local", "path": str(tmp / "store")},
+           # not tmp/store: `up`'s children run `python -m argusnet` from tmp, where a folder named like a package
+           # (store/) would shadow it (issue 24)
+           "store": {"type": "local", "path": str(tmp / "site-data")},
            "up": {"cameras": cameras, "dashboard": False}}
     path = tmp / "site.yaml"
     path.write_text(yaml.safe_dump(cfg))
