@@ -36,6 +36,7 @@ COPY gpu_worker ./gpu_worker
 COPY camera_node ./camera_node
 COPY broker ./broker
 COPY tracker ./tracker
+COPY identity ./identity
 COPY store ./store
 COPY dashboard ./dashboard
 COPY evaluation ./evaluation

