@@ -48,7 +48,7 @@ def run_identify(engine: Engine, source: Path, images_dir: Path | None = None) -
         others = np.arange(len(people)) != i
         if not np.any(people[others] == who):
             continue
-        ranked = _rank_persons(people[others], sims[i, others])
+        ranked = rank_persons(people[others], sims[i, others])
         probes += 1
         correct += ranked[0].name == who
         identity = decide_name(ranked, engine.rule)
@@ -61,15 +61,16 @@ def run_identify(engine: Engine, source: Path, images_dir: Path | None = None) -
     }
 
 
-class _Ranked:
+class Ranked:
     __slots__ = ("name", "similarity")
 
     def __init__(self, name: str, similarity: float) -> None:
         self.name, self.similarity = name, similarity
 
 
-def _rank_persons(names: np.ndarray, sims: np.ndarray) -> list[_Ranked]:
+def rank_persons(names: np.ndarray, sims: np.ndarray) -> list[Ranked]:
+    """Persons ranked by their best face's similarity (each once, best first)."""
     best: dict[str, float] = {}
     for name, sim in zip(names, sims):
         best[name] = max(best.get(name, -2.0), float(sim))
-    return [_Ranked(n, s) for n, s in sorted(best.items(), key=lambda kv: -kv[1])]
+    return [Ranked(n, s) for n, s in sorted(best.items(), key=lambda kv: -kv[1])]

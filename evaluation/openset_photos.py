@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.common import embed_photos
-from evaluation.identify import read_identities
+from evaluation.identify import Ranked, rank_persons, read_identities
 from gpu_worker.engine import Engine
 from identity.decision import DecisionRule, decide_name
 
@@ -33,17 +33,11 @@ SIZES = ("1", "5", "all")
 
 
 @dataclass(frozen=True)
-class _Ranked:
-    name: str
-    similarity: float
-
-
-@dataclass(frozen=True)
 class Search:
     """One probe against one gallery: ``truth`` the probe's identity when it is enrolled (mated), else None."""
 
     truth: str | None
-    ranked: tuple[_Ranked, ...]
+    ranked: tuple[Ranked, ...]
 
 
 @dataclass(frozen=True)
@@ -87,11 +81,7 @@ def searches(data: LabelledSet, gallery: list[str]) -> list[Search]:
     for who, vectors in data.every.items():
         probes = data.probes[who] if who in inside else vectors
         for probe in probes:
-            sims = faces @ probe
-            best: dict[str, float] = {}
-            for name, sim in zip(names, sims):
-                best[name] = max(best.get(name, -2.0), float(sim))
-            ranked = tuple(_Ranked(n, s) for n, s in sorted(best.items(), key=lambda kv: -kv[1]))
+            ranked = tuple(rank_persons(names, faces @ probe))
             out.append(Search(who if who in inside else None, ranked))
     return out
 

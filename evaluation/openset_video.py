@@ -57,7 +57,6 @@ class Replay:
     camera: str
     events: list[tuple[int, TrackEvent]] = field(default_factory=list)
     boxes: dict[int, dict[tuple[int, int], tuple[float, ...]]] = field(default_factory=lambda: defaultdict(dict))
-    first_loop: dict[int, int] = field(default_factory=dict)
 
     @property
     def tracks(self) -> set[int]:
@@ -86,7 +85,6 @@ def replay(processor: TrackedProcessor, camera: str, frames: Iterable[CameraFram
         frame = current[0]
         for box in boxes:
             out.boxes[box.track][(frame.loop, frame.source_index)] = box.box
-            out.first_loop.setdefault(box.track, frame.loop)
 
     processor.on_tracks = on_tracks
     for seq, frame in enumerate(frames):
