@@ -17,6 +17,8 @@ BENCHMARKS = {
     "camera": ("bench.camera", "camera node CPU per 720p frame"),
     "node": ("bench.node_rss", "camera node RSS streaming a 720p 10 fps file to a real broker (node venv)"),
     "overload": ("bench.overload", "32 cameras at 5 fps into one worker that cannot keep up: memory, fairness"),
+    "hostile": ("bench.hostile", "an honest demo camera, quiet then beside a rogue node (bombs, forged times and ids, a "
+                "flood of ids): worker alive, RSS, honest events, p95 latency ratio"),
     "encryption": ("bench.encryption", "local store with vs without store.encryption_key_file: enrol, cold start"),
     "store": ("bench.store", "Redis vs local store: enrol -> searchable, match_or_create/s, cold start, memory"),
     "link": ("bench.link", "a 720p camera behind a tc-shaped link (2/4/10 Mbit/s): fps, JPEG quality, latency"),
