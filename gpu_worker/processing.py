@@ -42,8 +42,11 @@ class DecodedFrame:
     behind_s: float = 0.0  # how much later than its camera's usual the worker took it up (0 offline: never behind)
 
     @classmethod
-    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float, link: int = 0) -> "DecodedFrame":
-        return cls(frame.camera_id, frame.seq, frame.capture_ts, image, received_ts, link)
+    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float, link: int = 0,
+                   capture_ts: float | None = None) -> "DecodedFrame":
+        """``capture_ts``: the frame's capture time as the worker uses it (clamped), by default the frame's own."""
+        return cls(frame.camera_id, frame.seq, frame.capture_ts if capture_ts is None else capture_ts, image,
+                   received_ts, link)
 
 
 class StageTimer(Protocol):
@@ -68,6 +71,11 @@ class FrameProcessor(Protocol):
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
         """Events caused by these frames (several cameras may share one batch): plan, detect, finish."""
+        ...
+
+    def commit(self, keep: bool) -> int:
+        """After ``finish``: whether the batch's events go to the event log (the worker publishes exactly those it
+        keeps); how many were dropped."""
         ...
 
     def idle(self) -> list[TrackEvent]:
@@ -149,6 +157,10 @@ class PerFrameProcessor:
     def idle(self) -> list[TrackEvent]:
         """Every face is its own one-frame track, ended in the frame it was seen: nothing to end later."""
         return []
+
+    def commit(self, keep: bool) -> int:
+        """No event log is written here."""
+        return 0
 
     def abandon(self, cameras: set[str] | None = None) -> int:
         """No state is held between frames."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -14,7 +15,27 @@ from tracker.base import Track, Tracker
 from tracker.scheduler import RecognitionScheduler
 
 DETECT_TOLERANCE_S = 1e-3  # timestamps jitter: a gap this much over the period still counts as on time
-TRACK_ID_STRIDE = 100_000  # track ids: (when the camera state started, unix s) * STRIDE + the tracker's own id
+
+
+class SessionIds:
+    """Track ids and tracking epochs (``TrackEvent.track``, ``.epoch``): integers that no other tracking session of
+    this process, and no earlier run of it, used. Each is the wall clock in microseconds, or one more than the
+    previous one when that is not below it: strictly increasing within a process, and a restarted process starts
+    above every id its previous run gave out (a process gives out far fewer than one id a microsecond). They fit
+    the wire's and the store's integers, and stay below 2**53 (exact in JavaScript) until the year 2255."""
+
+    def __init__(self, clock_ns=time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, self._clock_ns() // 1000)
+            return self._last
+
+
+SESSION_IDS = SessionIds()  # one per process: every camera's tracks and epochs draw from it
 
 
 @dataclass
@@ -59,13 +80,14 @@ class CameraState:
     last_frame_ts: float | None = None  # capture time of the camera's latest frame on this worker
     last_detect_ts: float | None = None  # ... and of its latest frame the detector ran on
     last_frame_at: float = field(default_factory=time.monotonic)
-    id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
     worker: str | None = None  # put on its events with the epoch (TrackEvent.worker, .epoch)
-    epoch: int = 1
+    epoch: int = field(default_factory=SESSION_IDS.next)  # this tracking session of the camera
     distant: DistantState = field(default_factory=DistantState)  # its fine passes and small faces (distant faces)
 
-    def public_id(self, track: Track) -> int:
-        return self.id_base + track.track_id
+    @staticmethod
+    def public_id() -> int:
+        """A new track's id (TrackEvent.track): unique across sessions and restarts (``SessionIds``)."""
+        return SESSION_IDS.next()
 
     def due_for_detection(self, capture_ts: float, period_s: float) -> bool:
         """Whether the detector must run on this frame so that no more than ``period_s`` passes between two detected
