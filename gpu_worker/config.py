@@ -19,6 +19,7 @@ from gpu_worker.runtime import RuntimeConfig
 from identity.decision import RecognitionConfig
 from identity.voting import VotingConfig
 from shared.images import ImageLimits
+from shared.protocol import MAX_CAMERAS, MAX_IMAGE_SIDE
 from shared.schema import Section
 from store.config import GalleryConfig, StoreBufferConfig, VisitorConfig
 from tracker.config import ByteTrackConfig, SchedulerConfig, TrackerConfig
@@ -41,6 +42,25 @@ class WorkerConfig(Section):
     metrics_port: int = Field(default=9200, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, description="Address the metrics are served on "
                               "(0.0.0.0 in a container, for a Prometheus on another host).")
+    max_frame_pixels: int = Field(
+        default=4096 * 2160, ge=1, le=MAX_IMAGE_SIDE * MAX_IMAGE_SIDE,
+        description="Frames whose JPEG header declares more pixels than this are dropped before decoding "
+        "(frames_dropped reason too_large): the default is the most a 4K camera sends (4096x2160); a frame of "
+        "16384x16384 would decode to 805 MB. A frame whose JPEG header differs from its declared width and height "
+        "is dropped too (reason size_mismatch).")
+    capture_window_s: float = Field(
+        default=30.0, ge=1.0, le=86_400.0,
+        description="A frame's capture_ts further than this before or after the time the worker received it (a "
+        "camera clock far off, or a forged time) is clamped to that bound and counted "
+        "(argusnet_capture_ts_clamped_total): one frame dated a day ahead cannot make a camera's frames look stale.")
+    max_cameras: int = Field(
+        default=256, ge=1, le=MAX_CAMERAS,
+        description="Cameras this worker keeps state for at once; frames of further cameras are refused and counted "
+        "(argusnet_cameras_refused_total) until a camera is forgotten (camera_forget_s).")
+    camera_forget_s: float = Field(
+        default=300.0, ge=1.0, le=86_400.0,
+        description="A camera that sent this worker no frame for this long has its per-camera state and metric "
+        "series removed (a flood of new camera ids cannot grow the worker's memory without bound).")
     store_buffer: StoreBufferConfig = Field(default_factory=StoreBufferConfig, description="Writes kept per kind "
                                             "while the store is unavailable (then written in order).")
 

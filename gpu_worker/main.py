@@ -20,7 +20,7 @@ from gpu_worker.detect import build_detector
 from gpu_worker.embed import build_embedder
 from gpu_worker.engine import Engine
 from gpu_worker.factory import build_processor
-from gpu_worker.runtime import apply_opencv_threads, worker_runtime
+from gpu_worker.runtime import ProviderInfo, apply_opencv_threads, worker_runtime
 from gpu_worker.service import WorkerService
 from shared.errors import ArgusError
 from shared.metrics import serve
@@ -64,6 +64,7 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
     engine = Engine(cfg, build_detector(cfg.detector, runtime), build_embedder(cfg.embedder, runtime))
     engine.warm_up()
     registry = CollectorRegistry()
+    registry.register(ProviderInfo())  # the provider each model runs on (a fall-back to the CPU shows here)
     # writes wait (bounded, counted) while the store is unavailable; recognition goes on from the replica
     store = BufferedStore(open_store(cfg.store, cfg.gallery, model=engine.embedder.name, dim=engine.embedder.dim),
                           registry, cfg.worker.store_buffer)

@@ -1,7 +1,7 @@
 """Frame processors: what a worker does with a batch of decoded frames (detect, recognise, emit events).
 
 ``PerFrameProcessor`` recognises every face of every frame (what the prototype did): each face is its own
-one-frame track. The tracked processor (tracker/) replaces it as the default.
+one-frame track with its own id (`gpu_worker.session_ids.SESSION_IDS`). The tracked processor (tracker/) replaces it as the default.
 
 A processor works a batch in three steps so that the worker can detect several batches at once
 (`gpu_worker.inflight`): ``plan`` and ``finish`` run on the worker's one processing thread, in the order the batches
@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from gpu_worker.engine import Engine
+from gpu_worker.session_ids import SESSION_IDS
 from identity.decision import decide_name, without_contradicted
 from shared.errors import StoreError
 from shared.logs import RateLimitedLog
@@ -42,8 +43,11 @@ class DecodedFrame:
     behind_s: float = 0.0  # how much later than its camera's usual the worker took it up (0 offline: never behind)
 
     @classmethod
-    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float, link: int = 0) -> "DecodedFrame":
-        return cls(frame.camera_id, frame.seq, frame.capture_ts, image, received_ts, link)
+    def from_frame(cls, frame: Frame, image: np.ndarray, received_ts: float, link: int = 0,
+                   capture_ts: float | None = None) -> "DecodedFrame":
+        """``capture_ts``: the frame's capture time as the worker uses it (clamped), by default the frame's own."""
+        return cls(frame.camera_id, frame.seq, frame.capture_ts if capture_ts is None else capture_ts, image,
+                   received_ts, link)
 
 
 class StageTimer(Protocol):
@@ -68,6 +72,11 @@ class FrameProcessor(Protocol):
 
     def process(self, frames: list[DecodedFrame], timer: StageTimer) -> list[TrackEvent]:
         """Events caused by these frames (several cameras may share one batch): plan, detect, finish."""
+        ...
+
+    def commit(self, keep: bool) -> int:
+        """After ``finish``: whether the batch's events go to the event log (the worker publishes exactly those it
+        keeps); how many were dropped."""
         ...
 
     def idle(self) -> list[TrackEvent]:
@@ -96,7 +105,6 @@ class PerFrameProcessor:
         self.engine = engine
         self.gallery = gallery
         self.negatives = negatives  # operators' corrections: a face nearer to a person's negatives is not him
-        self._next_track: dict[str, int] = {}
         self._next_refresh = time.monotonic() + SYNC_S
         self.faces_seen = 0
         self.embeddings = 0
@@ -150,13 +158,16 @@ class PerFrameProcessor:
         """Every face is its own one-frame track, ended in the frame it was seen: nothing to end later."""
         return []
 
+    def commit(self, keep: bool) -> int:
+        """No event log is written here."""
+        return 0
+
     def abandon(self, cameras: set[str] | None = None) -> int:
         """No state is held between frames."""
         return 0
 
     def _face_events(self, frame: DecodedFrame, box: np.ndarray, identity) -> list[TrackEvent]:
-        track = self._next_track.get(frame.camera, 0)
-        self._next_track[frame.camera] = track + 1
+        track = SESSION_IDS.next()  # unique across cameras, sessions and restarts; no per-camera state
         now = time.time()
         common = dict(camera=frame.camera, track=track, capture_ts=frame.capture_ts, visitor=False,
                       box=tuple(float(v) for v in box))

@@ -60,6 +60,11 @@ class TrackRecorder:
         except (ArgusError, OSError) as exc:
             self.failed("append_events", exc)
 
+    def discard(self) -> int:
+        """Drop the events not yet written (a batch the worker judged stale: never published, never logged)."""
+        dropped, self._pending = len(self._pending), []
+        return dropped
+
     def live(self, track: LiveTrack, force: bool = False) -> None:
         key = (track.camera, track.track)
         now = time.monotonic()

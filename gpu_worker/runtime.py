@@ -1,15 +1,18 @@
 """ONNX Runtime sessions with providers chosen by configuration; the provider actually used is logged
-once and exported as ``argusnet_model_provider_info{model, provider}``."""
+once and exported as ``argusnet_model_provider_info{model, provider}`` by ``ProviderInfo``, a collector the worker
+registers on the registry it serves (sessions are made before it exists: they are recorded here)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Literal
+import threading
+from typing import Iterator, Literal
 
 import cv2
 import onnxruntime as ort
-from prometheus_client import Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import Field
 
 from shared.errors import ModelError
@@ -42,7 +45,27 @@ log = logging.getLogger(__name__)
 ORT_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHORT_NAMES = {v: k for k, v in ORT_NAMES.items()}
 
-provider_info = Gauge(MODEL_PROVIDER, "ONNX Runtime provider each model runs on (1 = in use)", ["model", "provider"])
+_providers: dict[str, str] = {}  # model name -> the provider its latest session runs on (this process)
+_providers_lock = threading.Lock()
+
+
+class ProviderInfo(Collector):
+    """``argusnet_model_provider_info{model, provider} 1`` for every model this process loaded a session of (a
+    worker that fell back to the CPU says ``provider="cpu"``)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(MODEL_PROVIDER, "ONNX Runtime provider each model runs on (1 = in use)",
+                                   labels=["model", "provider"])
+        with _providers_lock:
+            used = sorted(_providers.items())
+        for model, provider in used:
+            family.add_metric([model, provider], 1.0)
+        yield family
+
+
+def _record_provider(model_name: str, provider: str) -> None:
+    with _providers_lock:
+        _providers[model_name] = provider
 
 
 def worker_runtime(cfg: RuntimeConfig, detect_threads: int, cores: int | None = None) -> RuntimeConfig:
@@ -82,8 +105,10 @@ def create_session(model: bytes | str | os.PathLike[str], cfg: RuntimeConfig, mo
     except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
         raise ModelError(f"cannot load model {model_name}: {exc}") from exc
     used = SHORT_NAMES.get(session.get_providers()[0], session.get_providers()[0])
+    _record_provider(model_name, used)
     if cfg.require_provider is not None and used != cfg.require_provider:
-        raise ModelError(f"model {model_name} runs on {used}, but runtime.require_provider is {cfg.require_provider}")
+        raise ModelError(f"model {model_name} runs on {used}, but runtime.require_provider is "
+                         f"{cfg.require_provider} (available here: {', '.join(ort.get_available_providers())})")
     if used != cfg.providers[0] and ORT_NAMES[cfg.providers[0]] in ort.get_available_providers():
         log.warning("model %s fell back to %s: %s is installed but did not load (configured preference: %s)",
                     model_name, used, cfg.providers[0], cfg.providers)
@@ -92,7 +117,6 @@ def create_session(model: bytes | str | os.PathLike[str], cfg: RuntimeConfig, mo
                  model_name, used, cfg.providers[0], cfg.providers)
     else:
         log.info("model %s runs on %s", model_name, used)
-    provider_info.labels(model=model_name, provider=used).set(1)
     return session
 
 

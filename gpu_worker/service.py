@@ -27,6 +27,7 @@ import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from broker.config import BrokerConfig
+from gpu_worker.admission import Admission, CameraBook, check_header, clamp_capture
 from gpu_worker.config import WorkerConfig
 from gpu_worker.inflight import POLL_S, DetectionPool, InFlight
 from gpu_worker.processing import DecodedFrame, FrameProcessor
@@ -42,18 +43,25 @@ POLL_MS = 20
 STOP_JOIN_S = 10.0  # how long a stopping worker waits for the batch in progress
 IDLE_S = 0.5  # with no frame for this long, the processing thread does the processor's housekeeping (idle())
 OUTBOX_EVENTS = 10_000  # events waiting for the I/O thread to publish (see _Outbox)
-# Stale work is never published. A frame that waited STALE_S in this worker, a batch whose processing took that
-# long, or an event that waited that long to be published was held up by a pause (SIGSTOP, a GC pause, an
-# overloaded VM): the broker may have declared this worker dead and given its cameras to another worker, which
-# tracks those people now. Such frames are dropped (reason "stale"), such events are dropped (events_dropped
-# reason "stale"), and the cameras' track state is abandoned without events; when the I/O loop itself was
-# stopped for longer than DEAD_AFTER_S, everything held is abandoned. Normal waits are milliseconds.
+# Stale work is never published. A frame that waited STALE_S in this worker, or a batch whose processing took
+# that long, was held up by a pause (SIGSTOP, a GC pause, an overloaded VM): the broker may have declared this
+# worker dead and given its cameras to another worker, which tracks those people now. Such frames are dropped
+# (reason "stale"), such a batch's events are dropped (events_dropped reason "stale") before they reach the event
+# log (one decision for the log and the live stream: `_finish`), and the cameras' track state is abandoned without
+# events; when the I/O loop itself was stopped for longer than DEAD_AFTER_S (< STALE_S), everything held is
+# abandoned, the events waiting to be published included. Normal waits are milliseconds.
 STALE_S = 2.0
 # A frame held up before it reached this worker (in the broker's or this socket's buffers while the worker was
 # paused) is told by its delay, capture -> received, against the camera's usual delay: the lowest delay seen,
 # which may rise by DELAY_FLOOR_RISE_S a frame so that a camera whose clock is stepped forward is followed within
 # a few seconds. Comparing delays to the camera's own floor makes the check immune to clock offsets between hosts.
 DELAY_FLOOR_RISE_S = 0.05
+# The delay floor resets as the age floor does: when every frame of a camera looked held up for DELAY_RESET_S (a
+# backlog after a pause drains in well under a second; a floor set by a frame dated ahead, within
+# worker.capture_window_s, or a camera clock stepped back, would otherwise drop its frames for minutes), the floor
+# becomes the current delay.
+DELAY_RESET_S = 5.0
+FORGET_EVERY_S = 1.0  # how often the I/O loop looks for cameras to forget (worker.camera_forget_s)
 # How far behind the worker is (the distant-face passes give way: gpu_worker.spare): a frame's age when it is planned
 # over its camera's usual age, a floor that rises by AGE_FLOOR_RISE_S a frame (a backlog of 200 ms that lasts is
 # noticed for minutes) and jumps to an age more than AGE_STEP_S over it (a camera's clock stepped forward: a backlog
@@ -82,6 +90,12 @@ class WorkerMetrics:
         self.events = Counter(m.EVENTS, "Track events published", ["type"], registry=registry)
         self.events_dropped = Counter(m.EVENTS_DROPPED, "Track events dropped before publishing", ["reason"],
                                       registry=registry)
+        self.clamped = Counter(m.CAPTURE_TS_CLAMPED, "Frames whose capture_ts was clamped to worker.capture_window_s "
+                               "around their receipt", ["direction"], registry=registry)
+        self.cameras_refused = Counter(m.CAMERAS_REFUSED, "Frames refused: the worker holds worker.max_cameras "
+                                       "cameras already", registry=registry)
+        for direction in m.CLAMP_DIRECTIONS:
+            self.clamped.labels(direction=direction)
         for reason in m.EVENTS_DROPPED_REASONS:
             self.events_dropped.labels(reason=reason)
         for reason in m.PROTOCOL_ERROR_REASONS:
@@ -97,6 +111,13 @@ class WorkerMetrics:
         self.frames_out.labels(camera=camera)
         for reason in m.WORKER_DROP_REASONS:
             self.dropped.labels(camera=camera, reason=reason)
+
+    def camera_gone(self, camera: str) -> None:
+        """A forgotten camera (worker.camera_forget_s): its per-camera series are removed."""
+        self.frames_in.remove(camera)
+        self.frames_out.remove(camera)
+        for reason in m.WORKER_DROP_REASONS:
+            self.dropped.remove(camera, reason)
 
     def published(self, event: TrackEvent, now: float) -> None:
         """Count a published event; capture -> publish is the end-to-end latency of a track that started or was
@@ -166,11 +187,13 @@ class WorkerService:
         self.outbox = _Outbox()
         self.abandon_all = threading.Event()  # set by the I/O loop after a pause (see STALE_S)
         self._delay_floor: dict[str, float] = {}  # per camera: the usual capture -> received delay (s)
+        self._held_since: dict[str, float] = {}  # per camera: when its frames began to look held up (see above)
         self._age_floor: dict[str, float] = {}  # per camera: the usual capture -> planned age (processing thread)
         self.io_tick = time.monotonic()  # the I/O loop's latest turn: it runs every POLL_MS unless paused
         self._pause_lock = threading.Lock()
         self._pause_start: float | None = None  # the io_tick a pause began after (each pause handled once)
-        self.cameras: set[str] = set()
+        self.cameras = CameraBook(cfg.max_cameras, cfg.camera_forget_s)  # (I/O thread)
+        self._next_forget = time.monotonic() + FORGET_EVERY_S
         self.rate_log = RateLimitedLog(log)
         self.served = ServedCameras(self.metrics.frames_out)  # the cameras each heartbeat claims (served lately)
 
@@ -251,6 +274,18 @@ class WorkerService:
                 self._check_broker(link, now)
             if beat:
                 next_beat = now + HEARTBEAT_INTERVAL_S
+            if now >= self._next_forget:
+                self._next_forget = now + FORGET_EVERY_S
+                self._forget_idle(now)
+
+    def _forget_idle(self, now: float) -> None:
+        """Cameras silent for worker.camera_forget_s lose their per-camera state and metric series here."""
+        for camera in self.cameras.forget_idle(now):
+            self._delay_floor.pop(camera, None)
+            self._held_since.pop(camera, None)
+            self._age_floor.pop(camera, None)  # the processing thread's; a silent camera's is not in use
+            self.metrics.camera_gone(camera)
+            log.info("camera %s sent nothing for %.0f s: forgotten", camera, self.cameras.forget_s)
 
     def _note_pause(self, start: float, gap_s: float) -> None:
         """A pause that began after the I/O loop's turn ``start`` (seen by either thread; handled once)."""
@@ -314,35 +349,77 @@ class WorkerService:
             self._send_heartbeat(link, max(0, self.cfg.capacity - link.outstanding))
         link.broker_id = link.last_broker = hb.sender
 
-    def _held_up(self, camera: str, delay: float) -> bool:
+    def _held_up(self, camera: str, delay: float, received: float) -> bool:
+        """Whether a frame's delay (capture -> received) is more than STALE_S over its camera's usual delay; a
+        camera whose frames all looked held up for DELAY_RESET_S has its usual delay reset to this one."""
         floor = min(delay, self._delay_floor.get(camera, delay) + DELAY_FLOOR_RISE_S)
+        held = delay - floor > STALE_S
+        if not held:
+            self._held_since.pop(camera, None)
+        elif received - self._held_since.setdefault(camera, received) > DELAY_RESET_S:
+            log.warning("camera %s: every frame looked held up for %.0f s (%.1f s over its usual delay): its usual "
+                        "delay is reset (a frame dated ahead, or its clock stepped back)", camera, DELAY_RESET_S,
+                        delay - floor)
+            self._held_since.pop(camera)
+            floor, held = delay, False
         self._delay_floor[camera] = floor
-        return delay - floor > STALE_S
+        return held
+
+    def _drop(self, frame: Frame, link: int, reason: str, message: str, *args: object) -> None:
+        """A frame not taken: counted (frames_dropped{camera, reason}), logged once a minute per reason, its credit
+        handed back."""
+        self.metrics.dropped.labels(camera=frame.camera_id, reason=reason).inc()
+        self.rate_log.warning(reason, "dropping a frame of camera %s: " + message, frame.camera_id, *args)
+        self.outbox.add_finished(1, link)
+
+    def _admit(self, frame: Frame, link: int) -> bool:
+        """Whether the worker keeps state for the frame's camera (at most worker.max_cameras at once)."""
+        admission = self.cameras.admit(frame.camera_id, time.monotonic())
+        if admission is Admission.REFUSED:
+            self.metrics.cameras_refused.inc()
+            self.rate_log.warning("too_many_cameras", "refusing frames of camera %s: this worker holds %d cameras "
+                                  "(worker.max_cameras)", frame.camera_id, len(self.cameras))
+            self.outbox.add_finished(1, link)
+            return False
+        if admission is Admission.NEW:
+            self.metrics.camera_seen(frame.camera_id)
+        return True
+
+    def _capture_ts(self, frame: Frame, received: float) -> float:
+        """The frame's capture_ts within worker.capture_window_s of its receipt (clamped ones counted)."""
+        capture = clamp_capture(frame.capture_ts, received, self.cfg.capture_window_s)
+        if capture.clamped is not None:
+            self.metrics.clamped.labels(direction=capture.clamped).inc()
+            self.rate_log.warning("clamped_" + capture.clamped, "camera %s sent capture_ts %.3f, %.0f s %s its "
+                                  "receipt: clamped to %.0f s (worker.capture_window_s)", frame.camera_id,
+                                  frame.capture_ts, abs(frame.capture_ts - received),
+                                  "after" if capture.clamped == "future" else "before", self.cfg.capture_window_s)
+        return capture.ts
 
     def _on_frame(self, frame: Frame, link: int = 0) -> None:
         received = time.time()
+        if not self._admit(frame, link):
+            return
         self.metrics.frames_in.labels(camera=frame.camera_id).inc()
         self.metrics.stage.labels(stage="broker").observe(max(0.0, received - frame.send_ts))
-        if frame.camera_id not in self.cameras:
-            self.metrics.camera_seen(frame.camera_id)
-            self.cameras.add(frame.camera_id)
-        if self._held_up(frame.camera_id, received - frame.capture_ts):
-            self.metrics.dropped.labels(camera=frame.camera_id, reason="stale").inc()
-            self.rate_log.warning("stale", "dropping frames of camera %s that were held up %.1f s on their way (a "
-                                  "pause of this worker?)", frame.camera_id, received - frame.capture_ts)
-            self.outbox.add_finished(1, link)
+        capture_ts = self._capture_ts(frame, received)
+        if self._held_up(frame.camera_id, received - capture_ts, received):
+            self._drop(frame, link, "stale", "held up %.1f s on its way (a pause of this worker?)",
+                       received - capture_ts)
+            return
+        refusal = check_header(frame, self.cfg.max_frame_pixels)
+        if refusal is not None:
+            self._drop(frame, link, refusal.reason, "%s", refusal.message)
             return
         try:
             start = time.perf_counter()
             image = simplejpeg.decode_jpeg(frame.jpeg, colorspace="RGB")
             self.metrics.observe("decode", time.perf_counter() - start)
         except ValueError as exc:
-            self.metrics.dropped.labels(camera=frame.camera_id, reason="bad_jpeg").inc()
-            self.rate_log.warning("bad_jpeg", "dropping undecodable JPEG from camera %s: %s", frame.camera_id, exc)
-            self.outbox.add_finished(1, link)
+            self._drop(frame, link, "bad_jpeg", "undecodable JPEG: %s", exc)
             return
         try:
-            self.inbox.put_nowait(DecodedFrame.from_frame(frame, image, received, link))
+            self.inbox.put_nowait(DecodedFrame.from_frame(frame, image, received, link, capture_ts))
         except queue.Full:
             self.metrics.dropped.labels(camera=frame.camera_id, reason="worker_full").inc()
             self.outbox.add_finished(1, link)
@@ -354,9 +431,6 @@ class WorkerService:
                 event = self.outbox.events.get_nowait()
             except queue.Empty:
                 return
-            if time.time() - event.ts > STALE_S:  # waited through a pause: another worker may track them now
-                self.metrics.events_dropped.labels(reason="stale").inc()
-                continue
             start = time.perf_counter()
             pub.send_multipart([event.camera.encode(), encode(event)])
             self.metrics.observe("publish", time.perf_counter() - start)
@@ -531,7 +605,10 @@ class WorkerService:
         """Events of a batch whose detection is over, the frames counted, their credits handed back."""
         fresh = item.fresh
         events = self._finished_events(item) if fresh else []
-        if events is not None and time.time() - item.started > STALE_S:  # paused while processing
+        stale = events is not None and time.time() - item.started > STALE_S  # paused while processing
+        # one decision for the event log and the live stream: what is not published is not logged either
+        self._run(lambda: self.processor.commit(events is not None and not stale), 0)
+        if stale:
             self.metrics.events_dropped.labels(reason="stale").inc(len(events))
             events = []
             self._abandon({frame.camera for frame in fresh})

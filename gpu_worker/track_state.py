@@ -6,15 +6,16 @@ import time
 from dataclasses import dataclass, field
 
 from gpu_worker.distant import DistantState
+from gpu_worker.session_ids import SESSION_IDS
 from identity.decision import Identity
 from identity.voting import TrackIdentity
 from shared.protocol import TrackEvent
 from store.types import FaceSample, LiveTrack
-from tracker.base import Track, Tracker
+from tracker.base import Tracker
 from tracker.scheduler import RecognitionScheduler
 
 DETECT_TOLERANCE_S = 1e-3  # timestamps jitter: a gap this much over the period still counts as on time
-TRACK_ID_STRIDE = 100_000  # track ids: (when the camera state started, unix s) * STRIDE + the tracker's own id
+
 
 
 @dataclass
@@ -59,13 +60,14 @@ class CameraState:
     last_frame_ts: float | None = None  # capture time of the camera's latest frame on this worker
     last_detect_ts: float | None = None  # ... and of its latest frame the detector ran on
     last_frame_at: float = field(default_factory=time.monotonic)
-    id_base: int = field(default_factory=lambda: int(time.time()) * TRACK_ID_STRIDE)
     worker: str | None = None  # put on its events with the epoch (TrackEvent.worker, .epoch)
-    epoch: int = 1
+    epoch: int = field(default_factory=SESSION_IDS.next)  # this tracking session of the camera
     distant: DistantState = field(default_factory=DistantState)  # its fine passes and small faces (distant faces)
 
-    def public_id(self, track: Track) -> int:
-        return self.id_base + track.track_id
+    @staticmethod
+    def public_id() -> int:
+        """A new track's id (TrackEvent.track): unique across sessions and restarts (``SessionIds``)."""
+        return SESSION_IDS.next()
 
     def due_for_detection(self, capture_ts: float, period_s: float) -> bool:
         """Whether the detector must run on this frame so that no more than ``period_s`` passes between two detected

@@ -109,7 +109,6 @@ class TrackedProcessor:
         self.naming = TrackNaming(store, engine.rule, cfg.recognition)
         self.stream = StreamDetection(engine, cfg.tracking.distant)
         self.cameras: dict[str, CameraState] = {}
-        self._epochs: dict[str, int] = {}  # the latest tracking session (TrackEvent.epoch) of each camera
         threshold = cfg.visitors.threshold
         self.visitor_threshold = engine.rule.threshold if threshold is None else threshold
         self.embeddings = 0
@@ -121,7 +120,9 @@ class TrackedProcessor:
         """Detect the frames due for detection (``tracking.detect_fps``, ``tracking.distant``) in one batch; the
         others only move their camera's tracks by prediction."""
         plans = self.plan(frames)
-        return self.finish(plans, self.detect(plans, timer), timer)
+        events = self.finish(plans, self.detect(plans, timer), timer)
+        self.commit(True)
+        return events
 
     def plan(self, frames: list[DecodedFrame]) -> list[FramePlan]:
         """Which frames are detected, and how (in order, per camera: it advances the cameras' schedules)."""
@@ -139,6 +140,10 @@ class TrackedProcessor:
         return self.stream.detect(plans, timer)
 
     def finish(self, plans: list[FramePlan], found: list[Found | None], timer: StageTimer) -> list[TrackEvent]:
+        """The batch's events; they reach the event log only with ``commit(True)`` (the worker's stale check
+        decides first, so that the log and the live stream hold the same events). Other processes' changes are
+        picked up before the batch, while no event of it is waiting (a withdrawn name writes the log first)."""
+        self._sync(time.monotonic())
         events: list[TrackEvent] = []
         for plan, faces in zip(plans, found):
             if faces is None:
@@ -146,16 +151,25 @@ class TrackedProcessor:
                 continue
             self._camera(plan.frame.camera).distant.found(plan, faces)
             events += self._frame(plan.frame, faces.faces, timer)
-        return events + self.idle()
+        return events + self._end_idle_cameras(time.monotonic())
+
+    def commit(self, keep: bool) -> int:
+        """The events of the batch finished last go to the event log (``keep``) or nowhere (the worker judged it
+        stale or failed: it publishes none of them either); how many were dropped. A visitor merged during the
+        batch wrote the batch's earlier events first (the merge renames them in the log)."""
+        if not keep:
+            return self.recorder.discard()
+        self.recorder.flush()
+        if isinstance(self.store, BufferedStore):
+            self.store.flush()  # writes waiting for a store that was unavailable
+        return 0
 
     def idle(self) -> list[TrackEvent]:
         """Housekeeping that must run with or without frames (the worker calls it when its inbox is quiet): end
         the tracks of cameras that went silent, pick up other processes' store changes, write the event log."""
         events = self._end_idle_cameras(time.monotonic())
         self._sync(time.monotonic())
-        self.recorder.flush()
-        if isinstance(self.store, BufferedStore):
-            self.store.flush()  # writes waiting for a store that was unavailable
+        self.commit(True)
         return events
 
     def _sync(self, now: float) -> None:
@@ -198,9 +212,8 @@ class TrackedProcessor:
     def _camera(self, camera: str) -> CameraState:
         state = self.cameras.get(camera)
         if state is None:
-            epoch = self._epochs[camera] = self._epochs.get(camera, 0) + 1
             state = CameraState(camera, build_tracker(self.tcfg.tracker), RecognitionScheduler(self.tcfg.scheduler),
-                                worker=self.recorder.worker, epoch=epoch)
+                                worker=self.recorder.worker)
             self.cameras[camera] = state
         state.last_frame_at = time.monotonic()
         return state
@@ -273,7 +286,7 @@ class TrackedProcessor:
             record.last_box, record.last_capture_ts = box, capture_ts
             return record, False
         identity = TrackIdentity(self.tcfg.voting, self.engine.rule.threshold)
-        record = TrackRecord(state.public_id(track), track.started_ts, identity, box, capture_ts)
+        record = TrackRecord(state.public_id(), track.started_ts, identity, box, capture_ts)
         state.tracks[track.track_id] = record
         return record, True
 
@@ -433,8 +446,10 @@ class TrackedProcessor:
     # ------------------------------------------------------------------------------------------ endings
     def _ended(self, state: CameraState, track: Track) -> list[TrackEvent]:
         record = state.tracks.pop(track.track_id, None)
-        state.scheduler.forget(state.public_id(track))
-        return [] if record is None else [self._finish(state, record)]
+        if record is None:
+            return []
+        state.scheduler.forget(record.track)
+        return [self._finish(state, record)]
 
     def _finish(self, state: CameraState, record: TrackRecord) -> TrackEvent:
         """A track is over: its best faces refresh its visitor, its best face is kept as the track's crop, it

@@ -25,6 +25,8 @@ TRACK_LOST_DELAY = f"{PREFIX}_track_lost_delay_seconds"  # histogram: last captu
 FRAMES_IN = f"{PREFIX}_frames_in_total"  # counter, labels: camera
 FRAMES_OUT = f"{PREFIX}_frames_out_total"  # counter, labels: camera
 FRAMES_DROPPED = f"{PREFIX}_frames_dropped_total"  # counter, labels: camera, reason
+CAPTURE_TS_CLAMPED = f"{PREFIX}_capture_ts_clamped_total"  # counter, labels: direction (CLAMP_DIRECTIONS)
+CAMERAS_REFUSED = f"{PREFIX}_cameras_refused_total"  # counter: frames of cameras over worker.max_cameras
 QUEUE_DEPTH = f"{PREFIX}_queue_depth"  # gauge, labels: queue
 WORKERS_ALIVE = f"{PREFIX}_workers_alive"  # gauge
 EVENTS = f"{PREFIX}_events_total"  # counter, labels: type
@@ -47,7 +49,9 @@ UNCREDITED_FRAMES = f"{PREFIX}_uncredited_frames_total"  # counter, labels: came
 # The label values every process exports at 0 from its start (per-camera ones once the camera is first seen), so
 # that a rate() or an alert on a series sees it before the first increment.
 PROTOCOL_ERROR_REASONS = (*REASONS, "bad_frames", "unexpected_message")  # decoding + a wrong envelope or peer
-WORKER_DROP_REASONS = ("bad_jpeg", "worker_full", "processing_error", "stale", "shutdown")
+WORKER_DROP_REASONS = ("bad_jpeg", "too_large", "size_mismatch", "worker_full", "processing_error", "stale",
+                       "shutdown")
+CLAMP_DIRECTIONS = ("future", "past")  # a capture_ts after / before the worker.capture_window_s around receipt
 BROKER_DROP_REASONS = ("no_worker", "queue_full", "camera_gone")
 CAMERA_DROP_REASONS = ("camera_queue_full", "camera_not_connected")
 CAMERA_OUTCOMES = ("captured", "sent", "unchanged", "queue_full", "not_connected", "reopened", "read_error",

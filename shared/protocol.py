@@ -226,7 +226,7 @@ class Frame:
 class TrackEvent:
     """A change in a face track, as the tracker reports it.
 
-    type: one of EVENT_TYPES; camera: camera id; track: track id (0..2**63-1, unique per camera); name: person or
+    type: one of EVENT_TYPES; camera: camera id; track: track id (0..2**63-1, unique per camera across the worker's sessions and restarts); name: person or
     provisional visitor id, None while unknown (required for "track_identified" and when visitor is True);
     similarity: cosine similarity to the named person (finite) or None; margin: lead of that similarity over the
     best other person (finite) or None; ts: when the event was emitted (unix s); capture_ts: capture time of the
@@ -235,9 +235,10 @@ class TrackEvent:
     ``name`` is a provisional visitor id rather than an enrolled person; merged_visitor: the visitor id
     (visitor-N) this track was before it was recognised as the enrolled person in ``name``, only on
     "track_identified" events (with visitor False), else None; worker: the id of the worker that tracked it;
-    epoch: that worker's tracking session of the camera (1 when it first served the camera, +1 each time it
-    starts serving it again: after the camera moved away and back, or after the worker was paused long enough
-    to be declared dead and dropped what it held), so a consumer can tell a new session's tracks from an old one's;
+    epoch: that worker's tracking session of the camera (a new, larger number each time it starts serving it: when
+    it first serves it, after the camera moved away and back, after the worker was paused long enough to be
+    declared dead and dropped what it held, and after a restart of the worker; never one an earlier session or run
+    used), so a consumer can tell a new session's tracks from an old one's;
     votes: on a "track_identified" event naming an enrolled person, how many of the track's faces voted for that
     name (why it was named, with ``similarity``: its template's similarity, and ``margin``: its lead), else None.
     """

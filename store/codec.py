@@ -5,15 +5,38 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from typing import Any, Iterable, Sequence
 
+from shared.logs import RateLimitedLog
 from shared.protocol import TrackEvent
-from store.types import CameraStatus, LiveTrack, MergeUndo, TrackRef
+from store.types import CameraStatus, EventRecord, LiveTrack, MergeUndo, TrackRef
+
+log = logging.getLogger(__name__)
+_rate_log = RateLimitedLog(log)
+# Events expire by their capture time: one dated in the future would never expire. An event dated further ahead of
+# the store's clock than this (a camera clock far off, a forged time) is logged dated that far ahead at most.
+MAX_FUTURE_S = 300.0
 
 
 def event_json(event: TrackEvent) -> str:
     return json.dumps(event.to_json_dict(), separators=(",", ":"))
+
+
+def not_ahead(records: Sequence[EventRecord], now: float | None = None) -> list[EventRecord]:
+    """The records with ``capture_ts`` and ``ts`` clamped to at most ``MAX_FUTURE_S`` after ``now`` (the store's
+    clock); every backend's event log appends what this returns."""
+    limit = (time.time() if now is None else now) + MAX_FUTURE_S
+    out = [r if max(r.event.capture_ts, r.event.ts) <= limit else
+           dataclasses.replace(r, event=dataclasses.replace(r.event, capture_ts=min(r.event.capture_ts, limit),
+                                                            ts=min(r.event.ts, limit))) for r in records]
+    clamped = sum(a is not b for a, b in zip(records, out))
+    if clamped:
+        _rate_log.warning("future_events", "%d event(s) dated more than %.0f s ahead of this host's clock: logged "
+                          "dated %.0f s ahead (events expire by their capture time)", clamped, MAX_FUTURE_S,
+                          MAX_FUTURE_S)
+    return out
 
 
 def event_from_json(text: str) -> TrackEvent:

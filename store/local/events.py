@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from store.codec import event_from_json, event_json, renamed_event, restored_event, unnamed_event
+from store.codec import event_from_json, event_json, not_ahead, renamed_event, restored_event, unnamed_event
 from store.local.sqlite import RecordsDb
 from store.types import EventQuery, EventRecord, LoggedEvent
 
@@ -21,6 +21,7 @@ class LocalEventLog:
     def append(self, records: Sequence[EventRecord]) -> list[int]:
         if not records:
             return []
+        records = not_ahead(records)
         with self._records.transaction() as db:
             return [int(db.execute("INSERT INTO events (capture_ts, camera, name, body, crop, worker) VALUES "
                                    "(?, ?, ?, ?, ?, ?)",

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 
 import redis
 
-from store.codec import event_from_json, event_json, renamed_event, unnamed_event
+from store.codec import event_from_json, event_json, not_ahead, renamed_event, unnamed_event
 from store.redis.client import redis_op
 from store.redis.keys import StoreKeys
 from store.types import EventQuery, EventRecord, LoggedEvent
@@ -168,7 +168,7 @@ class RedisEventLog:
         if not records:
             return []
         ids = self._append(keys=[self._k.event_seq, self._k.events, self._k.renames],
-                           args=[self._k.event_names_base, *map(_record_json, records)])
+                           args=[self._k.event_names_base, *map(_record_json, not_ahead(records))])
         return [int(i) for i in ids]
 
     def _logged(self, entry_id: bytes, fields: dict[bytes, bytes], renames: dict[bytes, bytes],
