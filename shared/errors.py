@@ -43,6 +43,10 @@ class GalleryError(InputError):
     """A gallery directory is missing, belongs to another model, or a person is unknown."""
 
 
+class NameRuleError(GalleryError):
+    """A person's name breaks the name rule (`shared.names`): the message says which character or part and why."""
+
+
 class GalleryMissingError(GalleryError):
     """There is no gallery (store) where one was named: nobody was enrolled there yet."""
 

@@ -45,6 +45,7 @@ import simplejpeg
 
 from shared.errors import GalleryError, GalleryExistsError
 from shared.files import atomic_write
+from shared.names import check_person_name
 from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.config import GalleryConfig
 from store.crypto import META_KEY, Cipher, check_key, seal, unseal
@@ -444,9 +445,7 @@ class Gallery:
     def add_person(self, name: str, faces: Sequence[FaceSample], model: str | None = None) -> list[int]:
         """Add faces to ``name`` (created if new), all or nothing. Returns the new face ids. ``model``: the
         embedder that made the embeddings, when it may differ from the gallery's (refused then)."""
-        name = name.strip()
-        if not name:
-            raise GalleryError("a person's name must not be empty")
+        name = check_person_name(name)  # the last line of defence: a name no event or worker batch can carry is refused
         if model is not None and model != self.model:
             raise GalleryError(f"gallery {self.directory} holds {self.model} embeddings, refusing {model} ones")
         embeddings = self._check_faces(faces)
