@@ -67,6 +67,14 @@ class StoreUnavailableError(StoreError):
     exit_code = EXIT_BAD_INPUT
 
 
+class StoreFaultError(StoreUnavailableError):
+    """The store's disk or server failed in a way that passes: a full disk (ENOSPC, EDQUOT, SQLite "database or disk
+    is full"), a read-only file system (EROFS), an I/O error (EIO), a database locked for too long. A worker treats it
+    as an unavailable store (`store.buffered`: writes wait, bounded, and are retried); a CLI command exits 1."""
+
+    exit_code = EXIT_FAILURE
+
+
 class ModelError(ArgusError):
     """A model file is missing, has the wrong checksum, or does not match its model card."""
 

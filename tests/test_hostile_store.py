@@ -5,21 +5,34 @@ Real redis-servers (tests/redis_server.py), the real CLI in a subprocess."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from identity.erasure import forget
 from identity.merges import promote_visitor
+from processes import wait_until
 from redis_server import start_redis
-from shared.errors import EXIT_BAD_INPUT, EXIT_FAILURE, NameRuleError
+from shared import metrics as m
+from shared.errors import EXIT_BAD_INPUT, EXIT_FAILURE, NameRuleError, StoreFaultError
 from shared.names import MAX_PERSON_NAME_LEN, check_person_name
 from shared.protocol import TrackEvent
-from store.types import EventQuery, EventRecord
+from store import open_store
+from store.buffered import MAX_WRITE_FAILURES, BufferedStore
+from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
+from store.local.media import CROPS_DIR
+from store.types import EventQuery, EventRecord, LiveTrack
 from test_forget import NAME, _dumps, _seeded_redis_store, holders
-from test_store_contract import backend, face, opener, unit  # noqa: F401 - the backend fixtures
+from test_store_contract import DIM, MODEL, backend, event, face, opener, unit  # noqa: F401 - backend fixtures
+from test_store_outage import sample
 
 BAD_NAMES = {"tab": "Ada\tLovelace", "zero-width space": "Ada\u200bLovelace", "newline": "Ada\nLovelace",
              "right-to-left override": "Ada\u202eecalevoL", "line separator": "Ada\u2028L", "visitor id": "visitor-7",
@@ -119,4 +132,130 @@ def test_forget_exits_1_naming_the_aof_when_the_server_refuses_to_rewrite_it(cli
         assert "BGREWRITEAOF" in result.out and "Traceback" not in result.err
         assert holders(_dumps(server.url, prefix), needles) == {}  # what Redis holds in memory went all the same
     finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ faults
+def _filled(directory: Path) -> Path:
+    """Fill the file system ``directory`` is on: a filler file written until ENOSPC."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB file system (tmpfs), unmounted at the end. Mounting needs root, as CI runs."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _records(first: int, n: int) -> list[EventRecord]:
+    return [EventRecord(event("track_started", "cam", track, float(track)), worker="w" * 2000)  # fills pages
+            for track in range(first, first + n)]
+
+
+def _flush_all(store: BufferedStore) -> bool:
+    store.flush()
+    return sum(store.pending().values()) == 0
+
+
+def test_a_full_disk_buffers_the_workers_writes_and_loses_none(small_disk):
+    registry = CollectorRegistry()
+    with BufferedStore(open_store(LocalStoreConfig(path=small_disk / "store"), GalleryConfig(), MODEL, DIM,
+                                  create=True), registry) as store:
+        assert len(store.events.append(_records(0, 5))) == 5
+        filler = _filled(small_disk)
+        for first in range(5, 205, 20):  # each call returns (no OSError, no sqlite3 error); what fails waits
+            store.events.append(_records(first, 20))
+            assert store.media.put_crop("cam", first, np.full((64, 64, 3), 7, np.uint8)) == f"cam/{first}"
+            store.live.put(LiveTrack("cam", first, None, False, None, None, 1.0, 1.0), 60.0)
+        for _ in range(2 * MAX_WRITE_FAILURES):  # a flush while the disk is still bad gives nothing up
+            store.flush()
+        assert store.pending()["events"] > 0 and store.pending()["crops"] > 0
+        assert all(sample(registry, m.STORE_DROPPED, kind=kind) == 0 for kind in m.STORE_BUFFER_KINDS)
+        assert sample(registry, m.STORE_ERRORS, operation="append_events") >= 1
+        filler.unlink()
+        assert wait_until(lambda: _flush_all(store), timeout=30.0), store.pending()
+        logged = store.events.query(EventQuery(limit=1000, oldest_first=True))
+        assert [e.event.track for e in logged] == list(range(205))  # every event, in order
+        assert store.media.get_crop("cam/185")[:3] == b"\xff\xd8\xff"
+        assert all(sample(registry, m.STORE_DROPPED, kind=kind) == 0 for kind in m.STORE_BUFFER_KINDS)
+
+
+def test_a_fault_of_the_disk_is_a_store_fault_error_never_a_raw_os_error(small_disk):
+    with BufferedStore(open_store(LocalStoreConfig(path=small_disk / "store"), GalleryConfig(), MODEL, DIM,
+                                  create=True)) as store:
+        _filled(small_disk)
+        with pytest.raises(StoreFaultError, match="disk is full"):  # the backend itself, as the CLI sees it
+            for first in range(0, 400, 20):
+                store.inner.events.append(_records(first, 20))
+        with pytest.raises(StoreFaultError, match="writing a crop failed, the disk is full"):
+            store.inner.media.put_crop("cam", 1, np.full((64, 64, 3), 7, np.uint8))
+
+
+def test_a_read_only_file_system_under_the_stores_crops_is_a_fault_the_worker_waits_out(small_disk):
+    """The crops folder of a local store on a file system mounted read-only (EROFS from the kernel on each write),
+    then read-write again: the crops wait, nothing raises, nothing is dropped."""
+    registry = CollectorRegistry()
+    with BufferedStore(open_store(LocalStoreConfig(path=small_disk.parent / "store"), GalleryConfig(), MODEL, DIM,
+                                  create=True), registry) as store:
+        crops = small_disk.parent / "store" / CROPS_DIR
+        crops.mkdir(exist_ok=True)
+        subprocess.run(["mount", "--bind", str(small_disk), str(crops)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(crops)], check=True)
+            for track in range(3):
+                assert store.media.put_crop("cam", track, np.full((8, 8, 3), 7, np.uint8)) == f"cam/{track}"
+            for _ in range(2 * MAX_WRITE_FAILURES):
+                store.flush()
+            assert store.pending()["crops"] == 3 and store.availability.down_since is not None
+            subprocess.run(["mount", "-o", "remount,bind,rw", str(crops)], check=True)
+            assert wait_until(lambda: _flush_all(store), timeout=30.0), store.pending()
+            assert store.media.get_crop("cam/2")[:3] == b"\xff\xd8\xff"
+            assert sample(registry, m.STORE_DROPPED, kind="crops") == 0
+        finally:
+            subprocess.run(["umount", "-l", str(crops)], check=True)
+
+
+def test_a_hung_redis_costs_a_worker_call_at_most_its_short_timeout_and_loses_nothing(tmp_path):
+    server = start_redis(tmp_path)
+    cfg = RedisStoreConfig(url=server.url, worker_socket_timeout_s=0.3).for_worker()
+    assert cfg.socket_timeout_s == 0.3
+    registry = CollectorRegistry()
+    store = BufferedStore(open_store(cfg, GalleryConfig(), MODEL, DIM, create=True), registry)
+    try:
+        store.events.append(_records(0, 1))
+        server.process.send_signal(signal.SIGSTOP)  # a stuck server: connections open, no answer
+        slowest = 0.0
+        for first in range(1, 41):
+            started = time.monotonic()
+            store.events.append(_records(first, 1))
+            store.live.put(LiveTrack("cam", first, None, False, None, None, 1.0, 1.0), 60.0)
+            slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 0.3 + 0.5, slowest  # far below the worker's 2 s stale limit
+        assert store.pending()["events"] == 40
+        server.process.send_signal(signal.SIGCONT)
+        assert wait_until(lambda: _flush_all(store), timeout=30.0), store.pending()
+        tracks = [e.event.track for e in store.events.query(EventQuery(limit=100, oldest_first=True))]
+        # nothing lost, in order; the append that timed out while the server was stopped may have been run by it
+        # after SIGCONT as well as retried (at least once: the event log has no idempotency token yet)
+        assert sorted(set(tracks)) == list(range(41)) and tracks == sorted(tracks) and len(tracks) <= 42, tracks
+        assert sample(registry, m.STORE_DROPPED, kind="events") == 0
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        store.close()
         server.stop()

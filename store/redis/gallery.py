@@ -473,7 +473,7 @@ class RedisGallery:
     @redis_op("adding a person")
     def add_person(self, name: str, faces: Sequence[FaceSample]) -> list[int]:
         """Add faces to ``name`` (created if new), all or nothing; the new face ids."""
-        name = check_person_name(name)  # the last line of defence: a name no event or worker batch can carry is refused
+        name = check_person_name(name)  # the last line of defence: no event or worker batch could carry a bad name
         embeddings = self._check_samples(faces)
         with self._lock, self._writer.hold():
             self._sync_locked()

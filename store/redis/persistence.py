@@ -59,16 +59,16 @@ def _run(client: redis.Redis, job: Job, where: str) -> str | None:
     None when it went well, else what is left, in words."""
     deadline = time.monotonic() + REWRITE_WAIT_S
     if _wait(client, _idle(job), deadline) is None:
-        return f"redis store {where}: the {job.file} still holds the erased data: a {job.command} already running did " \
-               f"not finish within {REWRITE_WAIT_S:.0f} s; run `{job.command}` on the server once it has"
+        return f"redis store {where}: the {job.file} still holds the erased data: a {job.command} already " \
+               f"running did not finish within {REWRITE_WAIT_S:.0f} s; run `{job.command}` on the server once it has"
     before = _info(client).get(job.finished, 0)
     if job is RDB:
         time.sleep(max(0.0, float(before) + 1.0 - time.time()))  # LASTSAVE has 1 s resolution
     client.execute_command(job.command)
     done = _wait(client, lambda info: _idle(job)(info) and info.get(job.finished, 0) != before, deadline)
     if done is None:
-        return f"redis store {where}: the {job.file} still holds the erased data: {job.command} did not finish within " \
-               f"{REWRITE_WAIT_S:.0f} s; check that it completes (INFO persistence)"
+        return f"redis store {where}: the {job.file} still holds the erased data: {job.command} did not finish " \
+               f"within {REWRITE_WAIT_S:.0f} s; check that it completes (INFO persistence)"
     if str(done.get(job.status, "ok")) != "ok":
         return f"redis store {where}: the {job.file} still holds the erased data: {job.command} failed " \
                f"({job.status}: {done.get(job.status)}); run it again on the server"
