@@ -44,6 +44,7 @@ from identity.corrections import remove_negative, track_names
 from identity.merges import promote_visitor, remove_person, unmerge_visitor
 from shared.errors import GalleryError, StoreError
 from shared.ids import is_valid_id
+from shared.names import name_problem
 from store.audit import ACTOR_ENV
 
 router = APIRouter(prefix="/api")
@@ -170,6 +171,9 @@ async def enrol(request: Request, name: str = Form(..., min_length=1, max_length
                 photos: list[UploadFile] = File(...), csrf_token: str | None = Form(None)) -> dict:
     viewer = require_change(request, csrf_token)
     dash = dashboard_of(request)
+    problem = name_problem(name.strip())
+    if problem is not None:
+        raise HTTPException(422, {"refused": [f"not a valid person's name: {problem}"]})
     data, total = [], 0
     for photo in photos:
         content = await photo.read()

@@ -28,7 +28,7 @@ from shared.protocol import ProtocolConfig
 from shared.signals import stop_on_signals
 from store import open_store
 from store.buffered import BufferedStore
-from store.config import RetentionConfig, StoreConfig
+from store.config import RedisStoreConfig, RetentionConfig, StoreConfig
 from store.retention import RetentionJob
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
     registry = CollectorRegistry()
     registry.register(ProviderInfo())  # the provider each model runs on (a fall-back to the CPU shows here)
     # writes wait (bounded, counted) while the store is unavailable; recognition goes on from the replica
-    store = BufferedStore(open_store(cfg.store, cfg.gallery, model=engine.embedder.name, dim=engine.embedder.dim),
+    store_cfg = cfg.store.for_worker() if isinstance(cfg.store, RedisStoreConfig) else cfg.store  # short timeouts
+    store = BufferedStore(open_store(store_cfg, cfg.gallery, model=engine.embedder.name, dim=engine.embedder.dim),
                           registry, cfg.worker.store_buffer)
     try:
         processor = build_processor(engine, store, cfg, worker=worker_id, live_ttl_s=cfg.retention.live_ttl_s)

@@ -4,10 +4,11 @@
 (faces kept as NOT them, `store.negatives`), their visitor faces and the rejections recorded for them, rejections
 naming them, merges into or from them (with the faces those merges kept aside for an unmerge, counted as visitor
 faces), every event naming them (events are deleted, not anonymised: an event is a sighting of the person), the
-crops those events and their live tracks hold, and their live tracks. Then ``Store.finish_erasure`` rewrites what
-still holds deleted bytes (the local index files and SQLite WALs; every Redis gallery's change stream; the Redis
-event stream is rewritten by the event log itself). Last, the audit log records the forget (`store.audit`: the
-record keeps only the subject's opaque id, and the name leaves the subject mapping). A name the store holds nothing
+crops those events and their live tracks hold, and their live tracks. Then the audit log records the forget
+(`store.audit`: the record keeps only the subject's opaque id, and the name leaves the subject mapping). Last,
+``Store.finish_erasure`` rewrites what still holds deleted bytes (the local index files and SQLite WALs; every Redis
+gallery's change stream and the server's append-only file and snapshot; the Redis event stream, withdrawn events
+included, is rewritten by the event log itself). A name the store holds nothing
 of is refused with `GalleryError` before anything changes.
 
 Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, negative
@@ -107,8 +108,8 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     refs = store.visitors.erase_references(name)
     visitor_faces = (store.visitors.remove(name) if is_visitor_name(name) else 0) + refs.merged_faces
     negatives = (store.negatives.erase(name) if not is_visitor_name(name) else 0) + _erase_as_negative(store, sources)
-    faces = store.persons.remove_person(name, missing_ok=True) if not is_visitor_name(name) else 0
+    faces = store.persons.remove_person(name, missing_ok=True)  # also a person called visitor-N before the name rule
+    store.audit.forget_subject(name, actor)  # before finish_erasure: its mapping's change is rewritten away too
     left = refs.left + store.finish_erasure(name)
-    store.audit.forget_subject(name, actor)
     return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
                         live, left, previews, negatives)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from shared.errors import GalleryError
+from shared.names import check_person_name
 from store.base import Store
 from store.types import FaceSample, MergeUndo, is_visitor_name
 
@@ -66,8 +67,7 @@ class UnmergeReport:
 def _check_names(visitor: str, person: str) -> None:
     if not is_visitor_name(visitor):
         raise GalleryError(f"{visitor!r} is not a visitor id (visitor-N)")
-    if not person.strip() or is_visitor_name(person.strip()):
-        raise GalleryError(f"a person's name must not be empty or a visitor id, got {person!r}")
+    check_person_name(person.strip())
 
 
 def promote_visitor(store: Store, visitor: str, name: str) -> MergeReport:

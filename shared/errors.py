@@ -43,6 +43,10 @@ class GalleryError(InputError):
     """A gallery directory is missing, belongs to another model, or a person is unknown."""
 
 
+class NameRuleError(GalleryError):
+    """A person's name breaks the name rule (`shared.names`): the message says which character or part and why."""
+
+
 class GalleryMissingError(GalleryError):
     """There is no gallery (store) where one was named: nobody was enrolled there yet."""
 
@@ -61,6 +65,14 @@ class StoreUnavailableError(StoreError):
     a CLI command exits with EXIT_BAD_INPUT (the configured store is not there)."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class StoreFaultError(StoreUnavailableError):
+    """The store's disk or server failed in a way that passes: a full disk (ENOSPC, EDQUOT, SQLite "database or disk
+    is full"), a read-only file system (EROFS), an I/O error (EIO), a database locked for too long. A worker treats it
+    as an unavailable store (`store.buffered`: writes wait, bounded, and are retried); a CLI command exits 1."""
+
+    exit_code = EXIT_FAILURE
 
 
 class ModelError(ArgusError):

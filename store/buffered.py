@@ -19,6 +19,10 @@ recognition, and every store operation is timed and counted.
 - ``visitors.match_or_create`` is not buffered: only the store can answer it atomically (a visitor id must be the
   same on every worker, so none is minted locally). While the store is unavailable it raises
   StoreUnavailableError; the track stays without a visitor and asks again at its next embedding.
+- A passing failure of the store's disk or database (a full disk, a read-only file system, an I/O error, a
+  database locked too long: `store.faults`) is a StoreFaultError, a kind of StoreUnavailableError, and is handled
+  the same way: writes wait (a full disk never drops a write while its kind's buffer has room), and no raw OSError
+  or sqlite3 error leaves this store.
 - After a StoreUnavailableError no call reaches the store (each fails at once) until a retry is due; the delay
   between retries doubles from ``FIRST_RETRY_S`` to ``MAX_RETRY_S``. A server that is gone costs one failed call
   per retry (``store.socket_timeout_s`` for a silent one), not one per operation.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -46,6 +51,7 @@ from shared.logs import RateLimitedLog
 from store.audit import AuditRecord, AuditReport, AuditTrail
 from store.base import EventLog, LiveTracks, MediaStore, NegativeStore, PersonGallery, Store, VisitorStore
 from store.config import StoreBufferConfig
+from store.faults import as_fault
 from store.local.media import crop_key
 from store.types import (
     CameraStatus,
@@ -244,7 +250,10 @@ class BufferedStore:
     # ----- calls -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def timed(self, operation: str) -> Iterator[None]:
-        """Time one operation; count it when it fails with StoreError (an unavailable store stops further calls)."""
+        """Time one operation; count it when it fails. Every failure of the store's disk or database leaves as
+        StoreError, never as a raw OSError or sqlite3 error; a passing one (a full disk, a read-only file system, an
+        I/O error: `store.faults`) as StoreFaultError, handled as an unavailable store (further calls stop until a
+        retry is due)."""
         start = time.perf_counter()
         try:
             yield
@@ -252,9 +261,15 @@ class BufferedStore:
             self.metrics.errors.labels(operation=operation).inc()
             self.availability.failed(exc)
             raise
-        except StoreError:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             self.metrics.errors.labels(operation=operation).inc()
-            raise
+            fault = as_fault(self.describe(), operation, exc)
+            if fault is not None:
+                self.availability.failed(fault)
+                raise fault from exc
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store {self.describe()}: {operation} failed ({type(exc).__name__}: {exc})") from exc
         finally:
             self.metrics.latency.labels(operation=operation).observe(time.perf_counter() - start)
 

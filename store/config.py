@@ -88,6 +88,12 @@ class RedisStoreConfig(Section):
                         "Stores sharing one Redis database need different prefixes.")
     socket_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0, description="Connect and reply timeout of "
                                     "each Redis command: a dead server fails an operation after this long.")
+    worker_socket_timeout_s: float = Field(default=0.5, ge=0.05, le=1.0, description="Connect and reply timeout of "
+                                           "a worker's Redis commands (socket_timeout_s is the CLI's and the "
+                                           "dashboard's): they run on the frame path, so a hung server costs a "
+                                           "batch at most about this long, far below the 2 s after which a worker "
+                                           "takes itself for paused and drops its work; the worker then buffers its "
+                                           "writes and tries again later.")
     encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP + " On Redis: embeddings "
                                              "and crops of both galleries, track crops and camera previews; every "
                                              "process of the site needs the same key file.")
@@ -114,6 +120,10 @@ class RedisStoreConfig(Section):
             raise ValueError(f"Redis at {parts.hostname} is off loopback: set store.password_file (a file holding "
                              "the server's password)")
         return self
+
+    def for_worker(self) -> "RedisStoreConfig":
+        """The settings a worker opens the store with: its short timeout on every command."""
+        return self.model_copy(update={"socket_timeout_s": min(self.socket_timeout_s, self.worker_socket_timeout_s)})
 
     def describe(self) -> str:
         """The URL without its password (for logs and messages)."""

@@ -8,13 +8,8 @@ import numpy as np
 
 from shared.protocol import TrackEvent
 
-VISITOR_PREFIX = "visitor"
-
-
-def is_visitor_name(name: str) -> bool:
-    """``visitor-N`` names are minted by the store; an enrolled person can never be called that."""
-    prefix, _, number = name.partition("-")
-    return prefix == VISITOR_PREFIX and number.isdigit()
+from shared.names import VISITOR_PREFIX as VISITOR_PREFIX  # the rule lives in shared.names; re-exported
+from shared.names import is_visitor_name as is_visitor_name
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from gpu_worker.engine import Engine, EnrolmentFace, Identification
 from identity.merges import remove_person
 from shared.errors import GalleryMissingError, InputError
 from shared.images import read_image
+from shared.names import check_person_name
 from store.base import PersonGallery
 from store.export import export_gallery
 
@@ -130,6 +131,7 @@ def check_duplicates(args: argparse.Namespace, engine: Engine, faces: list[Enrol
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    check_person_name(args.name)  # before any model or photo work
     engine = engine_from(args)
     cfg = engine.cfg
     try:  # fail fast on a bad store (another model, unreadable), before any photo work

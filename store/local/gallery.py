@@ -45,6 +45,7 @@ import simplejpeg
 
 from shared.errors import GalleryError, GalleryExistsError
 from shared.files import atomic_write
+from shared.names import check_person_name
 from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.config import GalleryConfig
 from store.crypto import META_KEY, Cipher, check_key, seal, unseal
@@ -443,10 +444,12 @@ class Gallery:
 
     def add_person(self, name: str, faces: Sequence[FaceSample], model: str | None = None) -> list[int]:
         """Add faces to ``name`` (created if new), all or nothing. Returns the new face ids. ``model``: the
-        embedder that made the embeddings, when it may differ from the gallery's (refused then)."""
-        name = name.strip()
-        if not name:
-            raise GalleryError("a person's name must not be empty")
+        embedder that made the embeddings, when it may differ from the gallery's (refused then). The name rule
+        (`shared.names`) is the last line of defence: a name no event or worker batch can carry is refused."""
+        return self._add_faces(check_person_name(name), faces, model)
+
+    def _add_faces(self, name: str, faces: Sequence[FaceSample], model: str | None = None) -> list[int]:
+        """``add_person`` without the name rule (a visitor's faces, under the visitor id the store minted)."""
         if model is not None and model != self.model:
             raise GalleryError(f"gallery {self.directory} holds {self.model} embeddings, refusing {model} ones")
         embeddings = self._check_faces(faces)
@@ -646,7 +649,7 @@ class Gallery:
         self.touch(name, when)
         room = max_faces - have
         if room > 0 and faces:
-            self.add_person(name, list(faces[:room]))
+            self._add_faces(name, list(faces[:room]))
 
     def reject(self, name: str, not_name: str) -> None:
         """Record that ``name`` is not ``not_name`` (an operator's negative evidence)."""

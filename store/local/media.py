@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from shared.errors import GalleryError
+from shared.errors import GalleryError, StoreError
 from shared.files import atomic_write
 from shared.ids import ID_RULE, is_valid_id
 from store.crypto import Cipher, seal, unseal
+from store.faults import as_fault
 from store.local.sqlite import RecordsDb
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,12 @@ class LocalMediaStore:
         data = seal(self._cipher, simplejpeg.encode_jpeg(np.ascontiguousarray(crop, dtype=np.uint8),
                                                          quality=CROP_JPEG_QUALITY, colorspace="RGB"), crop_aad(key))
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data)
+        except OSError as exc:  # a full or read-only disk passes (StoreFaultError); anything else is a StoreError
+            raise as_fault(str(self.root), "writing a crop", exc) or StoreError(f"cannot write crop {path}: {exc}") \
+                from exc
         with self._records.transaction() as db:
             db.execute("INSERT OR REPLACE INTO media VALUES (?, ?, ?)",
                        (key, time.time() if when is None else when, len(data)))

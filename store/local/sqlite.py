@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from shared.errors import GalleryError, StoreError
+from store.faults import as_fault
 
 RECORDS_FILE = "store.sqlite"
 RECORDS_SCHEMA_VERSION = 1
@@ -104,10 +105,15 @@ class RecordsDb:
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"{self.path}: {exc}") from exc
+                raise self._error("writing", exc) from exc
             except BaseException:
                 self._rollback()
                 raise
+
+    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
+        """A full disk, a read-only file system, an I/O error, a lock held too long: StoreFaultError (it passes,
+        `store.faults`); anything else StoreError. Both name the file."""
+        return as_fault(str(self.path), what, exc) or StoreError(f"{self.path}: {exc}")
 
     def _rollback(self) -> None:
         if self.db.in_transaction:
@@ -118,7 +124,7 @@ class RecordsDb:
             try:
                 return self.db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {exc}") from exc
+                raise self._error("reading", exc) from exc
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the database and truncate it to zero bytes (deleted rows leave no copy in it); False

@@ -106,15 +106,26 @@ return moved
 
 # Rewrite the stream KEYS[1] into KEYS[2] without the events of the identity index KEYS[3] (read here, so an
 # event appended meanwhile goes too), rename it into place and drop the index. A page at a time bounds memory.
+# Withdrawn events (ids in the set KEYS[4]) whose entry still names the identity: ARGV[1] maps entry id -> the
+# fields it is rewritten with (the event un-named), ARGV[2] lists those deleted (a withdrawn track_identified);
+# neither counts as removed (they were no longer the identity's events).
 REWRITE_SCRIPT = """
 local doomed = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do doomed[id .. '-0'] = true end
+local replaced = cjson.decode(ARGV[1])
+local dropped = {}
+for _, id in ipairs(cjson.decode(ARGV[2])) do
+  dropped[id] = true
+  redis.call('SREM', KEYS[4], string.match(id, '^(%d+)'))
+end
 redis.call('DEL', KEYS[2])
 local low, removed = '-', 0
 while true do
   local page = redis.call('XRANGE', KEYS[1], low, '+', 'COUNT', 1000)
   for _, entry in ipairs(page) do
     if doomed[entry[1]] then removed = removed + 1
+    elseif dropped[entry[1]] then
+    elseif replaced[entry[1]] then redis.call('XADD', KEYS[2], entry[1], unpack(replaced[entry[1]]))
     else redis.call('XADD', KEYS[2], entry[1], unpack(entry[2])) end
   end
   if #page < 1000 then break end
@@ -278,10 +289,38 @@ class RedisEventLog:
             pipe.xrange(self._k.events, min=f"{event_id}-0", max=f"{event_id}-0")
         crops = {fields[b"crop"].decode("utf-8") for found in pipe.execute() for _, fields in found
                  if b"crop" in fields}
-        removed = int(self._rewrite(keys=[self._k.events, self._k.events_rewrite, self._k.events_of(name)])) \
-            if ids else 0
+        replaced, dropped = self._withdrawn_naming(name)
+        removed = 0
+        if ids or replaced or dropped:
+            removed = int(self._rewrite(keys=[self._k.events, self._k.events_rewrite, self._k.events_of(name),
+                                              self._k.unnamed],
+                                        args=[json.dumps(replaced), json.dumps(dropped)]))
         self._forget_renames(name)
         return removed, sorted(crops)
+
+    def _withdrawn_naming(self, name: str) -> tuple[dict[str, list[str]], list[str]]:
+        """Withdrawn events ("not this person") whose stream entry still names ``name``: entry id -> the fields it
+        is rewritten with (the event un-named, as a query returns it), and the entry ids deleted (a withdrawn
+        ``track_identified``, which a query skips)."""
+        ids = sorted(int(i) for i in self._r.sscan_iter(self._k.unnamed, count=1000))
+        replaced: dict[str, list[str]] = {}
+        dropped: list[str] = []
+        for start in range(0, len(ids), PAGE):
+            pipe = self._r.pipeline(transaction=False)
+            for event_id in ids[start:start + PAGE]:
+                pipe.xrange(self._k.events, min=f"{event_id}-0", max=f"{event_id}-0")
+            for entry_id, fields in (entry for found in pipe.execute() for entry in found):
+                event = event_from_json(fields[b"body"].decode("utf-8"))
+                if event.name != name and fields.get(b"name") != name.encode("utf-8"):
+                    continue
+                unnamed = unnamed_event(event)
+                if unnamed is None:
+                    dropped.append(entry_id.decode())
+                    continue
+                kept = {key.decode(): value.decode("utf-8") for key, value in fields.items() if key != b"name"}
+                kept["body"] = event_json(unnamed)
+                replaced[entry_id.decode()] = [part for pair in kept.items() for part in pair]
+        return replaced, dropped
 
     def _forget_renames(self, name: str) -> None:
         """The rename records into or from ``name`` (a visitor merged into it): they name it too."""

@@ -56,6 +56,7 @@ import redis
 import simplejpeg
 
 from shared.errors import GalleryError
+from shared.names import check_person_name
 from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.config import GalleryConfig
 from store.crypto import Cipher, seal, unseal
@@ -472,9 +473,7 @@ class RedisGallery:
     @redis_op("adding a person")
     def add_person(self, name: str, faces: Sequence[FaceSample]) -> list[int]:
         """Add faces to ``name`` (created if new), all or nothing; the new face ids."""
-        name = name.strip()
-        if not name:
-            raise GalleryError("a person's name must not be empty")
+        name = check_person_name(name)  # the last line of defence: no event or worker batch could carry a bad name
         embeddings = self._check_samples(faces)
         with self._lock, self._writer.hold():
             self._sync_locked()

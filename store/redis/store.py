@@ -34,6 +34,7 @@ from store.redis.events import RedisEventLog
 from store.redis.gallery import CREATE_META_SCRIPT, RedisGallery
 from store.redis.keys import REKEY_FIELD, SCHEMA_VERSION, STORE_KIND, StoreKeys
 from store.redis.live import RedisLiveTracks
+from store.redis.persistence import rewrite_files
 from store.redis.media import RedisMediaStore
 from store.visitors import GalleryVisitorStore
 
@@ -177,15 +178,15 @@ class RedisStore:
     def finish_erasure(self, name: str) -> tuple[str, ...]:
         """Deleted keys, hash fields and set members leave no bytes in Redis, and the event stream was rewritten;
         here every gallery's change stream is rewritten without ``name`` (`RedisGallery.scrub_changes`). A
-        gallery that holds ``name`` again (a worker wrote it meanwhile) is left as it is, and said. (The server's
-        AOF and RDB files are its operator's: rewrite them with BGREWRITEAOF / BGSAVE.)"""
+        gallery that holds ``name`` again (a worker wrote it meanwhile) is left as it is, and said. Last, the
+        server's append-only file and RDB snapshot are rewritten (`store.redis.persistence`), or said to be left."""
         left = []
         for label, gallery in (("persons", self.persons), ("visitors", self.visitors.gallery),
                                ("negatives", self.negatives.gallery)):
             if gallery.scrub_changes(name) is None:
                 left.append(f"{self._keys.gallery(label).changes}: not rewritten, the {label} gallery holds "
                             f"{name!r} again (a worker wrote it meanwhile): run the forget again")
-        return tuple(left)
+        return tuple(left) + rewrite_files(self._client, self.describe())
 
     def close(self) -> None:
         self.negatives.close()
