@@ -32,6 +32,7 @@ import zmq
 
 from shared.errors import InputError, ProtocolError, StoreUnavailableError
 from shared.files import atomic_write
+from shared.keys import CurveClient
 from shared.logs import RateLimitedLog
 from shared.protocol import ProtocolConfig, TrackEvent, decode_as
 from shared.zmq_defaults import EVENT_HWM, configure
@@ -111,10 +112,12 @@ class EventPrinter:
     """SUB socket on the broker's events endpoint; ``run(stop)`` prints until ``stop`` is set."""
 
     def __init__(self, endpoint: str, protocol: ProtocolConfig, out: TextIO, jsonl: Path | None = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: CurveClient | None = None) -> None:
         self.jsonl = None if jsonl is None else JsonlWriter(jsonl)  # first: a bad path leaves no socket behind
         self.ctx = context or zmq.Context.instance()
         self.sub = configure(self.ctx.socket(zmq.SUB), hwm=EVENT_HWM)
+        if curve is not None:  # security.curve: the broker's events-out socket takes allow-listed subscribers only
+            curve.apply(self.sub)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(endpoint)
         self.max_bytes = protocol.max_message_bytes

@@ -395,7 +395,10 @@ def write_config(path: Path, frontend_host: str, extra: dict | None = None) -> d
                                       "backend": f"tcp://127.0.0.1:{ports['backend']}",
                                       "events_in": f"tcp://127.0.0.1:{ports['events_in']}",
                                       "events_out": f"tcp://127.0.0.1:{ports['events_out']}",
-                                      "metrics_port": ports["broker_metrics"]}}
+                                      "metrics_port": ports["broker_metrics"],
+                                      # plain text over the benchmark's own veth link (the broker and the camera
+                                      # refuse an address off loopback without CURVE otherwise)
+                                      "allow_plaintext": True}}
     path.write_text(yaml.safe_dump(deep_merge(cfg, extra or {})))
     return ports
 

@@ -34,6 +34,9 @@ class BrokerConfig(Section):
     worker_events_in: list[str] = Field(
         default_factory=list, description="Broker endpoints a worker publishes its events to, every one of them; "
         "empty: [events_in].")
+    allow_plaintext: bool = Field(default=False, description="Let a broker without security.curve bind an address "
+                                  "other machines reach (not 127.0.0.1 / localhost / ipc://); it refuses to start "
+                                  "otherwise: frames are faces and events carry names.")
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="Prometheus port; 0 = any free port.")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, description="Address the metrics are served on "
                               "(0.0.0.0 in a container, for a Prometheus on another host).")

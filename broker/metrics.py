@@ -28,7 +28,7 @@ class BrokerMetrics:
                                  registry=registry)
         self.latency = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
                                  registry=registry).labels(stage=BROKER_STAGE)
-        self.auth_refused = Counter(m.AUTH_REFUSED, "Camera connections refused by CurveZMQ authentication",
+        self.auth_refused = Counter(m.AUTH_REFUSED, "Connections and messages refused by CurveZMQ authentication",
                                     ["reason"], registry=registry)
         self.uncredited = Counter(m.UNCREDITED_FRAMES, "Frames a camera sent without holding a credit", ["camera"],
                                   registry=registry)

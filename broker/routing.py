@@ -19,7 +19,10 @@ loaded of them), but never a worker it was moved away from when that worker was 
 with no claimant, the least-loaded live worker. So a camera that fails over to the second broker lands on the worker
 that holds its tracks. Claims never move a camera that has a live worker here, so two brokers that disagree cannot
 drive a camera back and forth: every move is caused by an event (a camera or worker appearing, a worker dying or
-joining), never by a claim alone, and a claim only copies a decision already made. The alternative, rendezvous
+joining), never by a claim alone, and a claim only copies a decision already made. Claims also keep a camera
+where it is when a worker joins: the rebalance moves only cameras their worker does not claim, so a restarted (or
+new) worker never takes a camera that is healthy on a live worker, where a person may be mid-walk (one walk would
+become two tracks); it takes cameras without a worker, new cameras, and cameras their worker stopped serving. The alternative, rendezvous
 hashing over the live workers, needs no message but is not sticky: a revived worker would get its hashed cameras
 straight back (two tracks per person), every worker-set change moves cameras at once, and two brokers that see
 different live workers for a moment disagree; its balance is only statistical.
@@ -226,7 +229,9 @@ class Routing:
 
     def _on_join(self) -> list[Move]:
         """Assign cameras without a worker, then move cameras from the most- to the least-loaded worker while
-        their counts differ by more than one, never a camera back to the dead worker it was moved away from."""
+        their counts differ by more than one, never a camera back to the dead worker it was moved away from, and
+        never a camera its worker claims (it served it lately: it holds that camera's live tracks, and moving it
+        mid-walk would split a person into two tracks)."""
         moves = self._assign([cam for cam, c in self._cameras.items() if c.worker is None])
         while True:
             live = [(len(w.cameras), wid) for wid, w in self._workers.items() if w.alive]
@@ -234,7 +239,7 @@ class Routing:
             if high - low <= 1:
                 return moves
             camera = next((c for c in reversed(self._workers[source].cameras)
-                           if self._cameras[c].moved_from != target), None)
+                           if self._cameras[c].moved_from != target and c not in self._workers[source].claims), None)
             if camera is None:
                 return moves
             moves.append(self._set_worker(camera, target))

@@ -3,9 +3,16 @@
 Sockets (all owned by the thread that calls ``run``; they are bound in the constructor so that endpoints given as
 ``tcp://127.0.0.1:*`` can be read back from ``Broker.endpoints`` before ``run`` starts):
 
-- ``frontend`` ROUTER (cameras, routing ids ``cam:<id>``; a CURVE server with ``security.curve``);
+- ``frontend`` ROUTER (cameras, routing ids ``cam:<id>``);
 - ``backend`` ROUTER (workers, routing ids ``wrk:<id>``);
 - ``events_in`` XSUB (workers' PUB sockets connect) proxied both ways to ``events_out`` XPUB (subscribers).
+
+With ``security.curve`` every one of them is a CURVE server with its own allow-list (``broker.auth``), and a
+camera is who its key says: a frame or heartbeat is taken only under a camera id its key is bound to (else it is
+refused and counted, ``argusnet_auth_refused_total{reason="camera_id_mismatch"}``), and the broker answers each
+camera on the connection it last heard that camera from, whatever routing id the connection chose (a node under
+CURVE adds a random part to its routing id, so no other connection can take that id and lock it out). Without
+CURVE, a broker bound off loopback refuses to start unless ``broker.allow_plaintext`` says so.
 
 Each worker heartbeat's ``cameras`` are the cameras that worker served lately, for this broker or another: the
 routing table prefers that worker when it assigns one of them here (see ``broker.routing``), which is how brokers
@@ -26,12 +33,12 @@ from typing import Any, Callable
 
 import zmq
 
-from broker.auth import FrontendSecurity
+from broker.auth import BrokerSecurity
 from broker.config import BrokerConfig
 from broker.metrics import BrokerMetrics
 from broker.queues import Credits, FrameQueues, Queued
 from broker.routing import Move, Routing, Seen
-from shared.errors import ArgusError, ProtocolError
+from shared.errors import ArgusError, ConfigError, ProtocolError
 from shared.keys import SecurityConfig
 from shared.logs import RateLimitedLog
 from shared.protocol import (
@@ -48,6 +55,7 @@ from shared.zmq_defaults import (
     FRAME_HWM,
     HEARTBEAT_INTERVAL_S,
     configure,
+    off_loopback,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,17 @@ POLL_MS = 50              # longest wait in one poll: bounds how late a stop req
 BATCH = 256               # messages read from one socket before the others get a turn
 HARD_LIMIT_FACTOR = 2     # ZeroMQ refuses (and disconnects) messages over this many times max_message_bytes
 CLOSE_WAIT_S = 5.0        # how long close() waits for a running loop to return
+
+
+def refuse_plaintext_off_loopback(cfg: BrokerConfig) -> None:
+    """ConfigError when a broker without CURVE would bind an endpoint other machines reach (frames are faces,
+    events carry names), unless ``broker.allow_plaintext`` accepts that."""
+    exposed = [f"{name} {getattr(cfg, name)}" for name in ("frontend", "backend", "events_in", "events_out")
+               if off_loopback(getattr(cfg, name))]
+    if exposed and not cfg.allow_plaintext:
+        raise ConfigError(f"broker: {exposed[0]} is reachable from other machines and security.curve is off: "
+                          "frames and events would cross the network unencrypted and unauthenticated; turn "
+                          "security.curve on, bind 127.0.0.1, or set broker.allow_plaintext: true to accept that")
 
 
 def peer_id(identity: bytes, prefix: bytes) -> str | None:
@@ -94,10 +113,13 @@ class Broker:
             log.info("broker.camera_credits (%d) > broker.camera_queue (%d): a camera faster than its worker "
                         "gets credits back from queue_full drops and never slows down", cfg.camera_credits,
                         cfg.camera_queue)
-        self.security = None
+        self.security: BrokerSecurity | None = None
+        self.camera_peers: dict[str, bytes] = {}  # camera id -> the routing id of its latest connection
         try:  # a failure here (bad keys, a port in use) releases the sockets and context made so far
             if security.curve:
-                self.security = FrontendSecurity(self.ctx, security, self.metrics, self.rate_log)
+                self.security = BrokerSecurity(self.ctx, security, self.metrics, self.rate_log)
+            else:
+                refuse_plaintext_off_loopback(cfg)
             self.endpoints = self._bind()
         except BaseException:
             self._release()
@@ -113,8 +135,8 @@ class Broker:
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.MAXMSGSIZE, HARD_LIMIT_FACTOR * self.max_bytes)
-        if name == "frontend" and self.security is not None:
-            self.security.secure(sock)
+        if self.security is not None:
+            self.security.secure(name, sock)
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -137,8 +159,9 @@ class Broker:
             s["events_in"]: lambda: self._proxy(s["events_in"], s["events_out"]),
             s["events_out"]: lambda: self._proxy(s["events_out"], s["events_in"]),
         }
-        if self.security is not None and self.security.monitor is not None:
-            handlers[self.security.monitor] = self.security.on_monitor
+        if self.security is not None:
+            for name, monitor in self.security.monitors.items():
+                handlers[monitor] = lambda name=name: self.security.on_monitor(name)
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
@@ -211,14 +234,42 @@ class Broker:
         if decoded is None:
             return
         identity, msg = decoded
-        camera = peer_id(identity, CAMERA_PREFIX)
-        if isinstance(msg, Frame) and msg.camera_id == camera:
-            self._on_frame(camera, parts[1])
-        elif isinstance(msg, Heartbeat) and msg.role == "camera" and msg.sender == camera:
-            self._camera_seen(camera, msg.seq)
+        if isinstance(msg, Frame):
+            claimed = msg.camera_id
+        elif isinstance(msg, Heartbeat) and msg.role == "camera":
+            claimed = msg.sender
         else:
             self._protocol_error("frontend", "unexpected_message", f"a {type(msg).__name__} from peer "
                                  f"{identity[:80]!r} (cameras send their own frames and camera heartbeats)")
+            return
+        camera = self._camera_of(identity, parts[1], claimed)
+        if camera is None:
+            return
+        self.camera_peers[camera] = identity
+        if isinstance(msg, Frame):
+            self._on_frame(camera, parts[1])
+        else:
+            self._camera_seen(camera, msg.seq)
+
+    def _camera_of(self, identity: bytes, payload: zmq.Frame, claimed: str) -> str | None:
+        """The camera a message comes from: under CURVE, ``claimed`` if its key is bound to that id; without it,
+        the id in the routing identity ``cam:<id>`` when the message claims that id. None after counting a refusal."""
+        if self.security is None:
+            if peer_id(identity, CAMERA_PREFIX) == claimed:
+                return claimed
+            self._protocol_error("frontend", "unexpected_message", f"a message of camera {claimed!r} from peer "
+                                 f"{identity[:80]!r} (cameras send their own frames and camera heartbeats)")
+            return None
+        user_id = payload.get("User-Id")
+        allowed = self.security.camera_ids(user_id)
+        if claimed in allowed:
+            return claimed
+        self.metrics.auth_refused.labels(reason="camera_id_mismatch").inc()
+        self.rate_log.warning("auth:camera_id_mismatch:" + ",".join(sorted(allowed))[:200],
+                              "refused a message sent as camera %r by the key of %s (public key %s): a camera key "
+                              "sends only as its own camera id(s)", claimed, ", ".join(sorted(allowed)) or "no camera",
+                              user_id)
+        return None
 
     def _on_worker_message(self, parts: list[zmq.Frame]) -> None:
         decoded = self._decode("backend", parts)
@@ -290,9 +341,11 @@ class Broker:
                 self.metrics.frame_out(item.camera, time.perf_counter() - item.received)
 
     def _send(self, sock: zmq.Socket, prefix: bytes, peer: str, payload: Any) -> bool:
-        """Send one payload to a ROUTER peer without blocking; False when it is full or not connected."""
+        """Send one payload to a ROUTER peer without blocking; False when it is full or not connected. A camera
+        is sent to on the connection it was last heard from."""
+        identity = self.camera_peers.get(peer) if prefix == CAMERA_PREFIX else None
         try:
-            sock.send_multipart([prefix + peer.encode("ascii"), payload], zmq.NOBLOCK, copy=False)
+            sock.send_multipart([identity or prefix + peer.encode("ascii"), payload], zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:  # its pipe is at the high-water mark: normal back-pressure, try again later
             log.debug("%s%s: send queue full, message kept for later", prefix.decode(), peer)
@@ -332,6 +385,7 @@ class Broker:
             for item in self.queues.reassign(camera, None):
                 self._drop(item, "camera_gone")
             self.credits.close_camera(camera)
+            self.camera_peers.pop(camera, None)
             self.metrics.queue_depth.remove(camera)
             log.info("camera %s silent for %.1f s: forgotten", camera, DEAD_AFTER_S)
         for worker in expired.dead_workers:
@@ -365,7 +419,7 @@ class Broker:
     def _release(self) -> None:
         self._closed = True
         if self.security is not None:
-            self.security.close(self.sockets.get("frontend"))
+            self.security.close(self.sockets)
         for sock in self.sockets.values():
             sock.close(0)
         self.sockets.clear()

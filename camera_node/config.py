@@ -3,7 +3,6 @@ configuration's up.cameras), and a node's own file (NodeConfig: the camera plus 
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,7 +14,7 @@ from shared.ids import ID_PATTERN, ID_RULE
 from shared.keys import SecurityConfig
 from shared.protocol import ProtocolConfig
 from shared.schema import Section, format_validation_error, read_yaml_mapping
-from shared.zmq_defaults import ENDPOINT_SEPARATOR, MAX_ENDPOINTS, parse_endpoints
+from shared.zmq_defaults import ENDPOINT_SEPARATOR, MAX_ENDPOINTS, off_loopback, parse_endpoints
 
 
 class CameraConfig(Section):
@@ -52,20 +51,6 @@ class NodeCurveConfig(Section):
                                         "`brokers` must use this key pair.")
 
 
-def _off_this_machine(endpoint: str) -> bool:
-    """Whether frames sent to ``endpoint`` cross a network: tcp:// to anything but a loopback address (the
-    destination after ZeroMQ's optional ``SOURCE;`` prefix)."""
-    if not endpoint.startswith("tcp://"):
-        return False  # ipc://, inproc://
-    host = endpoint[len("tcp://"):].rpartition(";")[2].rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a host name (or an interface name) other than localhost
-
-
 class NodeConfig(CameraConfig):
     """Everything a camera node needs, in one small file: the camera (every CameraConfig field), where its brokers
     are, its CurveZMQ keys and where it serves its metrics. It is not the site configuration (`argusnet --config`,
@@ -100,7 +85,7 @@ class NodeConfig(CameraConfig):
     @classmethod
     def _curve_off_machine(cls, value: NodeCurveConfig | None, info: ValidationInfo) -> NodeCurveConfig | None:
         """Frames are faces: unencrypted only on this machine, or when the file says so."""
-        remote = [e for e in info.data.get("brokers", ()) if _off_this_machine(e)]
+        remote = [e for e in info.data.get("brokers", ()) if off_loopback(e)]
         if value is None and remote and not info.data.get("plaintext", True):
             raise PydanticCustomError(
                 "curve_required", "required: broker {remote} is on another machine and frames (faces) would cross "

@@ -16,6 +16,7 @@ broker they were meant for.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from typing import Any, Sequence
@@ -131,10 +132,14 @@ class CameraNode:
 
     def _socket(self) -> zmq.Socket:
         sock = configure(self.ctx.socket(zmq.DEALER))
-        sock.setsockopt(zmq.ROUTING_ID, b"cam:" + self.cfg.id.encode("ascii"))
+        routing_id = b"cam:" + self.cfg.id.encode("ascii")
         if self._keys is not None:
             sock.curve_publickey, sock.curve_secretkey = self._keys.public, self._keys.secret
             sock.curve_serverkey = self._server_key
+            # under CURVE the broker knows the camera by its key; a random part the network never sees (the
+            # handshake is encrypted) keeps another connection from taking this routing id and locking it out
+            routing_id += b"/" + secrets.token_hex(8).encode("ascii")
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
         sock.connect(self.endpoint)
         self._connected_at = time.monotonic()
         self.metrics.broker_index.labels(camera=self.cfg.id).set(self._index)

@@ -24,6 +24,7 @@ from gpu_worker.runtime import ProviderInfo, apply_opencv_threads, worker_runtim
 from gpu_worker.service import WorkerService
 from shared.errors import ArgusError
 from shared.metrics import serve
+from shared.keys import SecurityConfig
 from shared.protocol import ProtocolConfig
 from shared.signals import stop_on_signals
 from store import open_store
@@ -50,6 +51,9 @@ class WorkerProcessSettings(WorkerSettings, Protocol):
     @property
     def protocol(self) -> ProtocolConfig: ...
 
+    @property
+    def security(self) -> SecurityConfig: ...
+
 
 def default_worker_id() -> str:
     host = "".join(c if c.isalnum() or c in "_.-" else "-" for c in socket.gethostname())[:40]
@@ -71,7 +75,8 @@ def run_worker(cfg: WorkerProcessSettings, broker: BrokerConfig, worker_id: str,
                           registry, cfg.worker.store_buffer)
     try:
         processor = build_processor(engine, store, cfg, worker=worker_id, live_ttl_s=cfg.retention.live_ttl_s)
-        service = WorkerService(worker_id, processor, cfg.worker, broker, cfg.protocol, registry)
+        service = WorkerService(worker_id, processor, cfg.worker, broker, cfg.protocol, registry,
+                                security=cfg.security)
         retention = RetentionJob(store, cfg.retention, cfg.visitors, registry)
         try:
             port = serve(registry, metrics_port, cfg.worker.metrics_host)

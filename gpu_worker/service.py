@@ -34,6 +34,7 @@ from gpu_worker.processing import DecodedFrame, FrameProcessor
 from gpu_worker.served import ServedCameras
 from shared import metrics as m
 from shared.errors import ProtocolError
+from shared.keys import SecurityConfig, curve_client
 from shared.logs import RateLimitedLog
 from shared.protocol import EVENT_TYPES, Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
 from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, HEARTBEAT_INTERVAL_S, configure
@@ -172,8 +173,12 @@ class WorkerService:
     """One worker: ``run(stop_event)`` blocks until the event is set."""
 
     def __init__(self, worker_id: str, processor: FrameProcessor, cfg: WorkerConfig, broker: BrokerConfig,
-                 protocol: ProtocolConfig, registry: CollectorRegistry, context: zmq.Context | None = None) -> None:
+                 protocol: ProtocolConfig, registry: CollectorRegistry, context: zmq.Context | None = None,
+                 security: SecurityConfig | None = None) -> None:
         self.worker_id = worker_id
+        # with security.curve, both sockets authenticate with the worker's key (the broker's worker allow-list)
+        security = security or SecurityConfig()
+        self.curve = curve_client(security, security.worker_secret_key, "worker")
         self.processor = processor
         self.cfg = cfg
         self.broker_cfg = broker
@@ -201,12 +206,16 @@ class WorkerService:
     def _link(self, index: int, endpoint: str) -> _BrokerLink:
         dealer = configure(self.ctx.socket(zmq.DEALER))
         dealer.setsockopt(zmq.ROUTING_ID, b"wrk:" + self.worker_id.encode())
+        if self.curve is not None:
+            self.curve.apply(dealer)
         dealer.connect(endpoint)
         return _BrokerLink(index, endpoint, dealer)
 
     def run(self, stop: threading.Event) -> None:
         links = [self._link(i, endpoint) for i, endpoint in enumerate(self.backends)]
         pub = configure(self.ctx.socket(zmq.PUB), hwm=EVENT_HWM)
+        if self.curve is not None:
+            self.curve.apply(pub)
         for endpoint in self.events_in:
             pub.connect(endpoint)
         worker = threading.Thread(target=self._process_loop, args=(stop,), name=f"{self.worker_id}-process",

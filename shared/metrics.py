@@ -56,7 +56,11 @@ BROKER_DROP_REASONS = ("no_worker", "queue_full", "camera_gone")
 CAMERA_DROP_REASONS = ("camera_queue_full", "camera_not_connected")
 CAMERA_OUTCOMES = ("captured", "sent", "unchanged", "queue_full", "not_connected", "reopened", "read_error",
                    "shutdown")
-AUTH_REFUSED_REASONS = ("unknown_key", "mechanism_mismatch", "handshake_aborted", "handshake")
+# unknown_key: a camera key not on the allow-list; unknown_{worker,publisher,subscriber}_key: the same on the
+# worker, events-in and events-out sockets; camera_id_mismatch: an allow-listed camera key sending as a camera id
+# that is not its own; the handshake reasons: see broker.auth
+AUTH_REFUSED_REASONS = ("unknown_key", "unknown_worker_key", "unknown_publisher_key", "unknown_subscriber_key",
+                        "camera_id_mismatch", "mechanism_mismatch", "handshake_aborted", "handshake")
 EVENTS_DROPPED_REASONS = ("outbox_full", "stale")
 # The operations a worker's store (store.buffered.BufferedStore) times and counts, and the kinds of writes it buffers
 STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "write_persons", "rejections",

@@ -6,6 +6,8 @@ Heartbeats follow the zguide's paranoid-pirate pattern: every peer sends a heart
 
 from __future__ import annotations
 
+import ipaddress
+
 import zmq
 
 HEARTBEAT_INTERVAL_S = 0.5  # send a heartbeat this often
@@ -55,3 +57,18 @@ def configure(sock: zmq.Socket, hwm: int = FRAME_HWM) -> zmq.Socket:
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     return sock
+
+
+def off_loopback(endpoint: str) -> bool:
+    """Whether ``endpoint`` reaches (connect) or is reachable from (bind) another machine: tcp:// with any host but a
+    loopback address or ``localhost`` (the address after ZeroMQ's optional ``SOURCE;`` prefix; ``*``, an interface
+    name or a host name count as off loopback). ipc:// and inproc:// never leave the machine."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rpartition(";")[2].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True

@@ -23,6 +23,7 @@ from broker.main import broker_config
 from broker.queues import Credits, FrameQueues, Queued
 from broker.routing import Move, Routing, Seen
 from broker.server import Broker
+from shared.metrics import AUTH_REFUSED_REASONS
 from shared.errors import ConfigError, InputError, ProtocolError
 from shared.keys import (
     SecurityConfig,
@@ -277,8 +278,8 @@ class Harness:
             peer.beat()
         return peer
 
-    def worker(self, name: str, credits: int = 0, auto_credit: bool = True) -> Peer:
-        peer = Peer(self.ctx, self.broker.endpoints["backend"], "worker", name)
+    def worker(self, name: str, credits: int = 0, auto_credit: bool = True, **kw: Any) -> Peer:
+        peer = Peer(self.ctx, self.broker.endpoints["backend"], "worker", name, **kw)
         peer.auto_credit = auto_credit
         peer.beat(credits)
         self.peers.append(peer)
@@ -600,18 +601,20 @@ def test_10000_bad_messages_are_all_counted_and_the_broker_keeps_routing(harness
 # ================================================================================================ CurveZMQ
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, Any]:
-    allowed = tmp_path / "allowed"
+    allowed, workers = tmp_path / "allowed", tmp_path / "workers"
     broker_secret = generate_keys("broker", tmp_path / "broker").secret
     cam_secret = generate_keys("cam0", allowed).secret
+    worker_secret = generate_keys("w1", workers).secret
     rogue_secret = generate_keys("rogue", tmp_path / "other").secret
-    security = SecurityConfig(curve=True, broker_secret_key=broker_secret, allowed_keys_dir=allowed)
-    return {"security": security, "server": load_public_key(broker_secret),
+    security = SecurityConfig(curve=True, broker_secret_key=broker_secret, allowed_keys_dir=allowed,
+                              worker_keys_dir=workers)
+    return {"security": security, "server": load_public_key(broker_secret), "w1": load_secret_key(worker_secret),
             "cam0": load_secret_key(cam_secret), "rogue": load_secret_key(rogue_secret)}
 
 
 def test_curve_allow_listed_camera_gets_through(harness, keys) -> None:
     h = harness(security=keys["security"])
-    w = h.worker("w1", credits=2)  # the worker socket stays plain text
+    w = h.worker("w1", credits=2, curve=(keys["w1"].public, keys["w1"].secret, keys["server"]))
     good = h.camera("cam0", curve=(keys["cam0"].public, keys["cam0"].secret, keys["server"]))
     send_frames(good, 1, h.peers)
     assert h.until(lambda: len(w.frames) == 1) and w.frames[0].camera_id == "cam0"
@@ -619,8 +622,7 @@ def test_curve_allow_listed_camera_gets_through(harness, keys) -> None:
 
 
 def refused(h: Harness) -> dict[str, float]:
-    return {r: h.metric("argusnet_auth_refused_total", reason=r)
-            for r in ("unknown_key", "mechanism_mismatch", "handshake_aborted", "handshake")}
+    return {r: h.metric("argusnet_auth_refused_total", reason=r) for r in AUTH_REFUSED_REASONS}
 
 
 def test_curve_unlisted_key_is_refused_and_counted(harness, keys) -> None:
@@ -642,10 +644,13 @@ def test_curve_plain_text_camera_is_refused_and_counted(harness, keys) -> None:
 
 def test_curve_needs_its_key_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="broker_secret_key"):
-        Harness(security=SecurityConfig(curve=True, allowed_keys_dir=tmp_path))
+        Harness(security=SecurityConfig(curve=True, allowed_keys_dir=tmp_path, worker_keys_dir=tmp_path))
     secret = generate_keys("broker", tmp_path / "b").secret
     with pytest.raises(InputError, match="does not exist"):
-        Harness(security=SecurityConfig(curve=True, broker_secret_key=secret, allowed_keys_dir=tmp_path / "no"))
+        Harness(security=SecurityConfig(curve=True, broker_secret_key=secret, allowed_keys_dir=tmp_path / "no",
+                                        worker_keys_dir=tmp_path))
+    with pytest.raises(ConfigError, match="worker_keys_dir is required"):
+        Harness(security=SecurityConfig(curve=True, broker_secret_key=secret, allowed_keys_dir=tmp_path))
 
 
 # ================================================================================================ keys, CLI

@@ -56,9 +56,13 @@ def config_paths(cfg: ArgusConfig, command: str) -> dict[str, Path]:
     paths: dict[str, Path | None] = {}
     if command == "broker":
         paths = {"security.broker_secret_key": cfg.security.broker_secret_key,
-                 "security.allowed_keys_dir": cfg.security.allowed_keys_dir}
+                 "security.allowed_keys_dir": cfg.security.allowed_keys_dir,
+                 "security.worker_keys_dir": cfg.security.worker_keys_dir}
     if command in ("worker", "dashboard"):
         paths["store.password_file"] = cfg.store.password_file
+    if command == "worker":  # CurveZMQ on the worker and event sockets: the worker's key pair, the broker's key
+        paths.update({"security.worker_secret_key": cfg.security.worker_secret_key,
+                      "security.broker_public_key": cfg.security.broker_public_key})
     if command == "dashboard":
         paths.update({"dashboard.users_file": cfg.dashboard.users_file,
                       "dashboard.session_key_file": cfg.dashboard.session_key_file})
@@ -244,8 +248,8 @@ def compose_config(secrets_dir: Path) -> dict[str, Any]:
     return yaml.safe_load(done.stdout)
 
 
-SECRET_FILES = ("redis_password", "broker.key_secret", "dashboard-users.json", "dashboard-session.key",
-                "grafana_admin_password")
+SECRET_FILES = ("redis_password", "broker.key_secret", "broker.key", "worker.key_secret", "dashboard-users.json",
+                "dashboard-session.key", "grafana_admin_password")
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +257,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The resolved compose file, its secrets folder laid out as deploy/README.md makes it."""
     secrets_dir = tmp_path_factory.mktemp("secrets")
     (secrets_dir / "cameras").mkdir()
+    (secrets_dir / "workers").mkdir()
     for name in SECRET_FILES:
         (secrets_dir / name).write_text("placeholder\n")
     cfg = compose_config(secrets_dir)
@@ -490,13 +495,17 @@ def test_broker_serves_its_healthcheck_with_the_compose_site_configuration(compo
     the broker stopped."""
     keys_gen("broker", tmp_path / "keys")
     keys_gen("entrance", tmp_path / "node")
+    keys_gen("worker", tmp_path / "keys")
     (tmp_path / "cameras").mkdir()
+    (tmp_path / "workers").mkdir()
     shutil.copy(tmp_path / "node" / "entrance.key", tmp_path / "cameras" / "entrance.key")
+    shutil.copy(tmp_path / "keys" / "worker.key", tmp_path / "workers" / "worker.key")
     metrics = free_port()
     env = {**no_argusnet_env(), "ARGUSNET__BROKER__METRICS_HOST": "127.0.0.1",
            "ARGUSNET__BROKER__METRICS_PORT": str(metrics),
            "ARGUSNET__SECURITY__BROKER_SECRET_KEY": str(tmp_path / "keys" / "broker.key_secret"),
-           "ARGUSNET__SECURITY__ALLOWED_KEYS_DIR": str(tmp_path / "cameras")}
+           "ARGUSNET__SECURITY__ALLOWED_KEYS_DIR": str(tmp_path / "cameras"),
+           "ARGUSNET__SECURITY__WORKER_KEYS_DIR": str(tmp_path / "workers")}
     for name in ("frontend", "backend", "events_in", "events_out"):
         env[f"ARGUSNET__BROKER__{name.upper()}"] = f"tcp://127.0.0.1:{free_port()}"
     test = compose["services"]["broker"]["healthcheck"]["test"]

@@ -226,7 +226,9 @@ def test_camera_file_streams_over_curve_to_a_real_broker_without_worker_packages
     camera_keys = generate_keys("cam1", tmp_path / "keys")
     allowed.mkdir()
     shutil.copy(camera_keys.public, allowed / "cam1.key")
-    security = {"curve": True, "broker_secret_key": str(broker_keys.secret), "allowed_keys_dir": str(allowed)}
+    (tmp_path / "workers").mkdir()  # no worker in this test: an empty worker allow-list
+    security = {"curve": True, "broker_secret_key": str(broker_keys.secret), "allowed_keys_dir": str(allowed),
+                "worker_keys_dir": str(tmp_path / "workers")}
     cluster = Cluster(tmp_path, tmp_path / "gallery", extra={"security": security})
     port = free_port()
     camera_file = write_camera_file(tmp_path, [cluster.endpoint("frontend")], tmp_path / "keys",

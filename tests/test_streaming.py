@@ -210,8 +210,10 @@ def test_curve_only_allow_listed_camera_processes_are_served(tmp_path, demo_gall
     broker_public, broker_secret = broker_keys.public, broker_keys.secret
     good_public, good_secret = good_keys.public, good_keys.secret
     rogue_secret = generate_keys("rogue", tmp_path / "elsewhere").secret
+    worker_secret = generate_keys("w1", tmp_path / "workers").secret
     security = {"curve": True, "broker_secret_key": str(broker_secret), "broker_public_key": str(broker_public),
-                "allowed_keys_dir": str(allowed), "camera_secret_key": str(good_secret)}
+                "allowed_keys_dir": str(allowed), "camera_secret_key": str(good_secret),
+                "worker_keys_dir": str(tmp_path / "workers"), "worker_secret_key": str(worker_secret)}
     cluster = Cluster(tmp_path, demo_gallery, extra={"security": security})
     try:
         cluster.broker()

@@ -28,7 +28,7 @@ from shared.metrics import serve
 from shared.protocol import ProtocolConfig
 from shared.schema import format_validation_error
 from shared.signals import stop_on_signals
-from shared.zmq_defaults import CLOSE_LINGER_MS, parse_endpoints
+from shared.zmq_defaults import CLOSE_LINGER_MS, off_loopback, parse_endpoints
 
 _OVERRIDES = {"source": "source", "id": "id", "fps": "fps", "max_side": "max_side", "metrics_port": "metrics_port"}
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -149,8 +149,20 @@ def plan_from_site(args: argparse.Namespace) -> NodePlan:
                          "(deploy/node/README.md)") from exc
     cfg = config_from(args)
     camera = camera_config(args, cfg.up.cameras)
-    return NodePlan(camera, tuple(args.broker or cfg.broker.camera_endpoints()), cfg.security, cfg.protocol,
-                    args.metrics_host or DEFAULT_METRICS_HOST, str(args.config or "command line"))
+    brokers = tuple(args.broker or cfg.broker.camera_endpoints())
+    refuse_plaintext(brokers, cfg.security.curve or cfg.broker.allow_plaintext, "security.curve (and "
+                     "camera_secret_key, broker_public_key), or broker.allow_plaintext: true to accept that")
+    return NodePlan(camera, brokers, cfg.security, cfg.protocol, args.metrics_host or DEFAULT_METRICS_HOST,
+                    str(args.config or "command line"))
+
+
+def refuse_plaintext(brokers: tuple[str, ...], accepted: bool, remedy: str) -> None:
+    """The camera file's rule (camera_node.config.NodeConfig) on the site path too: frames are faces, so they
+    cross a network only encrypted (CURVE) or where the settings say plain text is accepted."""
+    remote = [e for e in brokers if off_loopback(e)]
+    if remote and not accepted:
+        raise ConfigError(f"camera: broker {remote[0]} is on another machine and frames (faces) would cross the "
+                          f"network unencrypted; give {remedy}")
 
 
 def check(plan: NodePlan) -> int:

@@ -30,6 +30,7 @@ from argusnet.launcher import (
 from camera_node.sources import file_path
 from dashboard.config import split_listen
 from shared.errors import GalleryError, InputError
+from shared.keys import curve_client
 from shared.signals import stop_on_signals
 from store.config import StoreConfig
 
@@ -104,7 +105,9 @@ def cmd_events(args: argparse.Namespace) -> int:
         for given, name in ((args.cursor, "--cursor"), (args.gallery, "--gallery")):
             if given is not None:
                 raise InputError(f"{name} reads the store's event log: give it with --from-store")
-        printer = EventPrinter(args.endpoint or cfg.broker.events_out, cfg.protocol, sys.stdout, args.jsonl)
+        curve = curve_client(cfg.security, cfg.security.subscriber_secret_key, "subscriber")
+        printer = EventPrinter(args.endpoint or cfg.broker.events_out, cfg.protocol, sys.stdout, args.jsonl,
+                               curve=curve)
         stop = threading.Event()
         stop_on_signals(stop)
         printer.run(stop)
