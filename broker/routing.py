@@ -19,11 +19,13 @@ loaded of them), but never a worker it was moved away from when that worker was 
 with no claimant, the least-loaded live worker. So a camera that fails over to the second broker lands on the worker
 that holds its tracks. Claims never move a camera that has a live worker here, so two brokers that disagree cannot
 drive a camera back and forth: every move is caused by an event (a camera or worker appearing, a worker dying or
-joining), never by a claim alone, and a claim only copies a decision already made. Claims also keep a camera
-where it is when a worker joins: the rebalance moves only cameras their worker does not claim, so a restarted (or
-new) worker never takes a camera that is healthy on a live worker, where a person may be mid-walk (one walk would
-become two tracks); it takes cameras without a worker, new cameras, and cameras their worker stopped serving. The alternative, rendezvous
-hashing over the live workers, needs no message but is not sticky: a revived worker would get its hashed cameras
+joining, or finishing a join's rebalance), never by a claim alone, and a claim only copies a decision already
+made. Live tracks keep a camera where it is when a worker joins: each worker's heartbeat also lists the cameras it
+holds a live track of (``Heartbeat.tracking``), and the rebalance never moves one of those, so a restarted (or new)
+worker never takes a camera where a person is mid-walk (one walk would become two tracks); it takes cameras without
+a worker, new cameras, and idle cameras at once, and a tracked camera at a later heartbeat of its worker, once its
+tracks ended. The alternative,
+rendezvous hashing over the live workers, needs no message but is not sticky: a revived worker would get its hashed cameras
 straight back (two tracks per person), every worker-set change moves cameras at once, and two brokers that see
 different live workers for a moment disagree; its balance is only statistical.
 
@@ -77,6 +79,7 @@ class _Worker:
     alive: bool = True
     cameras: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     claims: frozenset[str] = frozenset()  # the cameras its latest heartbeat says it served lately
+    tracking: frozenset[str] = frozenset()  # ... and those it holds a live track of now (never moved away)
 
 
 @dataclass(slots=True)
@@ -96,6 +99,7 @@ class Routing:
         self.dead_after_s = dead_after_s
         self._workers: dict[str, _Worker] = {}
         self._cameras: dict[str, _Camera] = {}
+        self._unbalanced = False  # a join left cameras to move that were being tracked: retried at each heartbeat
 
     # ------------------------------------------------------------------------------------------ queries
     def worker_of(self, camera: str) -> str | None:
@@ -130,20 +134,25 @@ class Routing:
         return frozenset() if state is None else state.claims
 
     # ------------------------------------------------------------------------------------------ updates
-    def worker_seen(self, worker: str, seq: int, now: float, claims: Iterable[str] = ()) -> tuple[Seen, list[Move]]:
-        """Record a heartbeat of ``worker`` with sequence number ``seq`` and the cameras it ``claims`` (served
-        lately); a worker that (re)joins takes the cameras without a worker and a fair share of the others.
-        Returns what the heartbeat meant and the moves. Claims are kept for later choices, they move nothing."""
+    def worker_seen(self, worker: str, seq: int, now: float, claims: Iterable[str] = (),
+                    tracking: Iterable[str] = ()) -> tuple[Seen, list[Move]]:
+        """Record a heartbeat of ``worker`` with sequence number ``seq``, the cameras it ``claims`` (served
+        lately) and those it is ``tracking`` (holds a live track of); a worker that (re)joins takes the cameras
+        without a worker and a fair share of the others. Returns what the heartbeat meant and the moves. Claims
+        are kept for later choices; a heartbeat moves cameras only to finish a join's rebalance (a camera that was
+        being tracked then moves once its worker holds no live track of it)."""
         state = self._workers.get(worker)
         if state is None:
-            self._workers[worker] = _Worker(last_seen=now, last_seq=seq, claims=frozenset(claims))
+            self._workers[worker] = _Worker(last_seen=now, last_seq=seq, claims=frozenset(claims),
+                                            tracking=frozenset(tracking))
             return Seen.NEW, self._on_join()
         restarted = seq <= state.last_seq
         state.last_seen, state.last_seq = now, seq
         if claims or state.claims:
             state.claims = frozenset(claims)
+        state.tracking = frozenset(tracking)
         if state.alive:
-            return (Seen.RESTARTED if restarted else Seen.KNOWN), []
+            return (Seen.RESTARTED if restarted else Seen.KNOWN), (self._rebalance() if self._unbalanced else [])
         state.alive = True
         return (Seen.RESTARTED if restarted else Seen.REVIVED), self._on_join()
 
@@ -228,19 +237,29 @@ class Routing:
         return moves
 
     def _on_join(self) -> list[Move]:
-        """Assign cameras without a worker, then move cameras from the most- to the least-loaded worker while
-        their counts differ by more than one, never a camera back to the dead worker it was moved away from, and
-        never a camera its worker claims (it served it lately: it holds that camera's live tracks, and moving it
-        mid-walk would split a person into two tracks)."""
-        moves = self._assign([cam for cam, c in self._cameras.items() if c.worker is None])
+        """Assign cameras without a worker, then rebalance (``_rebalance``)."""
+        return self._assign([cam for cam, c in self._cameras.items() if c.worker is None]) + self._rebalance()
+
+    def _rebalance(self) -> list[Move]:
+        """Move cameras from the most- to the least-loaded worker while their counts differ by more than one,
+        never a camera back to the dead worker it was moved away from, and never a camera its worker holds a live
+        track of (a person mid-walk would become two tracks): such a camera moves at a later heartbeat, once its
+        track ended (``_unbalanced`` until the counts are even)."""
+        moves: list[Move] = []
         while True:
             live = [(len(w.cameras), wid) for wid, w in self._workers.items() if w.alive]
+            if not live:
+                self._unbalanced = False
+                return moves
             (low, target), (high, source) = min(live), max(live)
             if high - low <= 1:
+                self._unbalanced = False
                 return moves
+            busy = self._workers[source].tracking
             camera = next((c for c in reversed(self._workers[source].cameras)
-                           if self._cameras[c].moved_from != target and c not in self._workers[source].claims), None)
+                           if self._cameras[c].moved_from != target and c not in busy), None)
             if camera is None:
+                self._unbalanced = any(c in busy for c in self._workers[source].cameras)
                 return moves
             moves.append(self._set_worker(camera, target))
             self._cameras[camera].moved_from = None

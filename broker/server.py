@@ -306,7 +306,7 @@ class Broker:
             self._drop(displaced, "queue_full")
 
     def _on_worker_heartbeat(self, worker: str, hb: Heartbeat) -> None:
-        seen, moves = self.routing.worker_seen(worker, hb.seq, time.monotonic(), hb.cameras)
+        seen, moves = self.routing.worker_seen(worker, hb.seq, time.monotonic(), hb.cameras, hb.tracking)
         self.credits.worker_grant(worker, hb.credits, reset=seen in (Seen.NEW, Seen.RESTARTED))
         self._apply_moves(moves)
         if seen is not Seen.KNOWN:

@@ -88,6 +88,10 @@ class FrameProcessor(Protocol):
         """Drop what it holds for these cameras (all when None) without any event; how many tracks went."""
         ...
 
+    def tracking(self) -> frozenset[str]:
+        """The cameras it holds a live track of now (the worker's heartbeats tell the brokers: never moved)."""
+        ...
+
 
 def detect_batch(engine: Engine, frames: list[DecodedFrame], timer: StageTimer) -> list:
     """Detections for every frame of a batch in one detector call, timed as the ``detect`` stage."""
@@ -165,6 +169,10 @@ class PerFrameProcessor:
     def abandon(self, cameras: set[str] | None = None) -> int:
         """No state is held between frames."""
         return 0
+
+    def tracking(self) -> frozenset[str]:
+        """No track outlives its frame."""
+        return frozenset()
 
     def _face_events(self, frame: DecodedFrame, box: np.ndarray, identity) -> list[TrackEvent]:
         track = SESSION_IDS.next()  # unique across cameras, sessions and restarts; no per-camera state

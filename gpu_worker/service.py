@@ -36,7 +36,7 @@ from shared import metrics as m
 from shared.errors import ProtocolError
 from shared.keys import SecurityConfig, curve_client
 from shared.logs import RateLimitedLog
-from shared.protocol import EVENT_TYPES, Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
+from shared.protocol import EVENT_TYPES, MAX_CAMERAS, Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
 from shared.zmq_defaults import DEAD_AFTER_S, EVENT_HWM, HEARTBEAT_INTERVAL_S, configure
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,7 @@ class WorkerService:
         self._next_forget = time.monotonic() + FORGET_EVERY_S
         self.rate_log = RateLimitedLog(log)
         self.served = ServedCameras(self.metrics.frames_out)  # the cameras each heartbeat claims (served lately)
+        self.tracking: tuple[str, ...] = ()  # the cameras with a live track (set by the processing thread)
 
     # ------------------------------------------------------------------------------------------ I/O thread
     def _link(self, index: int, endpoint: str) -> _BrokerLink:
@@ -448,7 +449,7 @@ class WorkerService:
     def _send_heartbeat(self, link: _BrokerLink, credits: int) -> None:
         link.hb_seq += 1
         hb = Heartbeat(sender=self.worker_id, role="worker", seq=link.hb_seq, ts=time.time(), credits=credits,
-                       cameras=self.served.claims(time.monotonic()))
+                       cameras=self.served.claims(time.monotonic()), tracking=self.tracking)
         try:
             link.sock.send(encode(hb), zmq.NOBLOCK)
             link.owed = 0
@@ -473,6 +474,7 @@ class WorkerService:
             except queue.Empty:
                 self._check_pause()
                 self._hand_over(self._run(self.processor.idle, 0))
+                self._note_tracking()
         if first is None:
             return None
         batch = [first]
@@ -556,6 +558,12 @@ class WorkerService:
         if dropped:
             log.warning("abandoned %d track(s) of %s without events (stale after a pause)", dropped,
                         "every camera" if cameras is None else ", ".join(sorted(cameras)))
+        self._note_tracking()
+
+    def _note_tracking(self) -> None:
+        """What the next heartbeats say this worker is tracking (one reference swap: read by the I/O thread)."""
+        tracking = self._run(self.processor.tracking, 0)
+        self.tracking = tuple(sorted(tracking or ()))[:MAX_CAMERAS]
 
     def _hand_over(self, events: list[TrackEvent] | None) -> None:
         """Queue events for the I/O thread without ever blocking; a full outbox drops (and counts) the event."""
@@ -621,6 +629,7 @@ class WorkerService:
             self.metrics.events_dropped.labels(reason="stale").inc(len(events))
             events = []
             self._abandon({frame.camera for frame in fresh})
+        self._note_tracking()
         self._hand_over(events)
         for frame in fresh:
             if events is None:

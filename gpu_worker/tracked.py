@@ -481,6 +481,10 @@ class TrackedProcessor:
                 dropped += 1
         return dropped
 
+    def tracking(self) -> frozenset[str]:
+        """The cameras with a live track now."""
+        return frozenset(camera for camera, state in self.cameras.items() if state.tracks)
+
     def _end_idle_cameras(self, now: float) -> list[TrackEvent]:
         """A camera that sent nothing for ``camera_idle_s`` (it moved to another worker, or stopped): end its
         tracks as if they were lost, and forget its state."""

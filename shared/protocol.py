@@ -38,7 +38,7 @@ class ProtocolConfig(Section):
 
 # 1: Frame, FaceBatch, TrackEvent, Heartbeat. 2: TrackEvent.merged_visitor added, FaceBatch removed.
 # 3: TrackEvent.worker and TrackEvent.epoch added. 4: TrackEvent.votes added.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 REASONS = (
     "oversize",         # payload longer than max_bytes (checked before unpacking)
@@ -279,7 +279,9 @@ class Heartbeat:
     distinct camera ids (at most MAX_CAMERAS, may be empty): from a broker to a worker, the cameras it assigned to
     that worker; from a worker, the cameras it served lately (processed frames of in the last few seconds, nothing
     from before a pause that got it declared dead: gpu_worker.served), which every broker prefers it for when it
-    assigns one of them (broker.routing); a camera sends none (unused).
+    assigns one of them (broker.routing); a camera sends none (unused). tracking (schema 5): from a worker, the
+    cameras it holds a live track of now (a subset of the ids it serves, at most MAX_CAMERAS): a broker never moves
+    one of those to another worker when rebalancing (a walk would become two tracks); empty from others.
     """
 
     sender: str
@@ -288,6 +290,7 @@ class Heartbeat:
     ts: float
     credits: int
     cameras: tuple[str, ...]
+    tracking: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -310,7 +313,7 @@ _SCHEMAS: dict[type, tuple[_Field, ...]] = {
                  _Field("merged_visitor", _optional(_text)), _Field("worker", _optional(_ident)),
                  _Field("epoch", _optional(_SEQ)), _Field("votes", _optional(_int(1, MAX_VOTES)))),
     Heartbeat: (_Field("sender", _ident), _Field("role", _choice(ROLES)), _Field("seq", _SEQ), _Field("ts", _TS),
-                _Field("credits", _int(0, MAX_CREDITS)), _Field("cameras", _idents)),
+                _Field("credits", _int(0, MAX_CREDITS)), _Field("cameras", _idents), _Field("tracking", _idents)),
 }
 _TAGS: dict[type, str] = {Frame: "frame", TrackEvent: "track_event", Heartbeat: "heartbeat"}
 _BY_TAG: dict[str, type] = {tag: cls for cls, tag in _TAGS.items()}

@@ -200,6 +200,7 @@ class Peer:
         self.broker_beats: list[Heartbeat] = []
         self.auto_credit = False  # worker: grant one credit back per frame received, like a real worker
         self.claims: tuple[str, ...] = ()  # worker: the cameras its heartbeats say it served lately
+        self.tracking: tuple[str, ...] = ()  # worker: ... and those it holds a live track of
 
     @property
     def credits(self) -> int:
@@ -210,7 +211,8 @@ class Peer:
         self.seq += 1
         cameras = (self.name,) if self.role == "camera" else self.claims
         try:
-            self.sock.send(encode(Heartbeat(self.name, self.role, self.seq, time.time(), credits, cameras)), zmq.NOBLOCK)
+            self.sock.send(encode(Heartbeat(self.name, self.role, self.seq, time.time(), credits, cameras,
+                                            self.tracking)), zmq.NOBLOCK)
         except zmq.Again:  # not connected (e.g. refused by CURVE): a real node would retry at its next beat
             self.unsent += 1
         self.next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S

@@ -274,27 +274,33 @@ def test_a_broker_allowed_plaintext_starts_off_loopback(tmp_path) -> None:
 
 # ================================================================================================ worker joins
 def test_a_joining_worker_does_not_take_a_camera_with_live_tracks(tmp_path) -> None:
-    """A real broker: w1 serves two cameras and claims them (it holds their tracks); w2 (a restarted worker)
-    joins: both cameras stay on w1, and a new camera goes to w2."""
+    """A real broker: w1 serves four cameras and holds live tracks of three; w2 (a restarted worker) joins: it gets
+    the idle camera at once, none of the tracked ones; once w1's track of cam1 ended, cam1 moves to w2 (even load),
+    and the still-tracked cameras stay on w1."""
     h = Harness(frontend="tcp://127.0.0.1:*", backend="tcp://127.0.0.1:*", events_in="tcp://127.0.0.1:*",
                 events_out="tcp://127.0.0.1:*")
     try:
-        w1 = h.worker("w1", credits=4)
-        cams = [h.camera(f"cam{i}") for i in range(2)]
-        for cam in cams:
-            send_frames(cam, 2, h.peers)
-        assert h.until(lambda: len(w1.frames) == 4)
-        w1.claims = ("cam0", "cam1")
-        w1.beat(0)
-        assert h.until(lambda: h.broker.routing.claims_of("w1") == frozenset(w1.claims))
-        w2 = h.worker("w2", credits=4)
-        assert h.until(lambda: h.broker.routing.is_alive("w2"))
+        w1 = h.worker("w1", credits=8)
+        cams = [h.camera(f"cam{i}") for i in range(4)]
         for cam in cams:
             send_frames(cam, 2, h.peers)
         assert h.until(lambda: len(w1.frames) == 8)
-        assert w2.frames == [] and h.broker.routing.load() == {"w1": 2, "w2": 0}
-        new = h.camera("cam2")
-        send_frames(new, 1, h.peers)
-        assert h.until(lambda: len(w2.frames) == 1) and w2.frames[0].camera_id == "cam2"
+        w1.claims = ("cam0", "cam1", "cam2", "cam3")
+        w1.tracking = ("cam0", "cam1", "cam2")
+        w1.beat(0)
+        assert h.until(lambda: h.broker.routing.claims_of("w1") == frozenset(w1.claims))
+        w2 = h.worker("w2", credits=8)
+        assert h.until(lambda: h.broker.routing.is_alive("w2"))
+        assert h.until(lambda: h.broker.routing.load() == {"w1": 3, "w2": 1})
+        assert h.broker.routing.worker_of("cam3") == "w2"
+        for cam in cams[:3]:
+            send_frames(cam, 2, h.peers)
+        assert h.until(lambda: len(w1.frames) == 14)
+        assert w2.frames == [] and h.broker.routing.load() == {"w1": 3, "w2": 1}
+        w1.tracking = ("cam0", "cam2")  # cam1's walk ended
+        w1.beat(0)
+        assert h.until(lambda: h.broker.routing.load() == {"w1": 2, "w2": 2})
+        assert h.broker.routing.worker_of("cam1") == "w2"
+        assert {h.broker.routing.worker_of(c) for c in ("cam0", "cam2")} == {"w1"}
     finally:
         h.close()

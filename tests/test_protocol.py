@@ -147,7 +147,7 @@ def test_merged_visitor_defaults_to_none() -> None:
 
 
 def test_envelope_and_types_on_the_wire() -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     body = wire(merged())
     assert body["v"] == SCHEMA_VERSION and body["t"] == "track_event"
     assert body["box"] == [10.0, 20.0, 110.0, 140.0] and body["merged_visitor"] == "visitor-3"
@@ -261,7 +261,7 @@ def test_malformed(data: bytes) -> None:
     assert (err.reason, err.field) == ("malformed", None)
 
 
-@pytest.mark.parametrize("version", [None, 1, 2, 3, 5, 0, "4", 4.0, True, [4]])
+@pytest.mark.parametrize("version", [None, 1, 2, 3, 4, 6, 0, "5", 5.0, True, [5]])
 def test_version(version: Any) -> None:
     body = wire(heartbeat())
     if version is None:
