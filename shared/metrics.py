@@ -85,3 +85,4 @@ CAMERA_JPEG_QUALITY = f"{PREFIX}_camera_jpeg_quality"  # gauge, labels: camera
 CAMERA_CREDITS = f"{PREFIX}_camera_credits"  # gauge, labels: camera: broker credits held
 CAMERA_FAILOVERS = f"{PREFIX}_camera_failovers_total"  # counter, labels: camera: moves to the next broker endpoint
 CAMERA_BROKER_INDEX = f"{PREFIX}_camera_broker_index"  # gauge, labels: camera: position in its broker list in use
+CAMERA_OPEN_FAILURES = f"{PREFIX}_camera_open_failures_total"  # counter, labels: camera: failed opens of its source
