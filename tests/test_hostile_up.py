@@ -5,9 +5,11 @@ the README's set-up commands in either order on a fresh machine. Every test runs
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -15,8 +17,11 @@ import pytest
 import yaml
 
 from argusnet.launcher import free_port
+from argusnet.site_lock import SiteLock, site_targets
+from shared.errors import GalleryExistsError, InputError
+from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
+from store.local.gallery import DB_FILE, Gallery
 from tests.processes import scrape, total, wait_until
-from store.config import LocalStoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN_FAILURES = "argusnet_camera_open_failures_total"
@@ -182,7 +187,8 @@ def test_a_dead_stream_is_named_on_the_console_and_its_failed_opens_counted(tmp_
     config = site_config(tmp_path / "site.yaml", demo_gallery,
                          [{"id": "door", "source": source, "metrics_port": metrics}])
     up = Up("up", "--config", config, "--logs", tmp_path / "logs")
-    said = f"argusnet up: camera-door: camera door cannot open its source {source}: cannot connect to 127.0.0.1:{closed}"
+    said = (f"argusnet up: camera-door: camera door cannot open its source {source}: cannot connect to "
+            f"127.0.0.1:{closed}")
     try:
         assert wait_until(lambda: said in up.stderr or up.proc.poll() is not None, 120, 0.2), up.stderr
         assert wait_until(lambda: total(scrape(metrics), OPEN_FAILURES, camera="door") >= 3, 30, 0.2)
@@ -233,3 +239,56 @@ def test_the_readmes_set_up_commands_work_in_either_order(tmp_path, user_first):
     users = "".join(listed.out)
     assert "ops (admin)" in users and ("admin (admin)" in users) is not user_first, users
     assert (tmp_path / "data" / "argusnet" / "gallery" / "gallery.sqlite").is_file()
+
+
+def test_a_site_lock_refuses_a_second_holder_of_its_store_or_of_any_of_its_ports(tmp_path, monkeypatch):
+    """flock locks belong to an open file, so a second SiteLock in this process is refused as another `up` is."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own folder of port locks
+    redis = RedisStoreConfig(url="redis://127.0.0.1:6399/0", prefix="site-a")
+    first = SiteLock("a", site_targets(redis, [15001, 15002])).acquire()
+    try:
+        for store, ports, held in ((redis, [16000], "store redis://127.0.0.1:6399/0 (prefix site-a)"),
+                                   (LocalStoreConfig(path=tmp_path / "b"), [15002], "port 15002")):
+            with pytest.raises(InputError, match=rf"site b is already run by another `argusnet up` "
+                               rf"\(pid {os.getpid()}, holding its {re.escape(held)}\)"):
+                SiteLock("b", site_targets(store, ports)).acquire()
+        with SiteLock("c", site_targets(RedisStoreConfig(url=redis.url, prefix="site-c"), [16000])):
+            pass  # another prefix and other ports: another site
+    finally:
+        first.release()
+    with SiteLock("a", site_targets(redis, [15001, 15002])):
+        pass  # released
+
+
+def test_a_gallery_is_created_among_set_up_files_but_not_among_other_files(tmp_path):
+    setup = tmp_path / "setup"
+    setup.mkdir()
+    for name in ("dashboard-users.json", "audit.jsonl", "argusnet-up.lock"):
+        (setup / name).write_text("{}")
+    Gallery.create(setup, "m", 4, GalleryConfig()).close()
+    assert (setup / DB_FILE).is_file() and (setup / "dashboard-users.json").read_text() == "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a staging folder was left behind"
+    with pytest.raises(GalleryExistsError):
+        Gallery.create(setup, "m", 4, GalleryConfig())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dashboard-users.json").write_text("{}")
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(GalleryExistsError, match="exists and is not an empty directory"):
+        Gallery.create(other, "m", 4, GalleryConfig())
+
+
+def test_on_the_console_a_crashing_childs_traceback_is_cut_to_its_exception(capfd):
+    """Without --logs the children write to this console through `up`: a traceback shows as its last line, and
+    the crash message repeats it; the lines around it pass unchanged."""
+    from argusnet import launcher
+
+    code = "import sys; print('before', file=sys.stderr); raise ValueError('boom')"
+    supervisor = launcher.Supervisor([launcher.ChildSpec("crasher", (), 0)], None, None, "INFO")
+    supervisor._command = lambda spec: [sys.executable, "-c", code]  # a real process that crashes at once
+    assert supervisor.run(threading.Event(), 2.5) in (0, 1)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "raise ValueError" not in err, err
+    assert err.count("before\n") >= 2
+    assert "ValueError: boom (in crasher; its traceback is left out: run with --logs DIR to keep it)" in err, err
+    assert "crasher exited with code 1; restarting in 1 s; its last error: ValueError: boom\n" in err, err
