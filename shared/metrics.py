@@ -39,6 +39,7 @@ STORE_DROPPED = f"{PREFIX}_store_dropped_total"  # counter, labels: kind: buffer
 STORE_REPLICA_LAG = f"{PREFIX}_store_replica_lag_seconds"  # gauge: time since the gallery replicas last synced
 
 WORKER_CAMERAS = f"{PREFIX}_worker_cameras"  # gauge, labels: worker (broker)
+WORKER_BUSY = f"{PREFIX}_worker_busy_ratio"  # gauge: share of the last load window a worker's processing was busy
 WORKER_CREDITS = f"{PREFIX}_worker_credits"  # gauge, labels: worker (broker)
 BROKER_QUEUE_DEPTH = f"{PREFIX}_broker_queue_depth"  # gauge, labels: camera
 AUTH_REFUSED = f"{PREFIX}_auth_refused_total"  # counter, labels: reason (AUTH_REFUSED_REASONS)

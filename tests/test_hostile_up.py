@@ -292,3 +292,25 @@ def test_on_the_console_a_crashing_childs_traceback_is_cut_to_its_exception(capf
     assert err.count("before\n") >= 2
     assert "ValueError: boom (in crasher; its traceback is left out: run with --logs DIR to keep it)" in err, err
     assert "crasher exited with code 1; restarting in 1 s; its last error: ValueError: boom\n" in err, err
+
+
+def test_a_worker_says_when_its_cameras_exceed_what_it_sustains(tmp_path, demo_gallery):
+    """Six demo cameras at 10 fps on one CPU worker: never idle over a window, it says so (with its cameras and
+    the rate it sustains) and its busy ratio is near 1."""
+    from tests.processes import Cluster
+
+    cluster = Cluster(tmp_path, demo_gallery)
+    try:
+        cluster.broker()
+        cluster.worker("w1")
+        late = cluster.not_ready(["broker", "w1"])
+        assert not late, late
+        for i in range(6):
+            cluster.camera(f"cam{i}", "demo", "--fps", "10")
+        assert wait_until(lambda: "cannot keep up" in cluster.log("w1"), 90, 0.5), cluster.log("w1")[-3000:]
+        line = next(x for x in cluster.log("w1").splitlines() if "cannot keep up" in x)
+        assert re.search(r"worker w1 cannot keep up with its \d camera\(s\): busy (9[5-9]|100)% of the last "
+                         r"1\d s, processing [\d.]+ frames/s", line), line
+        assert total(cluster.metrics("w1"), "argusnet_worker_busy_ratio") >= 0.95
+    finally:
+        cluster.close()
