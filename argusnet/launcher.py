@@ -4,10 +4,14 @@ final events) on Ctrl-C, SIGTERM or after a duration."""
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
+import os
 import random
+import re
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -16,7 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import IO, Iterable, Sequence
 
 from shared.errors import InputError
 
@@ -26,6 +30,12 @@ STOP_GRACE_S = 10.0  # a child gets this long to exit after SIGINT before it is 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 POLL_S = 0.2
 READY_TIMEOUT_S = 120.0  # how long cameras wait for the workers to load their models
+TAIL_LINES = 50  # the last lines of each child's stderr kept for the message when it crashes
+PUMP_JOIN_S = 2.0  # how long to wait for the rest of a dead child's stderr before saying why it died
+# A line that says what went wrong: a log record at ERROR or above, the CLI's own error line, or the last line of a
+# Python traceback (``ImportError: ...``)
+ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|^argusnet: error:|^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
+TRACEBACK_START = "Traceback (most recent call last):"
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 PORT_FLOOR = 10000  # never hand out well-known or commonly configured service ports
 _issued: set[int] = set()  # ports this process handed out already: a closed probe socket frees its port at once
@@ -153,6 +163,7 @@ class ChildSpec:
     start_stage: int = 0
     wait_ready: bool = False
     metrics_field: str = "metrics port"  # the configuration field metrics_port comes from, for messages
+    announce: str | None = None  # a regex: this child's stderr lines that match go to the console with --logs too
 
 
 @dataclass
@@ -161,7 +172,32 @@ class _Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     restart_at: float | None = None
-    log_file: object | None = field(default=None, repr=False)
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES), repr=False)
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+
+def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `up`'s children: PYTHONSAFEPATH=1, so the working directory is not put first on their
+    module path (a folder named ``store/`` or ``shared/`` there would shadow ArgusNet's packages), and PYTHONPATH
+    led by the folder that holds the running ``argusnet`` package (a checkout, an editable install), unless that
+    is a site-packages folder the interpreter searches anyway."""
+    import argusnet
+
+    env = dict(os.environ if environ is None else environ)
+    env["PYTHONSAFEPATH"] = "1"
+    root = str(Path(argusnet.__file__).resolve().parent.parent)
+    installed = {str(Path(p).resolve()) for p in (*site.getsitepackages(), site.getusersitepackages())}
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    env["PYTHONPATH"] = os.pathsep.join(rest if root in installed else [root, *rest])
+    if not env["PYTHONPATH"]:
+        del env["PYTHONPATH"]
+    return env
+
+
+def last_error(lines: Iterable[str]) -> str | None:
+    """The last line of a child's stderr that says what went wrong (see ERROR_LINE), or None."""
+    return next((line.strip() for line in reversed(list(lines)) if ERROR_LINE.search(line.strip())), None)
 
 
 class Supervisor:
@@ -172,6 +208,8 @@ class Supervisor:
         self.config = config
         self.log_dir = log_dir
         self.log_level = log_level
+        self._env = child_environment()
+        self._console = threading.Lock()  # one line at a time from the children's pumps
 
     def _command(self, spec: ChildSpec) -> list[str]:
         head = [sys.executable, "-m", "argusnet", "--log-level", self.log_level]
@@ -180,14 +218,52 @@ class Supervisor:
         return head + list(spec.args)
 
     def _start(self, child: _Child) -> None:
-        stderr = None
-        if self.log_dir is not None:
-            if child.log_file is None:  # kept open across restarts, closed by stop_all
-                child.log_file = open(self.log_dir / f"{child.spec.name}.log", "ab")
-            stderr = child.log_file
-        child.proc = subprocess.Popen(self._command(child.spec), stderr=stderr)
+        if self.log_dir is not None and child.log_file is None:  # kept open across restarts, closed by stop_all
+            child.log_file = open(self.log_dir / f"{child.spec.name}.log", "ab")
+        child.tail.clear()
+        child.proc = subprocess.Popen(self._command(child.spec), stderr=subprocess.PIPE, env=self._env)
+        child.pump = threading.Thread(target=self._pump, args=(child, child.proc.stderr),
+                                      name=f"stderr-{child.spec.name}", daemon=True)
+        child.pump.start()
         child.restart_at = None
         log.info("started %s (pid %d)", child.spec.name, child.proc.pid)
+
+    def _pump(self, child: _Child, stream: IO[bytes]) -> None:
+        """Until the child's stderr closes: each line to its log file (and the console when it matches
+        ``announce``), or to this console with each Python traceback cut to its last line; the last TAIL_LINES
+        kept for the crash message."""
+        announce = re.compile(child.spec.announce) if child.spec.announce else None
+        in_traceback = False
+        with stream:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                child.tail.append(line)
+                if child.log_file is not None:
+                    child.log_file.write(raw)
+                    child.log_file.flush()
+                    if announce is not None and announce.search(line):
+                        self._say(f"argusnet up: {child.spec.name}: {line.split(': ', 1)[-1]}")
+                    continue
+                if line.startswith(TRACEBACK_START):
+                    in_traceback = True
+                elif not in_traceback:
+                    self._say(line)
+                elif line.strip() and not line[:1].isspace():  # the exception itself ends the traceback
+                    in_traceback = False
+                    self._say(f"{line} (in {child.spec.name}; its traceback is left out: run with --logs DIR "
+                              "to keep it)")
+
+    def _say(self, line: str) -> None:
+        with self._console:
+            print(line, file=sys.stderr, flush=True)
+
+    def _crash_message(self, child: _Child, delay: float) -> str:
+        if child.pump is not None:
+            child.pump.join(PUMP_JOIN_S)  # the rest of what it wrote before it died
+        error = last_error(child.tail)
+        said = "" if error is None else f"; its last error: {error}"
+        return (f"argusnet up: {child.spec.name} exited with code {child.proc.returncode}; restarting in "
+                f"{delay:.0f} s{said}")
 
     def run(self, stop: threading.Event, duration: float | None) -> int:
         """Start everything, supervise until ``stop`` or ``duration``, stop everything. Exit code 0, or 1 when a
@@ -233,8 +309,7 @@ class Supervisor:
                 continue  # finished on its own (a camera at the end of a non-looping file)
             if child.proc is not None and child.proc.poll() is not None and child.restart_at is None:
                 delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
-                print(f"argusnet up: {child.spec.name} exited with code {child.proc.returncode}; restarting in "
-                      f"{delay:.0f} s", file=sys.stderr, flush=True)
+                self._say(self._crash_message(child, delay))
                 child.restart_at = now + delay
             if child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
@@ -254,6 +329,8 @@ class Supervisor:
                     child.proc.kill()
                     child.proc.wait()
         for child in self.children:
+            if child.pump is not None:
+                child.pump.join(PUMP_JOIN_S)
             if child.log_file is not None:
                 child.log_file.close()
                 child.log_file = None

@@ -22,11 +22,15 @@ import simplejpeg
 
 from camera_node.base import Captured, Source, SourceError
 from camera_node.config import CameraConfig
+from camera_node.sources import shown_source
+from shared.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 REOPEN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 MOTION_SIDE = 64  # the motion gate compares 64 px wide grey thumbnails
+OPEN_FAILED = "cannot open its source"  # in the line a camera logs (`argusnet up` shows it on its console)
+OPEN_FAILED_REPEAT_S = 60.0  # a source that keeps failing to open is logged again this often
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -115,8 +119,10 @@ class CaptureLoop:
 
     def __init__(self, cfg: CameraConfig, open_source: Callable[[], Source], queue: FrameQueue,
                  fps: Callable[[], float], count: Callable[[str], None], max_side: Callable[[], int] | None = None,
-                 quality: Callable[[], int] | None = None) -> None:
+                 quality: Callable[[], int] | None = None, open_failed: Callable[[], None] | None = None) -> None:
         self.cfg, self.open_source, self.queue, self.fps, self.count = cfg, open_source, queue, fps, count
+        self.open_failed = open_failed or (lambda: None)  # counts each failed open (the node's metric)
+        self.open_log = RateLimitedLog(log, OPEN_FAILED_REPEAT_S)
         self.max_side = max_side or (lambda: cfg.max_side)
         self.quality = quality or (lambda: cfg.jpeg_quality)
         self.gate = MotionGate(cfg.motion_threshold, cfg.keepalive_s) if cfg.motion_gate else None
@@ -162,17 +168,25 @@ class CaptureLoop:
             return None
 
     def _open(self, stop: threading.Event, failures: int) -> tuple[Source | None, int]:
+        """The opened source, or None after a failed open (counted, logged when it starts failing and then once
+        a minute) and its back-off."""
         try:
             source = self.open_source()
-            if failures:
-                self.reopens += 1
-                self.count("reopened")
-            return source, 0
         except SourceError as exc:
             delay = REOPEN_BACKOFF_S[min(failures, len(REOPEN_BACKOFF_S) - 1)]
-            log.warning("camera %s: %s; retrying in %.1f s", self.cfg.id, exc, delay)
+            self.open_failed()
+            self.open_log.warning("open", "camera %s %s %s: %s; retrying with back-off (up to %.0f s), said again "
+                                  "every %.0f s while it fails", self.cfg.id, OPEN_FAILED,
+                                  shown_source(self.cfg.source), exc, REOPEN_BACKOFF_S[-1], OPEN_FAILED_REPEAT_S)
             stop.wait(delay)
             return None, failures + 1
+        if failures:
+            self.reopens += 1
+            self.count("reopened")
+            log.info("camera %s: source %s open after %d failed tries", self.cfg.id, shown_source(self.cfg.source),
+                     failures)
+            self.open_log = RateLimitedLog(log, OPEN_FAILED_REPEAT_S)  # a later failure is said at once again
+        return source, 0
 
     def _offer(self, image: np.ndarray, capture_ts: float, now: float) -> None:
         small = downscale(image, self.max_side())

@@ -75,6 +75,10 @@ class CameraMetrics:
         self.broker_index = Gauge(m.CAMERA_BROKER_INDEX, "Position (from 0) in the node's broker endpoint list of the "
                                   "broker it uses now", ["camera"], registry=registry)
         self.failovers.labels(camera=camera)
+        self.open_failures = Counter(m.CAMERA_OPEN_FAILURES, "Failed opens of the camera's source (a dead stream, "
+                                     "a missing or unreadable file, an absent device); each is retried with "
+                                     "back-off", ["camera"], registry=registry)
+        self.open_failures.labels(camera=camera)
         self.stage = Histogram(m.STAGE_LATENCY, "Latency per stage", ["stage"], buckets=m.LATENCY_BUCKETS,
                                registry=registry)
         self.protocol_errors = Counter(m.PROTOCOL_ERRORS, "Bad messages dropped", ["reason"], registry=registry)
@@ -114,7 +118,8 @@ class CameraNode:
         self._stop_capture = threading.Event()
         self.capture = CaptureLoop(cfg, lambda: open_source(cfg, self._stop_capture), self.queue,
                                    lambda: self.flow.fps, self._count, max_side=lambda: self.flow.max_side,
-                                   quality=lambda: self.flow.quality)
+                                   quality=lambda: self.flow.quality,
+                                   open_failed=self.metrics.open_failures.labels(camera=cfg.id).inc)
 
     @property
     def endpoint(self) -> str:

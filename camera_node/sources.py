@@ -3,9 +3,11 @@ or a USB device index; plus the built-in ``demo``. ``open_source`` picks one fro
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 
@@ -17,6 +19,8 @@ DEFAULT_FILE_FPS = 25.0
 # A file is read at the camera's rate (10 fps by default), far below what one decoding thread manages at 720p;
 # each extra FFmpeg thread holds its own pictures (about 3 MB resident more at 720p with 2 threads, measured)
 FILE_DECODE_THREADS = 1
+PROBE_TIMEOUT_S = 2.0  # a stream that fails to open: how long a TCP connection to its host may take to say why
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 
 class FileSource:
@@ -27,7 +31,7 @@ class FileSource:
 
     def __init__(self, path: Path, loop: bool, pace: bool, interrupt: threading.Event | None = None) -> None:
         if not path.is_file():
-            raise SourceError(f"video file {path} does not exist")
+            raise SourceError(f"the video file {path} does not exist")
         self.path, self.loop, self.pace = path, loop, pace
         self.ended = False
         self._cap = self._open()
@@ -39,7 +43,8 @@ class FileSource:
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, FILE_DECODE_THREADS])
         if not cap.isOpened():
-            raise SourceError(f"cannot open video file {self.path}")
+            raise SourceError(f"OpenCV cannot read {self.path} as a video (not a video file, or a format this "
+                              "build cannot decode)")
         return cap
 
     def read(self) -> Captured | None:
@@ -82,7 +87,8 @@ class StreamSource:
         target: str | int = int(source) if source.isdigit() else source
         self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
-            raise SourceError(f"cannot open stream or device {source!r}")
+            self._cap.release()
+            raise SourceError(stream_failure(source))
         self.source = source
 
     def read(self) -> Captured | None:
@@ -91,6 +97,46 @@ class StreamSource:
 
     def close(self) -> None:
         self._cap.release()
+
+
+def shown_source(source: str) -> str:
+    """``source`` for logs and messages: a URL without the password in it."""
+    if "://" not in source:
+        return source
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def stream_failure(source: str) -> str:
+    """Why a stream or device did not open, as far as can be told: OpenCV says nothing, so for a URL a TCP
+    connection to its host tells a refused port or an unknown host from a server that answered but sent no video."""
+    if "://" not in source:
+        return f"no video device {source} (or it is busy)"
+    parts = urlsplit(source)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    if not parts.hostname or port is None:
+        return "OpenCV cannot open this stream"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        return f"cannot connect to {parts.hostname}:{port} ({exc.strerror or exc})"
+    return f"{parts.hostname}:{port} answers but OpenCV gets no video stream from it"
+
+
+def probe_file(path: Path) -> str | None:
+    """Why a local file cannot be a camera's source (missing, not a video OpenCV can decode), or None."""
+    if not path.is_file():
+        return "is a directory, not a video file" if path.is_dir() else "does not exist"
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, FILE_DECODE_THREADS])
+    try:
+        if not cap.isOpened() or not cap.grab():
+            return "is not a video OpenCV can read (not a video file, or a format this build cannot decode)"
+    finally:
+        cap.release()
+    return None
 
 
 def file_path(source: str) -> Path | None:

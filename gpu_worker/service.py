@@ -30,6 +30,7 @@ from broker.config import BrokerConfig
 from gpu_worker.admission import Admission, CameraBook, check_header, clamp_capture
 from gpu_worker.config import WorkerConfig
 from gpu_worker.inflight import POLL_S, DetectionPool, InFlight
+from gpu_worker.load import LoadMonitor
 from gpu_worker.processing import DecodedFrame, FrameProcessor
 from gpu_worker.served import ServedCameras
 from shared import metrics as m
@@ -184,6 +185,7 @@ class WorkerService:
         self.broker_cfg = broker
         self.max_bytes = protocol.max_message_bytes
         self.metrics = WorkerMetrics(registry)
+        self.load = LoadMonitor(worker_id, registry)
         self.ctx = context or zmq.Context.instance()
         self.backends = broker.backend_endpoints()
         self.events_in = broker.events_in_endpoints()
@@ -467,6 +469,7 @@ class WorkerService:
         False (batches are in flight), only the frames queued now, possibly none."""
         if not wait:
             return self._queued()
+        waiting_since = time.monotonic()
         while True:
             try:
                 first = self.inbox.get(timeout=IDLE_S)
@@ -475,6 +478,7 @@ class WorkerService:
                 self._check_pause()
                 self._hand_over(self._run(self.processor.idle, 0))
                 self._note_tracking()
+        self.load.idle(time.monotonic() - waiting_since)  # nothing in progress, no frame: the worker was idle
         if first is None:
             return None
         batch = [first]
@@ -638,6 +642,7 @@ class WorkerService:
                 self.metrics.frames_out.labels(camera=frame.camera).inc()
         self.outbox.add_finished_frames(item.batch)
         self.metrics.queue_depth.labels(queue="worker_inbox").set(self.inbox.qsize())
+        self.load.finished(frame.camera for frame in item.batch)
 
     def _finished_events(self, item: InFlight) -> list[TrackEvent] | None:
         """The processor's events for a batch; None when planning, detection or finishing failed."""

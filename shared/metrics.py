@@ -41,6 +41,7 @@ STORE_DROPPED = f"{PREFIX}_store_dropped_total"  # counter, labels: kind: buffer
 STORE_REPLICA_LAG = f"{PREFIX}_store_replica_lag_seconds"  # gauge: time since the gallery replicas last synced
 
 WORKER_CAMERAS = f"{PREFIX}_worker_cameras"  # gauge, labels: worker (broker)
+WORKER_BUSY = f"{PREFIX}_worker_busy_ratio"  # gauge: share of the last load window a worker's processing was busy
 WORKER_CREDITS = f"{PREFIX}_worker_credits"  # gauge, labels: worker (broker)
 BROKER_QUEUE_DEPTH = f"{PREFIX}_broker_queue_depth"  # gauge, labels: camera
 AUTH_REFUSED = f"{PREFIX}_auth_refused_total"  # counter, labels: reason (AUTH_REFUSED_REASONS)
@@ -93,3 +94,4 @@ CAMERA_JPEG_QUALITY = f"{PREFIX}_camera_jpeg_quality"  # gauge, labels: camera
 CAMERA_CREDITS = f"{PREFIX}_camera_credits"  # gauge, labels: camera: broker credits held
 CAMERA_FAILOVERS = f"{PREFIX}_camera_failovers_total"  # counter, labels: camera: moves to the next broker endpoint
 CAMERA_BROKER_INDEX = f"{PREFIX}_camera_broker_index"  # gauge, labels: camera: position in its broker list in use
+CAMERA_OPEN_FAILURES = f"{PREFIX}_camera_open_failures_total"  # counter, labels: camera: failed opens of its source

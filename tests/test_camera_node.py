@@ -137,7 +137,7 @@ def test_stream_source_reads_an_http_url(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
-    with pytest.raises(Exception, match="cannot open stream"):
+    with pytest.raises(SourceError, match=r"cannot connect to 127\.0\.0\.1:1 \(Connection refused\)"):
         StreamSource("http://127.0.0.1:1/none.avi")
 
 

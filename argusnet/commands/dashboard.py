@@ -12,12 +12,10 @@ from argusnet.commands.common import add_gallery_arg, config_from, print_json, s
 from argusnet.config import ArgusConfig
 from store import opened_audit
 from store.config import LocalStoreConfig, StoreConfig, default_store_dir
+from store.local.gallery import SESSION_KEY_FILE, USERS_FILE  # set-up files a gallery can be created among
 
 if TYPE_CHECKING:
     from dashboard.context import CliCommand
-
-USERS_FILE = "dashboard-users.json"
-SESSION_KEY_FILE = "dashboard-session.key"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -27,7 +27,9 @@ from argusnet.launcher import (
     reserve_ports,
     tcp_listen,
 )
-from camera_node.sources import file_path
+from argusnet.site_lock import SiteLock, site_targets
+from camera_node.capture import OPEN_FAILED
+from camera_node.sources import file_path, probe_file
 from dashboard.config import split_listen
 from shared.errors import GalleryError, InputError
 from shared.keys import curve_client
@@ -156,7 +158,8 @@ def child_specs(cfg: ArgusConfig, store: StoreConfig, jsonl: Path | None) -> lis
                                                        str(port)),
                                STOP_CAMERAS, port, start_stage=1,
                                metrics_field=_metrics_field(f"up.cameras[{index}].metrics_port",
-                                                            camera.metrics_port, f"camera-{camera.id}")))
+                                                            camera.metrics_port, f"camera-{camera.id}"),
+                               announce=OPEN_FAILED))
     printer = ("events",) if jsonl is None else ("events", "--jsonl", str(jsonl))
     specs.append(ChildSpec("events", printer, STOP_PRINTER))
     if cfg.up.dashboard:
@@ -183,13 +186,15 @@ def listen_addresses(cfg: ArgusConfig, specs: list[ChildSpec]) -> list[Listen]:
 
 
 def check_sources(cfg: ArgusConfig) -> None:
-    """A camera whose source is a local file that does not exist would only fail (and be restarted) later."""
+    """A camera whose source is a local file that does not exist or is no video OpenCV can read is a
+    configuration error: it would only fail (and be retried) for ever. A stream or a device is not checked here:
+    it may come up later, so its camera retries with back-off and says so (see camera_node.capture._open)."""
     for index, camera in enumerate(cfg.up.cameras):
         path = file_path(camera.source)
-        if path is not None and not path.is_file():
-            what = "is a directory, not a video file" if path.is_dir() else "does not exist"
-            raise InputError(f"up.cameras[{index}].source {camera.source!r}: the file {what} (a source is `demo`, "
-                             "a video file, an rtsp:// or http:// URL, or a USB device index such as 0)")
+        problem = None if path is None else probe_file(path)
+        if problem is not None:
+            raise InputError(f"up.cameras[{index}].source {camera.source!r}: the file {problem} (a source is "
+                             "`demo`, a video file, an rtsp:// or http:// URL, or a USB device index such as 0)")
 
 
 def prepare_gallery(args: argparse.Namespace, cfg: ArgusConfig, store: StoreConfig) -> None:
@@ -245,7 +250,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = store_config(args, cfg)
     specs = child_specs(cfg, store, args.events_jsonl)
     check_sources(cfg)
-    check_listen(listen_addresses(cfg, specs))  # before anything is written or started
+    addresses = listen_addresses(cfg, specs)
+    check_listen(addresses)  # before anything is written or started
+    with SiteLock(store.describe(), site_targets(store, [a.port for a in addresses])):
+        return _run_site(args, cfg, store, specs)
+
+
+def _run_site(args: argparse.Namespace, cfg: ArgusConfig, store: StoreConfig, specs: list[ChildSpec]) -> int:
+    """`up` once it holds its site: the gallery, the event file, the plan printed, the children run."""
     prepare_gallery(args, cfg, store)
     if args.events_jsonl is not None:
         args.events_jsonl.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -50,6 +51,7 @@ from store.codec import merge_undo_from_json, merge_undo_json, undo_blocked
 from store.config import GalleryConfig
 from store.crypto import META_KEY, Cipher, check_key, seal, unseal
 from store.face_index import FaceIndex, rank_persons
+from store.local.audit import AUDIT_FILE, SUBJECTS_FILE
 from store.types import FaceSample, MergeUndo, PersonHit, PersonInfo, StoredFace, TrackRef, VisitorMatch
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,12 @@ SCHEMA_VERSION = 2
 DB_FILE = "gallery.sqlite"
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
+# Files ArgusNet's own set-up writes into a local store's directory before its galleries may exist (`argusnet
+# dashboard user add` before the first `argusnet up`, `up`'s site lock): a gallery is created among them
+USERS_FILE = "dashboard-users.json"
+SESSION_KEY_FILE = "dashboard-session.key"
+UP_LOCK_FILE = "argusnet-up.lock"
+SET_UP_FILES = frozenset({USERS_FILE, SESSION_KEY_FILE, UP_LOCK_FILE, AUDIT_FILE, SUBJECTS_FILE})
 CROP_JPEG_QUALITY = 95
 INDEX_WRITE_INTERVAL_S = 10.0  # a busy gallery (visitors) rewrites its index file at most this often
 
@@ -113,8 +121,18 @@ CREATE INDEX IF NOT EXISTS merged_faces_name ON merged_faces(name);
 
 
 
+def _foreign_entries(directory: Path) -> list[str]:
+    """What in ``directory`` is neither a gallery nor one of ArgusNet's own set-up files (`SET_UP_FILES`)."""
+    return sorted(p.name for p in directory.iterdir() if p.name not in SET_UP_FILES)
+
+
 def _rename_into_place(staging: Path, directory: Path) -> None:
-    """rename(2) replaces an empty directory atomically and fails on a non-empty one."""
+    """rename(2) replaces an empty directory atomically and fails on a non-empty one. A directory holding only
+    set-up files gets the gallery's files moved in, the database last with link(2), which fails when another
+    process linked its own first: either way the gallery appears whole or not at all."""
+    if directory.is_dir() and any(directory.iterdir()) and not _foreign_entries(directory):
+        _move_files_into(staging, directory)
+        return
     try:
         staging.rename(directory)
     except OSError as exc:
@@ -122,6 +140,20 @@ def _rename_into_place(staging: Path, directory: Path) -> None:
             raise GalleryExistsError(f"cannot create a gallery in {directory}: another process created it "
                                      "first") from exc
         raise GalleryError(f"cannot create a gallery in {directory}: {exc}") from exc
+
+
+def _move_files_into(staging: Path, directory: Path) -> None:
+    try:
+        for path in staging.iterdir():
+            if path.name != DB_FILE:
+                path.replace(directory / path.name)
+        os.link(staging / DB_FILE, directory / DB_FILE)
+    except FileExistsError as exc:
+        raise GalleryExistsError(f"cannot create a gallery in {directory}: another process created it "
+                                 "first") from exc
+    except OSError as exc:
+        raise GalleryError(f"cannot create a gallery in {directory}: {exc}") from exc
+    _remove_staging(staging)  # the database lives on under its link in the directory
 
 
 def _remove_staging(staging: Path) -> None:
@@ -228,9 +260,10 @@ class Gallery:
         (a second worker creating the same visitor gallery) sees no gallery or a complete one, never a part;
         the loser of such a race gets `GalleryExistsError`."""
         directory = Path(directory)
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        if directory.exists() and (not directory.is_dir() or (directory / DB_FILE).exists()
+                                   or _foreign_entries(directory)):
             raise GalleryExistsError(f"cannot create a gallery in {directory}: it exists and is not an empty "
-                                     "directory")
+                                     "directory (nor one holding only ArgusNet's set-up files)")
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.creating-"))
         try:
