@@ -1,13 +1,14 @@
-"""Hostile camera benchmark: a real broker (in this process), a real worker (`argusnet worker`, the demo portrait
-enrolled) and an honest camera node (`argusnet camera --source demo`), first quiet, then with a rogue node beside the
-honest one for the same time. The rogue sends, round-robin at --rogue-rate messages/s: a JPEG "bomb" (a small file
-that declares 16384x16384 pixels), a frame whose declared size is not its JPEG's, a frame dated a day ahead, a frame
+"""Hostile camera benchmark: a real site with CurveZMQ on (as the shipped deployments run it): `argusnet broker`,
+`argusnet worker` (the demo portrait enrolled) and an honest camera node (`argusnet camera --source demo`), first
+quiet, then with a rogue node beside it for the same time. The rogue holds an allow-listed camera key (a stolen or
+compromised node) and sends, round-robin at --rogue-rate messages/s: a JPEG "bomb" (a real 16384x16384 JPEG, a few
+hundred kB that decode to 805 MB), a frame whose declared size is not its JPEG's, a frame dated a day ahead, a frame
 sent as the honest camera's id, and a frame from a new camera id each time (a flood of ids).
 
 Measured per phase: the honest camera's events (how many, the longest gap between two), their end-to-end latency
-(capture -> event received, p50/p95), the worker's resident memory (max) and whether it stayed alive, and the
-worker's drop counters by reason. Targets (issue 24): the worker alive, its RSS under the quiet run's + 200 MB, the
-honest camera's events every few seconds throughout, p95 latency within 2x of the quiet run.
+(capture -> event received here, p50/p95), the worker's resident memory (max) and whether it stayed alive; and what
+the broker refused and the worker dropped, by reason. Targets (issue 24): the worker alive, its RSS under the quiet
+run's + 200 MB, the honest camera's events every few seconds throughout, p95 latency within 2x of the quiet run.
 
 Run: argusnet bench hostile --json out/bench-hostile.json [--seconds 60]
 """
@@ -15,6 +16,7 @@ Run: argusnet bench hostile --json out/bench-hostile.json [--seconds 60]
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,28 +30,26 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import simplejpeg
+import yaml
 import zmq
-from prometheus_client import CollectorRegistry
 
 from argusnet.launcher import free_port
 from bench.common import emit, parser
-from bench.overload import rss_mb, start_worker, wait_for_worker, worker_metrics
-from broker.config import BrokerConfig
-from broker.server import Broker
+from bench.overload import rss_mb, worker_metrics
 from camera_node.demo import render
-from shared.keys import SecurityConfig
-from shared.protocol import Frame, Heartbeat, ProtocolConfig, TrackEvent, decode, encode
+from shared.keys import KeyFiles, generate_keys, load_public_key, load_secret_key
+from shared.protocol import Frame, Heartbeat, TrackEvent, decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
-HONEST = "demo"
+HONEST, ROGUE = "demo", "rogue"
 BOMB_SIDE = 16384
+START_S = 180.0  # model load (and the dlib ONNX export on a first run), the first walk named
 
 
 @dataclass
 class Phase:
     """What one phase saw of the honest camera and the worker."""
 
-    name: str
     start: float
     latencies_s: list[float] = field(default_factory=list)
     event_times: list[float] = field(default_factory=list)
@@ -65,6 +65,75 @@ class Phase:
                 "worker_rss_max_mb": round(max(self.rss_mb), 1) if self.rss_mb else None}
 
 
+class Site:
+    """Keys, configuration and processes of the benchmark's site, all under ``tmp``."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.keys: dict[str, KeyFiles] = {n: generate_keys(n, tmp / "keys")
+                                          for n in ("broker", HONEST, ROGUE, "w1", "bench")}
+        for folder, names in (("cameras", (HONEST, ROGUE)), ("workers", ("w1",)), ("subscribers", ("bench",))):
+            (tmp / folder).mkdir()
+            for name in names:
+                shutil.copy(self.keys[name].public, tmp / folder / f"{name}.key")
+        self.ports = {k: free_port() for k in ("frontend", "backend", "events_in", "events_out", "broker", "w1")}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.config = tmp / "site.yaml"
+        self.config.write_text(yaml.safe_dump(self._config()))
+
+    def endpoint(self, name: str) -> str:
+        return f"tcp://127.0.0.1:{self.ports[name]}"
+
+    def _config(self) -> dict[str, Any]:
+        k = self.keys
+        return {"broker": {name: self.endpoint(name) for name in ("frontend", "backend", "events_in", "events_out")}
+                | {"metrics_port": self.ports["broker"]},
+                "security": {"curve": True, "broker_secret_key": str(k["broker"].secret),
+                             "broker_public_key": str(k["broker"].public),
+                             "allowed_keys_dir": str(self.tmp / "cameras"),
+                             "worker_keys_dir": str(self.tmp / "workers"),
+                             "subscriber_keys_dir": str(self.tmp / "subscribers"),
+                             "camera_secret_key": str(k[HONEST].secret), "worker_secret_key": str(k["w1"].secret)},
+                "store": {"type": "local", "path": str(self.tmp / "gallery")}}
+
+    def start(self, name: str, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUSNET__")}
+        log = open(self.tmp / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "argusnet", "--config", str(self.config), *args],
+                                            cwd=REPO, env=env, stdout=log, stderr=log)
+
+    def curve_socket(self, kind: int, key: str) -> zmq.Socket:
+        sock = zmq.Context.instance().socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        pair = load_secret_key(self.keys[key].secret)
+        sock.curve_publickey, sock.curve_secretkey = pair.public, pair.secret
+        sock.curve_serverkey = load_public_key(self.keys["broker"].public)
+        return sock
+
+    def metric(self, name: str, family: str) -> dict[str, float]:
+        """A counter family of ``name``'s metrics by reason (and camera, where it has one: ``camera/reason``),
+        the series that counted nothing left out."""
+        out: dict[str, float] = {}
+        for labels, value in worker_metrics(self.ports[name]).get(family, []):
+            key = "/".join(labels[k] for k in ("camera", "reason") if k in labels)
+            if value:
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def log_tail(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
 def bomb_jpeg() -> bytes:
     """A real baseline JPEG of 16384x16384 grey pixels: a few hundred kB on the wire, 805 MB decoded as BGR."""
     grey = np.full((BOMB_SIDE, BOMB_SIDE, 1), 128, np.uint8)
@@ -76,26 +145,29 @@ def rogue_messages(now: float, n: int, jpeg: bytes, bomb: bytes) -> list[Frame]:
     def frame(camera: str, data: bytes, width: int, height: int, ts: float) -> Frame:
         return Frame(camera_id=camera, seq=n, capture_ts=ts, send_ts=ts, width=width, height=height, jpeg=data)
 
-    return [frame("rogue", bomb, BOMB_SIDE, BOMB_SIDE, now), frame("rogue", jpeg, 64, 48, now),
-            frame("rogue", jpeg, 640, 480, now + 86400.0), frame(HONEST, jpeg, 640, 480, now),
+    return [frame(ROGUE, bomb, BOMB_SIDE, BOMB_SIDE, now), frame(ROGUE, jpeg, 64, 48, now),
+            frame(ROGUE, jpeg, 640, 480, now + 86400.0), frame(HONEST, jpeg, 640, 480, now),
             frame(f"flood-{n}", jpeg, 640, 480, now)]
 
 
-def rogue_loop(endpoint: str, rate: float, stop: threading.Event, sent: list[int]) -> None:
-    """Send the rogue's frames at ``rate`` messages/s until ``stop`` (no credits asked for: it is hostile)."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.ROUTING_ID, b"cam:rogue")
-    sock.connect(endpoint)
+def rogue_loop(site: Site, rate: float, stop: threading.Event, sent: list[int]) -> None:
+    """Send the rogue's frames at ``rate`` messages/s until ``stop`` (it takes no notice of credits)."""
+    sock = site.curve_socket(zmq.DEALER, ROGUE)
+    sock.setsockopt(zmq.ROUTING_ID, f"cam:{ROGUE}".encode())
+    sock.setsockopt(zmq.SNDHWM, 100)
+    sock.connect(site.endpoint("frontend"))
     jpeg = simplejpeg.encode_jpeg(cv2.resize(render(3.0)[0], (640, 480)), quality=80)
     bomb = bomb_jpeg()
     n, next_at = 0, time.monotonic()
     while not stop.is_set():
         now = time.time()
-        sock.send(encode(Heartbeat(sender="rogue", role="camera", seq=n, ts=now, credits=0, cameras=())), zmq.NOBLOCK)
-        for message in rogue_messages(now, n, jpeg, bomb):
-            sock.send(encode(message), zmq.NOBLOCK)
-            sent[0] += 1
+        hb = Heartbeat(sender=ROGUE, role="camera", seq=n, ts=now, credits=0, cameras=())
+        for message in (hb, *rogue_messages(now, n, jpeg, bomb)):
+            try:
+                sock.send(encode(message), zmq.NOBLOCK)
+                sent[0] += isinstance(message, Frame)
+            except zmq.Again:
+                pass  # not connected yet, or the broker is not reading: a rogue does not wait
             next_at += 1.0 / rate
             stop.wait(max(0.0, next_at - time.monotonic()))
         while sock.poll(0):
@@ -104,28 +176,20 @@ def rogue_loop(endpoint: str, rate: float, stop: threading.Event, sent: list[int
     sock.close(0)
 
 
-def events_loop(endpoint: str, stop: threading.Event, phases: list[Phase]) -> None:
+def events_loop(site: Site, stop: threading.Event, phases: list[Phase]) -> None:
     """Record the honest camera's events (receive time, capture -> receive latency) into the current phase."""
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = site.curve_socket(zmq.SUB, "bench")
     sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
+    sock.connect(site.endpoint("events_out"))
     while not stop.is_set():
         if not sock.poll(200):
             continue
-        parts = sock.recv_multipart()
-        event = decode(parts[-1], 1 << 20)
+        event = decode(sock.recv_multipart()[-1], 1 << 20)
         if isinstance(event, TrackEvent) and event.camera == HONEST and phases:
             now = time.time()
             phases[-1].event_times.append(now)
             phases[-1].latencies_s.append(now - event.capture_ts)
     sock.close(0)
-
-
-def start_camera(frontend: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUSNET__")}
-    return subprocess.Popen([sys.executable, "-m", "argusnet", "camera", "--source", "demo", "--id", HONEST,
-                             "--broker", frontend, "--fps", "10"], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
 
 
 def watch(phase: Phase, worker: subprocess.Popen, seconds: float) -> float:
@@ -137,57 +201,63 @@ def watch(phase: Phase, worker: subprocess.Popen, seconds: float) -> float:
     return time.time()
 
 
-def drops(port: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for labels, value in worker_metrics(port).get("argusnet_frames_dropped_total", []):
-        out[labels.get("reason", "?")] = out.get(labels.get("reason", "?"), 0.0) + value
-    return out
+def start_site(site: Site) -> None:
+    """Enrol the demo portrait, start broker, worker and the honest camera; return once the camera has an event."""
+    from argusnet.commands.demo import enrol_demo_person
+    from argusnet.config import load_config
+    from gpu_worker.engine import Engine
+    from store.config import LocalStoreConfig
+
+    enrol_demo_person(Engine(load_config(environ={})), LocalStoreConfig(path=site.tmp / "gallery")).close()
+    site.start("broker", "broker")
+    site.start("w1", "worker", "--id", "w1", "--metrics-port", str(site.ports["w1"]))
+    site.start(HONEST, "camera", "--id", HONEST, "--source", "demo", "--fps", "10", "--broker",
+               site.endpoint("frontend"))
 
 
-def run(args: Any, broker: Broker, tmp: Path) -> dict[str, Any]:
-    port = free_port()
-    worker = start_worker(tmp, {"broker": {"backend": broker.endpoints["backend"],
-                                           "events_in": broker.endpoints["events_in"]}}, port)
-    camera = None
-    stop, phases, sent = threading.Event(), [], [0]
+def wait_for_event(site: Site, phase: Phase) -> None:
+    deadline = time.time() + START_S
+    while not phase.event_times:
+        if time.time() > deadline or any(p.poll() is not None for p in site.procs.values()):
+            raise RuntimeError("no event of the honest camera within %.0f s:\n%s" % (
+                START_S, "\n".join(f"--- {n}:\n{site.log_tail(n)}" for n in site.procs)))
+        time.sleep(0.5)
+
+
+def run(args: Any, site: Site) -> dict[str, Any]:
+    stop, phases, sent = threading.Event(), [Phase(time.time())], [0]
     try:
-        wait_for_worker(worker, port)
-        threading.Thread(target=events_loop, args=(broker.endpoints["events_out"], stop, phases), daemon=True).start()
-        camera = start_camera(broker.endpoints["frontend"])
-        warm = Phase("warm-up", time.time())
-        phases.append(warm)
-        deadline = time.time() + 120
-        while not warm.event_times and time.time() < deadline:
-            time.sleep(0.5)
-        quiet = Phase("quiet", time.time())
+        start_site(site)
+        threading.Thread(target=events_loop, args=(site, stop, phases), daemon=True).start()
+        wait_for_event(site, phases[0])
+        worker = site.procs["w1"]
+        quiet = Phase(time.time())
         phases.append(quiet)
         quiet_end = watch(quiet, worker, args.seconds)
-        drops_quiet = drops(port)
-        hostile = Phase("hostile", time.time())
+        before = {"worker_dropped": site.metric("w1", "argusnet_frames_dropped_total"),
+                  "broker_refused": site.metric("broker", "argusnet_auth_refused_total")}
+        hostile = Phase(time.time())
         phases.append(hostile)
-        threading.Thread(target=rogue_loop, args=(broker.endpoints["frontend"], args.rogue_rate, stop, sent),
-                         daemon=True).start()
+        threading.Thread(target=rogue_loop, args=(site, args.rogue_rate, stop, sent), daemon=True).start()
         hostile_end = watch(hostile, worker, args.seconds)
         alive = worker.poll() is None
-        drops_hostile = drops(port) if alive else {}
+        after = {"worker_dropped": site.metric("w1", "argusnet_frames_dropped_total") if alive else {},
+                 "broker_refused": site.metric("broker", "argusnet_auth_refused_total")}
     finally:
         stop.set()
-        for proc in (camera, worker):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=20)
+        site.close()
     return result(args, quiet.summary(quiet_end), hostile.summary(hostile_end), alive, sent[0],
-                  {"quiet": drops_quiet, "hostile": drops_hostile})
+                  {"quiet": before, "hostile": after})
 
 
-def result(args: Any, quiet: dict, hostile: dict, alive: bool, sent: int, dropped: dict) -> dict[str, Any]:
+def result(args: Any, quiet: dict, hostile: dict, alive: bool, sent: int, counters: dict) -> dict[str, Any]:
     ratio = (hostile["latency_p95_s"] / quiet["latency_p95_s"]
              if hostile["latency_p95_s"] and quiet["latency_p95_s"] else None)
     rss_growth = (hostile["worker_rss_max_mb"] - quiet["worker_rss_max_mb"]
                   if hostile["worker_rss_max_mb"] and quiet["worker_rss_max_mb"] else None)
     return {"benchmark": "hostile", "seconds_per_phase": args.seconds, "rogue_rate": args.rogue_rate,
-            "rogue_messages_sent": sent, "worker_alive": alive, "quiet": quiet, "hostile": hostile,
-            "worker_frames_dropped": dropped,
+            "rogue_frames_sent": sent, "worker_alive": alive, "quiet": quiet, "hostile": hostile,
+            "counters_at_phase_end": counters,
             "p95_latency_ratio_hostile_over_quiet": round(ratio, 2) if ratio else None,
             "worker_rss_growth_mb": round(rss_growth, 1) if rss_growth is not None else None,
             "targets": {"worker_alive": alive, "rss_growth_under_200_mb": rss_growth is not None and rss_growth < 200,
@@ -200,19 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="length of each phase (quiet, then hostile)")
     p.add_argument("--rogue-rate", type=float, default=20.0, help="rogue messages per second")
     args = p.parse_args(argv)
-    bcfg = BrokerConfig(frontend="tcp://127.0.0.1:*", backend="tcp://127.0.0.1:*", events_in="tcp://127.0.0.1:*",
-                        events_out="tcp://127.0.0.1:*")
-    broker = Broker(bcfg, SecurityConfig(), ProtocolConfig(), CollectorRegistry())
-    stop_broker = threading.Event()
-    threading.Thread(target=broker.run, args=(stop_broker,), daemon=True).start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="argusnet-hostile-") as tmp:
-            out = run(args, broker, Path(tmp))
-    finally:
-        stop_broker.set()
-        broker.close()
+    with tempfile.TemporaryDirectory(prefix="argusnet-hostile-") as tmp:
+        out = run(args, Site(Path(tmp)))
     emit(out, args.json)
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
