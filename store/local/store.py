@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from shared.errors import GalleryError, GalleryExistsError, GalleryMissingError
+from store.audit import AuditKey
 from store.config import GalleryConfig, LocalStoreConfig
 from store.crypto import Cipher
 from store.local.audit import FileAuditLog
@@ -126,7 +127,7 @@ class LocalStore:
     manager."""
 
     def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, negatives: Gallery, records: RecordsDb,
-                 cipher: Cipher | None = None) -> None:
+                 cipher: Cipher | None = None, audit_key: AuditKey | None = None) -> None:
         self.directory = directory
         self.persons = persons
         self.visitors = GalleryVisitorStore(visitors)
@@ -135,7 +136,7 @@ class LocalStore:
         self.media = LocalMediaStore(directory, records, cipher)
         self.events = LocalEventLog(records)
         self.live = LocalLiveTracks(records, cipher)
-        self.audit = FileAuditLog(directory)
+        self.audit = FileAuditLog(directory, audit_key)
 
     @classmethod
     def open(cls, cfg: LocalStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
@@ -144,8 +145,9 @@ class LocalStore:
         (needs ``model`` and ``dim``)."""
         directory = cfg.directory()
         cipher = Cipher.from_file(cfg.encryption_key_file)
+        audit_key = AuditKey.from_file(cfg.audit_key_file, directory)
         (persons, visitors, negatives), records = _open_parts(directory, gallery, model, dim, create, cipher)
-        return cls(directory, persons, visitors, negatives, records, cipher)
+        return cls(directory, persons, visitors, negatives, records, cipher, audit_key)
 
     def describe(self) -> str:
         return str(self.directory)

@@ -25,6 +25,7 @@ from typing import Iterator
 import redis
 
 from shared.errors import GalleryError, GalleryMissingError
+from store.audit import AuditKey
 from store.config import GalleryConfig, RedisStoreConfig
 from store.crypto import META_KEY, Cipher, check_key
 from store.negatives import GalleryNegativeStore
@@ -122,13 +123,14 @@ def redis_audit(cfg: RedisStoreConfig) -> Iterator[RedisAuditLog | None]:
     the prefix holds no store yet. GalleryError for another application's keys."""
     where = f"{cfg.describe()} prefix {cfg.prefix}"
     keys = StoreKeys(cfg.prefix)
+    audit_key = AuditKey.from_file(cfg.audit_key_file)
     client = connect(cfg)
     try:
         with guard(where, "reading the store's meta"):
             exists = bool(client.exists(keys.meta))
             if exists:
                 validate_meta(client, keys, where)
-        yield RedisAuditLog(client, keys, where) if exists else None
+        yield RedisAuditLog(client, keys, where, audit_key) if exists else None
     finally:
         client.close()
 
@@ -138,7 +140,8 @@ class RedisStore:
     manager."""
 
     def __init__(self, where: str, client: redis.Redis, persons: RedisGallery, visitors: RedisGallery,
-                 negatives: RedisGallery, keys: StoreKeys, cipher: Cipher | None = None) -> None:
+                 negatives: RedisGallery, keys: StoreKeys, cipher: Cipher | None = None,
+                 audit_key: AuditKey | None = None) -> None:
         self.where = where
         self._client = client
         self._keys = keys
@@ -148,7 +151,7 @@ class RedisStore:
         self.media = RedisMediaStore(client, keys, where, cipher)
         self.events = RedisEventLog(client, keys, where)
         self.live = RedisLiveTracks(client, keys, where, cipher)
-        self.audit = RedisAuditLog(client, keys, where)
+        self.audit = RedisAuditLog(client, keys, where, audit_key)
 
     @classmethod
     def open(cls, cfg: RedisStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
@@ -157,6 +160,7 @@ class RedisStore:
         (needs ``model`` and ``dim``)."""
         where = f"{cfg.describe()} prefix {cfg.prefix}"
         cipher = Cipher.from_file(cfg.encryption_key_file)
+        audit_key = AuditKey.from_file(cfg.audit_key_file)
         keys = StoreKeys(cfg.prefix)
         client = connect(cfg)
         try:
@@ -170,7 +174,7 @@ class RedisStore:
             client.close()
             raise
         log.debug("store: redis %s%s", where, " (encrypted at rest)" if cipher else "")
-        return cls(where, client, persons, visitors, negatives, keys, cipher)
+        return cls(where, client, persons, visitors, negatives, keys, cipher, audit_key)
 
     def describe(self) -> str:
         return self.where
