@@ -10,6 +10,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from identity.erasure import forget
 from identity.merges import promote_visitor
+from conftest import REPO
 from processes import wait_until
 from redis_server import start_redis
 from shared import metrics as m
@@ -259,3 +261,53 @@ def test_a_hung_redis_costs_a_worker_call_at_most_its_short_timeout_and_loses_no
         server.process.send_signal(signal.SIGCONT)
         store.close()
         server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ reading a full disk
+def _site_on(disk: Path, held_open: bool):
+    """A local store on ``disk`` with Ada enrolled, an event, a visitor and an audit record; then the disk filled.
+    ``held_open``: a worker still has the store open (its SQLite shared-memory files are there) and the index files
+    are stale (a reading command rebuilds them and cannot write them); else the store was closed cleanly (no
+    shared-memory file: SQLite cannot make one to read it)."""
+    rng = np.random.default_rng(11)
+    store = open_store(LocalStoreConfig(path=disk / "store"), GalleryConfig(), MODEL, DIM, create=True)
+    store.persons.add_person("Ada Lovelace", [face(unit(rng)[0])])
+    store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5)
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 1.0, "Ada Lovelace"))])
+    store.audit.append(actor="cli:tester", action="enrol", subject="Ada Lovelace")
+    if not held_open:
+        store.close()
+    for index in (disk / "store").rglob("index.json"):
+        index.unlink()  # stale: rebuilt from SQLite by whoever opens the gallery next
+    filler = _filled(disk)
+    return store, filler
+
+
+def _events_from_store(cli_args: list[str], out: Path) -> subprocess.CompletedProcess:
+    """`argusnet events --from-store` (it polls for ever) until it printed the stored event, then interrupted."""
+    with open(out, "w") as stdout, subprocess.Popen(
+            [sys.executable, "-m", "argusnet", "events", "--from-store", *cli_args], stdout=stdout,
+            stderr=subprocess.PIPE, text=True, cwd=REPO) as proc:
+        shown = wait_until(lambda: "identified: Ada Lovelace" in out.read_text() or proc.poll() is not None,
+                           timeout=60.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert shown and "identified: Ada Lovelace" in out.read_text(), (out.read_text(), err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err)
+
+
+@pytest.mark.parametrize("held_open", [True, False], ids=["worker-running", "store-closed"])
+def test_read_only_commands_work_on_a_full_disk(small_disk, cli, tmp_path, held_open):
+    store, _ = _site_on(small_disk, held_open)
+    try:
+        args = ["--gallery", str(small_disk / "store")]
+        for command, shows in ((("gallery", "list"), "Ada Lovelace"), (("visitors", "list"), "1 visitor(s)"),
+                               (("audit", "verify"), "intact: 1 record(s)"), (("audit", "list"), "enrol")):
+            result = cli(*command, *args)
+            assert result.code == 0 and shows in result.out, (command, result)
+            assert "Traceback" not in result.err, (command, result.err)
+        done = _events_from_store(args, tmp_path / "events.out")
+        assert "Traceback" not in done.stderr, done.stderr
+    finally:
+        if held_open:
+            store.close()
