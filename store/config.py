@@ -34,6 +34,13 @@ AUDIT_KEY_HELP = ("A file holding the audit key, 32 random bytes as 64 hex digit
                   "Every process of the site needs the same file; never defaulted.")
 
 
+MAX_EVENT_FILES = 64
+EVENT_FILES_HELP = ("The JSONL event files this site keeps (what `argusnet events --jsonl FILE`, `argusnet up "
+                    "--events-jsonl FILE` and `argusnet track --events-jsonl FILE` append to): `argusnet forget` "
+                    f"rewrites each, atomically, without the lines naming the person, and reports each file. At most "
+                    f"{MAX_EVENT_FILES}; a file that does not exist is reported and skipped.")
+
+
 class LocalStoreConfig(Section):
     type: Literal["local"] = Field(default="local", description="One directory on this host: SQLite (persons, "
                                    "visitors, events, live tracks), the FAISS index file and crop files. Workers "
@@ -43,6 +50,7 @@ class LocalStoreConfig(Section):
     encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP)
     audit_key_file: Path | None = Field(default=None, description=AUDIT_KEY_HELP + " It must not be inside "
                                         "the store directory.")
+    event_files: list[Path] = Field(default_factory=list, max_length=MAX_EVENT_FILES, description=EVENT_FILES_HELP)
 
     def directory(self) -> Path:
         return self.path if self.path is not None else default_store_dir()
@@ -107,6 +115,7 @@ class RedisStoreConfig(Section):
                                              "and crops of both galleries, track crops and camera previews; every "
                                              "process of the site needs the same key file.")
     audit_key_file: Path | None = Field(default=None, description=AUDIT_KEY_HELP)
+    event_files: list[Path] = Field(default_factory=list, max_length=MAX_EVENT_FILES, description=EVENT_FILES_HELP)
 
     @field_validator("url")
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -311,3 +312,47 @@ def test_read_only_commands_work_on_a_full_disk(small_disk, cli, tmp_path, held_
     finally:
         if held_open:
             store.close()
+
+
+# ------------------------------------------------------------------------------------------------ forget: event files
+def test_forget_rewrites_the_event_files_the_site_config_names(cli, tmp_path):
+    """`argusnet events --from-store --jsonl` (the real process) writes the site's events file; store.event_files
+    names it (and a second file not made yet); forget rewrites it without Ada's lines, keeps Grace's and its mode,
+    and reports each file."""
+    directory = tmp_path / "store"
+    rng = np.random.default_rng(5)
+    with open_store(LocalStoreConfig(path=directory), GalleryConfig(), MODEL, DIM, create=True) as store:
+        for track, name in enumerate(("Ada Lovelace", "Grace Hopper", "Ada Lovelace")):
+            store.persons.add_person(name, [face(unit(rng)[0])]) if track < 2 else None
+            store.events.append([EventRecord(event("track_identified", f"cam{track}", track, 1.0 + track, name))])
+    jsonl, later = tmp_path / "site" / "events.jsonl", tmp_path / "site" / "later.jsonl"
+    jsonl.parent.mkdir()
+    _events_from_store(["--gallery", str(directory), "--jsonl", str(jsonl)], tmp_path / "events.out")
+    assert wait_until(lambda: jsonl.exists() and jsonl.read_bytes().count(b"\n") == 3, timeout=30.0)
+    jsonl.chmod(0o640)
+    assert jsonl.read_bytes().count(b"Ada Lovelace") == 2
+    config = tmp_path / "site.yaml"
+    config.write_text(f"store:\n  type: local\n  path: {directory}\n  event_files: [{jsonl}, {later}]\n")
+    result = cli("forget", "Ada Lovelace", "--config", config, "--json", tmp_path / "forget.json")
+    assert result.code == 0, result
+    assert f"events file {jsonl}: 2 line(s) removed, 1 kept" in result.out
+    assert f"events file {later}: not there" in result.out
+    assert b"Ada Lovelace" not in jsonl.read_bytes() and b"Grace Hopper" in jsonl.read_bytes()
+    assert jsonl.stat().st_mode & 0o777 == 0o640
+    files = json.loads((tmp_path / "forget.json").read_text())["event_files"]
+    assert [(f["path"], f["removed"], f["missing"]) for f in files] == [(str(jsonl), 2, False), (str(later), 0, True)]
+    again = cli("forget", "Ada Lovelace", "--config", config)  # nothing left anywhere: exit 2, as before
+    assert again.code == EXIT_BAD_INPUT and "holds nothing of" in again.err
+
+
+def test_forget_of_a_name_only_an_event_file_holds_still_erases_it(cli, tmp_path):
+    directory = tmp_path / "store"
+    open_store(LocalStoreConfig(path=directory), GalleryConfig(), MODEL, DIM, create=True).close()
+    jsonl = tmp_path / "old.jsonl"
+    jsonl.write_text(json.dumps(event("track_identified", "cam", 1, 1.0, "Ada Lovelace").to_json_dict()) + "\n"
+                     + json.dumps({"note": "not json for Ada Lovelace"})[:-2] + "\n")
+    config = tmp_path / "site.yaml"
+    config.write_text(f"store:\n  type: local\n  path: {directory}\n  event_files: [{jsonl}]\n")
+    result = cli("forget", "Ada Lovelace", "--config", config)
+    assert result.code == 0 and "held nothing of Ada Lovelace" in result.out, result
+    assert jsonl.read_bytes() == b""

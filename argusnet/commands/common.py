@@ -42,7 +42,7 @@ def store_config(args: argparse.Namespace, cfg: ArgusConfig) -> StoreConfig:
     """``--gallery DIR`` wins, then the ``store`` section; ``up.gallery`` names a local store's directory when
     ``store.path`` is not set (configs written before the store section)."""
     keys = {"encryption_key_file": cfg.store.encryption_key_file,  # the configured keys open a directory named here
-            "audit_key_file": cfg.store.audit_key_file}
+            "audit_key_file": cfg.store.audit_key_file, "event_files": cfg.store.event_files}
     if getattr(args, "gallery", None) is not None:
         return LocalStoreConfig(path=args.gallery, **keys)
     if cfg.store.type == "local" and cfg.store.path is None and cfg.up.gallery is not None:
