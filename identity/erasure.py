@@ -11,7 +11,8 @@ gallery's change stream and the server's append-only file and snapshot; the Redi
 included, is rewritten by the event log itself). A name the store holds nothing
 of is refused with `GalleryError` before anything changes.
 
-Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, negative
+Order: a tombstone of the name first (`store.erasures`: writes a worker buffered during an outage that name the
+person are dropped when it flushes them, never written back), live tracks (they stop showing), then events and their crops, references, visitor faces, negative
 evidence, person faces last; every step deletes what is there, so a forget that stopped half-way is finished by
 running it again. A worker that is tracking the person right now writes their live track and events again: forget
 while they are off camera, or run it again.
@@ -111,6 +112,7 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     if not _holds(store, name):
         raise NothingToForget(f"the store {store.describe()} holds nothing of {name!r}: no faces, negative evidence, "
                            "visitor, events, live tracks, rejections or merges")
+    store.record_erasure(name)  # first: a worker's buffered writes naming them are dropped from now on
     sources = _track_sources(store, name)
     live, live_crops = store.live.remove_identity(name)
     previews = store.live.clear_previews()

@@ -356,3 +356,62 @@ def test_forget_of_a_name_only_an_event_file_holds_still_erases_it(cli, tmp_path
     result = cli("forget", "Ada Lovelace", "--config", config)
     assert result.code == 0 and "held nothing of Ada Lovelace" in result.out, result
     assert jsonl.read_bytes() == b""
+
+
+# ------------------------------------------------------------------------------------------------ forget: buffers
+def test_a_forgotten_name_is_never_written_back_from_a_workers_buffer(cli, tmp_path):
+    """A worker buffers an event naming the person (with its crop), their live track and another person's event
+    while Redis hangs; Redis comes back; `argusnet forget` (the real CLI) runs before the worker flushes; the
+    flush then writes the other person's event and drops the rest (counted), and no key, AOF or snapshot holds
+    the name or the crop."""
+    server = start_redis(tmp_path, *AOF)
+    prefix = "b" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]
+    registry = CollectorRegistry()
+    worker = None
+    try:
+        store, needles = _seeded_redis_store(server.url, prefix)
+        store.close()
+        cfg = RedisStoreConfig(url=server.url, prefix=prefix, worker_socket_timeout_s=0.3).for_worker()
+        worker = BufferedStore(open_store(cfg, GalleryConfig(), "m", 32), registry)
+        crop = np.random.default_rng(8).integers(0, 255, (40, 40, 3), np.uint8)
+        server.process.send_signal(signal.SIGSTOP)
+        key = worker.media.put_crop("cam", 7, crop)
+        ended = TrackEvent(type="track_ended", camera="cam", track=7, name=NAME, similarity=0.9, margin=None,
+                           ts=9.0, capture_ts=9.0, box=None, time_to_name_ms=None, duration_s=2.0, visitor=False)
+        other = TrackEvent(type="track_identified", camera="cam2", track=8, name="Grace Hopper", similarity=0.9,
+                           margin=None, ts=9.5, capture_ts=9.5, box=None, time_to_name_ms=None, duration_s=0.0,
+                           visitor=False)
+        worker.events.append([EventRecord(ended, crop=key), EventRecord(other)])
+        worker.live.put(LiveTrack("cam", 7, NAME, False, 0.9, None, 1.0, 9.0, crop=key), 60.0)
+        assert worker.pending()["events"] == 2 and worker.pending()["crops"] == 1, worker.pending()
+        server.process.send_signal(signal.SIGCONT)
+        env = {"ARGUSNET__STORE__TYPE": "redis", "ARGUSNET__STORE__URL": server.url, "ARGUSNET__STORE__PREFIX": prefix}
+        forgot = cli("forget", NAME, env=env)
+        assert forgot.code == 0, forgot
+        assert wait_until(lambda: _flush_all(worker), timeout=30.0), worker.pending()
+        logged = worker.events.query(EventQuery(limit=100))
+        assert [e.event.name for e in logged if e.event.name] == ["Grace Hopper"], logged
+        assert sample(registry, m.STORE_ERASED_WRITES, kind="events") == 1
+        assert sample(registry, m.STORE_ERASED_WRITES, kind="crops") == 1
+        assert sample(registry, m.STORE_ERASED_WRITES, kind="live_tracks") == 1
+        with pytest.raises(KeyError):
+            worker.media.get_crop(key)
+        assert holders(_dumps(server.url, prefix), needles) == {}
+        assert holders(_server_files(tmp_path), needles) == {}  # the AOF the forget rewrote, and what came after
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        if worker is not None:
+            worker.close()
+        server.stop()
+
+
+def test_both_stores_keep_erasure_tombstones_without_the_name(opener, backend, tmp_path):
+    store = opener()
+    assert store.erased(["Ada Lovelace"]) == {}  # no forget yet: no salt, no tombstone
+    before = time.time()
+    store.record_erasure("Ada Lovelace")
+    erased = store.erased(["Ada Lovelace", "Grace Hopper"])
+    assert list(erased) == ["Ada Lovelace"] and before <= erased["Ada Lovelace"] <= time.time()
+    if backend == "local":
+        data = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+        assert b"Ada Lovelace" not in data

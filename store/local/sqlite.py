@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS renamed_events (
 );
 CREATE INDEX IF NOT EXISTS renamed_events_names ON renamed_events(old, new);
 CREATE TABLE IF NOT EXISTS media (key TEXT PRIMARY KEY, created REAL NOT NULL, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (digest TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS media_created ON media(created);
 """
 

@@ -15,12 +15,15 @@ is upgraded in place when it is opened.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Collection
 
 from shared.errors import GalleryError, GalleryExistsError, GalleryMissingError
 from store.audit import AuditKey
 from store.config import GalleryConfig, LocalStoreConfig
 from store.crypto import Cipher
+from store.erasures import new_salt, tombstone
 from store.local.audit import FileAuditLog
 from store.local.events import LocalEventLog
 from store.local.gallery import DB_FILE, Gallery, rekey_gallery
@@ -161,6 +164,21 @@ class LocalStore:
         return tuple(f"{self.directory / name}: another process holds the database open, so its WAL still holds "
                      "deleted pages until a checkpoint it can finish (SQLite makes one as it writes; stop the workers to be sure)" for name, ok in done.items()
                      if not ok)
+
+    def record_erasure(self, name: str) -> None:
+        with self._records.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('erasure_salt', ?)", (new_salt(),))
+            salt = db.execute("SELECT value FROM meta WHERE key = 'erasure_salt'").fetchone()[0]
+            db.execute("INSERT OR REPLACE INTO erasures VALUES (?, ?)", (tombstone(salt, name), time.time()))
+
+    def erased(self, names: Collection[str]) -> dict[str, float]:
+        salt = self._records.read("SELECT value FROM meta WHERE key = 'erasure_salt'")
+        if not salt or not names:
+            return {}
+        digests = {tombstone(salt[0][0], name): name for name in set(names)}
+        found = self._records.read(f"SELECT digest, at FROM erasures WHERE digest IN "
+                                   f"({','.join('?' * len(digests))})", tuple(digests))
+        return {digests[digest]: float(at) for digest, at in found}
 
     def close(self) -> None:
         self.negatives.close()

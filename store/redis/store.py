@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Collection, Iterator
 
 import redis
 
@@ -28,6 +28,7 @@ from shared.errors import GalleryError, GalleryMissingError
 from store.audit import AuditKey
 from store.config import GalleryConfig, RedisStoreConfig
 from store.crypto import META_KEY, Cipher, check_key
+from store.erasures import new_salt, tombstone
 from store.negatives import GalleryNegativeStore
 from store.redis.audit import RedisAuditLog
 from store.redis.client import connect, guard
@@ -191,6 +192,26 @@ class RedisStore:
                 left.append(f"{self._keys.gallery(label).changes}: not rewritten, the {label} gallery holds "
                             f"{name!r} again (a worker wrote it meanwhile): run the forget again")
         return tuple(left) + rewrite_files(self._client, self.describe())
+
+    def _erasure_salt(self, create: bool) -> str | None:
+        if create:
+            self._client.set(self._keys.erasure_salt, new_salt(), nx=True)
+        salt = self._client.get(self._keys.erasure_salt)
+        return None if salt is None else salt.decode("ascii")
+
+    def record_erasure(self, name: str) -> None:
+        with guard(self.where, "recording an erasure"):
+            self._client.hset(self._keys.erasures, tombstone(self._erasure_salt(create=True), name),
+                              repr(time.time()))
+
+    def erased(self, names: Collection[str]) -> dict[str, float]:
+        names = sorted(set(names))
+        with guard(self.where, "reading the erasures"):
+            salt = self._erasure_salt(create=False)
+            if salt is None or not names:
+                return {}
+            found = self._client.hmget(self._keys.erasures, [tombstone(salt, name) for name in names])
+        return {name: float(at) for name, at in zip(names, found) if at is not None}
 
     def close(self) -> None:
         self.negatives.close()
