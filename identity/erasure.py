@@ -12,10 +12,10 @@ included, is rewritten by the event log itself). A name the store holds nothing
 of is refused with `GalleryError` before anything changes.
 
 Order: a tombstone of the name first (`store.erasures`: writes a worker buffered during an outage that name the
-person are dropped when it flushes them, never written back), live tracks (they stop showing), then events and their crops, references, visitor faces, negative
-evidence, person faces last; every step deletes what is there, so a forget that stopped half-way is finished by
-running it again. A worker that is tracking the person right now writes their live track and events again: forget
-while they are off camera, or run it again.
+person are dropped when it flushes them, never written back), live tracks (they stop showing), then events and
+their crops, references, visitor faces, negative evidence, person faces last; every step deletes what is there,
+so a forget that stopped half-way is finished by running it again. A worker that is tracking the person right now
+writes their live track and events again: forget while they are off camera, or run it again.
 
 ``erase_from_event_files`` does the same for the JSONL event files the site configuration names
 (``store.event_files``): each is rewritten atomically without the lines naming the person.

@@ -377,9 +377,10 @@ def test_the_readme_makes_both_store_keys(compose: dict[str, Any], tmp_path: Pat
         assert done.returncode == 0, done.stderr
     assert len(load_key(tmp_path / "secrets" / "store-encryption.key")) == 32
     assert AuditKey.from_file(tmp_path / "secrets" / "audit.key").id
-    fields = {f for f, info in type(load_config(SITE, environ={}).store).model_fields.items() if f.endswith("_key_file")}
+    model_fields = type(load_config(SITE, environ={}).store).model_fields
+    fields = {f for f in model_fields if f.endswith("_key_file")}
     assert fields == {"encryption_key_file", "audit_key_file"}
-    assert all(type(load_config(SITE, environ={}).store).model_fields[f].default is None for f in fields)
+    assert all(model_fields[f].default is None for f in fields)
 
 
 def test_compose_secrets_are_files_never_values(compose: dict[str, Any]) -> None:

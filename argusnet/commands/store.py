@@ -193,8 +193,8 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     return 0
 
 
-KEYGEN_HELP = """Write a new key: 32 random bytes as 64 hex digits and a newline, readable by its owner only (0600), into
-FILE, which must not exist (a key is never overwritten: a lost encryption key loses the store, a changed audit key
+KEYGEN_HELP = """Write a new key: 32 random bytes as 64 hex digits and a newline, readable by its owner only (0600),
+into FILE, which must not exist (a key is never overwritten: a lost encryption key loses the store, a changed audit key
 fails the audit chain). The deploy steps make both keys with it: store.encryption_key_file (encryption at rest) and
 store.audit_key_file (the keyed audit chain); keep the audit key apart from the store. Exit 2 when FILE exists or
 cannot be written."""
@@ -206,7 +206,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise InputError(f"{path} exists: a key is never overwritten (remove it first if it is really unused)") from None
+        raise InputError(f"{path} exists: a key is never overwritten (remove it first if it is really "
+                         "unused)") from None
     except OSError as exc:
         raise InputError(f"cannot create the key file {path}: {exc.strerror or exc}") from None
     try:

@@ -72,9 +72,9 @@ def connect_wal(path: Path, pragmas: tuple[str, ...]) -> tuple[sqlite3.Connectio
 
     SQLite needs a shared-memory file beside a WAL database to read it. When the file system cannot give it one
     (a full disk, a read-only mount, an I/O error) and no WAL file with pages in it is beside the database
-    (nobody has it open, so it is whole in its file), it is opened immutable and read-only instead: reading commands work on a full disk,
-    and a write on it fails as a fault (the database is read-only). sqlite3.Error otherwise, for the caller to
-    word."""
+    (nobody has it open, so it is whole in its file), it is opened immutable and read-only instead: reading
+    commands work on a full disk, and a write on it fails as a fault (the database is read-only). sqlite3.Error
+    otherwise, for the caller to word."""
     existed = path.is_file() and path.stat().st_size > 0
     wal = Path(f"{path}-wal")
     whole = not wal.exists() or wal.stat().st_size == 0  # every committed page is in the database file
