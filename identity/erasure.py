@@ -11,22 +11,35 @@ gallery's change stream and the server's append-only file and snapshot; the Redi
 included, is rewritten by the event log itself). A name the store holds nothing
 of is refused with `GalleryError` before anything changes.
 
-Order: live tracks first (they stop showing), then events and their crops, references, visitor faces, negative
-evidence, person faces last; every step deletes what is there, so a forget that stopped half-way is finished by
-running it again. A worker that is tracking the person right now writes their live track and events again: forget
-while they are off camera, or run it again.
+Order: a tombstone of the name first (`store.erasures`: writes a worker buffered during an outage that name the
+person are dropped when it flushes them, never written back), live tracks (they stop showing), then events and
+their crops, references, visitor faces, negative evidence, person faces last; every step deletes what is there,
+so a forget that stopped half-way is finished by running it again. A worker that is tracking the person right now
+writes their live track and events again: forget while they are off camera, or run it again.
+
+``erase_from_event_files`` does the same for the JSONL event files the site configuration names
+(``store.event_files``): each is rewritten atomically without the lines naming the person.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 from shared.errors import GalleryError
+from shared.files import atomic_write
 from identity.corrections import track_source
 from store.base import Store
 from store.types import EventQuery, is_visitor_name
 
 PAGE = 10_000  # events read at a time (the most one query returns)
+
+
+class NothingToForget(GalleryError):
+    """The store holds nothing of the name (nothing changed)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,9 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     if not name.strip():
         raise GalleryError("the name to forget must not be empty")
     if not _holds(store, name):
-        raise GalleryError(f"the store {store.describe()} holds nothing of {name!r}: no faces, negative evidence, "
+        raise NothingToForget(f"the store {store.describe()} holds nothing of {name!r}: no faces, negative evidence, "
                            "visitor, events, live tracks, rejections or merges")
+    store.record_erasure(name)  # first: a worker's buffered writes naming them are dropped from now on
     sources = _track_sources(store, name)
     live, live_crops = store.live.remove_identity(name)
     previews = store.live.clear_previews()
@@ -113,3 +127,81 @@ def forget(store: Store, name: str, actor: str | None = None) -> ForgetReport:
     left = refs.left + store.finish_erasure(name)
     return ForgetReport(name, faces, visitor_faces, refs.rejections + own_rejections, refs.merges, events, crops,
                         live, left, previews, negatives)
+
+
+@dataclass(frozen=True)
+class EventFileReport:
+    """One JSONL event file after a forget: lines ``removed`` and ``kept``; ``missing`` when it does not exist;
+    ``error``: why it could not be rewritten (the person's lines are still in it)."""
+
+    path: str
+    removed: int = 0
+    kept: int = 0
+    missing: bool = False
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.missing:
+            return f"events file {self.path}: not there (nothing to erase)"
+        if self.error is not None:
+            return f"events file {self.path}: NOT rewritten ({self.error}); it still holds the person's lines"
+        return f"events file {self.path}: {self.removed} line(s) removed, {self.kept} kept"
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _strings(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _strings(value)
+
+
+def names_person(line: bytes, name: str) -> bool:
+    """Whether a JSONL line is the person's: a JSON value in it is ``name`` (a line that is not JSON: it holds the
+    name's bytes)."""
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        return name.encode("utf-8") in line
+    return any(value == name for value in _strings(obj))
+
+
+def _without(data: bytes, name: str) -> tuple[bytes, int, int]:
+    lines = data.splitlines(keepends=True)
+    kept = [line for line in lines if not names_person(line, name)]
+    return b"".join(kept), len(lines) - len(kept), len(kept)
+
+
+def _rewrite_event_file(path: Path, name: str) -> EventFileReport:
+    """Rewrite ``path`` without ``name``'s lines (atomically, mode kept). A writer appending meanwhile (`argusnet
+    events --jsonl` opens the file for each line) appends to the old file until the rename: what it appended after
+    the read is filtered and appended to the new one."""
+    with open(path, "rb") as old:
+        mode = os.fstat(old.fileno()).st_mode & 0o7777
+        data, removed, kept = _without(old.read(), name)
+        if removed == 0:
+            return EventFileReport(str(path), 0, kept)
+        atomic_write(path, data, durable=True)
+        os.chmod(path, mode)
+        late, late_removed, late_kept = _without(old.read(), name)
+    if late:
+        with open(path, "ab") as new:
+            new.write(late)
+    return EventFileReport(str(path), removed + late_removed, kept + late_kept)
+
+
+def erase_from_event_files(paths: Sequence[Path], name: str) -> tuple[EventFileReport, ...]:
+    """Every configured JSONL event file rewritten without ``name``'s lines, one report each (a file that cannot
+    be read or written is reported with its error, never raised: the other files are still rewritten)."""
+    reports = []
+    for path in paths:
+        try:
+            reports.append(_rewrite_event_file(Path(path), name))
+        except FileNotFoundError:
+            reports.append(EventFileReport(str(path), missing=True))
+        except OSError as exc:
+            reports.append(EventFileReport(str(path), error=exc.strerror or str(exc)))
+    return tuple(reports)

@@ -38,6 +38,8 @@ STORE_ERRORS = f"{PREFIX}_store_errors_total"  # counter, labels: operation (STO
 STORE_LATENCY = f"{PREFIX}_store_latency_seconds"  # histogram, labels: operation (STORE_OPERATIONS)
 STORE_BUFFER_DEPTH = f"{PREFIX}_store_buffer_depth"  # gauge, labels: kind (STORE_BUFFER_KINDS): writes waiting
 STORE_DROPPED = f"{PREFIX}_store_dropped_total"  # counter, labels: kind: buffered writes given up (never written)
+STORE_ERASED_WRITES = f"{PREFIX}_store_erased_writes_total"  # counter, labels: kind: buffered writes not made, naming
+# a person forgotten after they were made (store.erasures)
 STORE_REPLICA_LAG = f"{PREFIX}_store_replica_lag_seconds"  # gauge: time since the gallery replicas last synced
 
 WORKER_CAMERAS = f"{PREFIX}_worker_cameras"  # gauge, labels: worker (broker)
@@ -68,8 +70,9 @@ STORE_OPERATIONS = ("search", "sync_persons", "sync_visitors", "read_persons", "
                     "search_negatives", "sync_negatives", "read_negatives", "write_negatives", "search_visitors",
                     "match_or_create", "visitor_seen", "merge_visitor", "read_visitors", "write_visitors",
                     "expire_visitors", "append_events", "rename_events", "query_events", "expire_events", "put_live",
-                    "remove_live", "rename_live", "read_live", "expire_live", "put_camera", "put_crop", "read_crop", "remove_crop",
-                    "expire_crops", "audit_append", "audit_forget", "audit_read")
+                    "remove_live", "rename_live", "read_live", "expire_live", "put_camera", "put_crop", "read_crop",
+                    "remove_crop", "expire_crops", "audit_append", "audit_forget", "audit_read", "record_erasure",
+                    "read_erasures")
 STORE_BUFFER_KINDS = ("events", "live_tracks", "crops", "visitors")
 
 STAGES = ("capture_to_send", "broker", "decode", "detect", "embed", "search", "track", "publish")

@@ -41,9 +41,11 @@ def opened_audit(cfg: StoreConfig) -> Iterator[AuditTrail | None]:
     change), or None when there is no store yet (the first enrolment creates it, and nothing before it is an
     identity change)."""
     if cfg.type == "local":
+        from store.audit import AuditKey
         from store.local.audit import FileAuditLog
 
-        yield FileAuditLog(cfg.directory()) if cfg.directory().is_dir() else None
+        key = AuditKey.from_file(cfg.audit_key_file, cfg.directory())
+        yield FileAuditLog(cfg.directory(), key) if cfg.directory().is_dir() else None
     elif cfg.type == "redis":
         from store.redis.store import redis_audit
 

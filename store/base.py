@@ -11,7 +11,7 @@ Every backend passes the contract suite in ``tests/test_store_contract.py``.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Collection, Protocol, Sequence
 
 import numpy as np
 
@@ -347,6 +347,15 @@ class Store(Protocol):
         """After an erasure of ``name`` (`identity.erasure`): rewrite what still holds deleted bytes (index files,
         SQLite's WAL, Redis change streams naming it); what the backend could not make unrecoverable, in words
         (empty when nothing)."""
+        ...
+
+    def record_erasure(self, name: str) -> None:
+        """Keep a tombstone of ``name`` (`store.erasures`: a salted hash, never the name): writes a worker buffered
+        during an outage are checked against it before they are made."""
+        ...
+
+    def erased(self, names: Collection[str]) -> dict[str, float]:
+        """Which of ``names`` have a tombstone (were forgotten), with when (unix s; the latest forget)."""
         ...
 
     def close(self) -> None: ...

@@ -40,7 +40,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -91,6 +91,9 @@ class Write:
     queued_at: float
     apply: Callable[[float], object]
     record: EventRecord | None = None
+    names: tuple[str, ...] = ()  # the identities the write names (checked against erasure tombstones)
+    made_at: float = 0.0  # unix s: a tombstone from after it erases it
+    crop: str | None = None  # a crop write's key (dropped with the erased event that names it)
 
 
 class StoreMetrics:
@@ -104,6 +107,8 @@ class StoreMetrics:
         self.depth = Gauge(m.STORE_BUFFER_DEPTH, "Writes waiting for the store", ["kind"], registry=registry)
         self.dropped = Counter(m.STORE_DROPPED, "Buffered writes given up (never written)", ["kind"],
                                registry=registry)
+        self.erased = Counter(m.STORE_ERASED_WRITES, "Buffered writes not made: they name a person forgotten "
+                              "after they were made (store.erasures)", ["kind"], registry=registry)
         self.replica_lag = Gauge(m.STORE_REPLICA_LAG, "Seconds since the gallery replicas last synced with the "
                                  "store", registry=registry)
         for operation in m.STORE_OPERATIONS:
@@ -112,6 +117,7 @@ class StoreMetrics:
         for kind in m.STORE_BUFFER_KINDS:
             self.depth.labels(kind=kind).set(0)
             self.dropped.labels(kind=kind)
+            self.erased.labels(kind=kind)
 
 
 class WriteBuffer:
@@ -132,10 +138,11 @@ class WriteBuffer:
         return {kind: len(q) for kind, q in self._queues.items()}
 
     def push(self, kind: str, operation: str, apply: Callable[[float], object],
-             record: EventRecord | None = None) -> None:
+             record: EventRecord | None = None, names: Sequence[str | None] = (), crop: str | None = None) -> None:
         self._seq += 1
         queue = self._queues[kind]
-        queue.append(Write(self._seq, kind, operation, time.monotonic(), apply, record))
+        queue.append(Write(self._seq, kind, operation, time.monotonic(), apply, record,
+                           tuple(n for n in names if n), time.time(), crop))
         if len(queue) > self.limits.of(kind):
             self.give_up([queue[0]], f"more than {self.limits.of(kind)} {kind} writes are waiting")
         self._metrics.depth.labels(kind=kind).set(len(queue))
@@ -172,6 +179,25 @@ class WriteBuffer:
         if writes:
             self._rate_log.warning(f"drop:{writes[0].kind}", "store: %d waiting %s write(s) dropped (%s): they "
                                    "are lost", len(writes), writes[0].kind, why)
+
+    def names(self) -> set[str]:
+        """Every identity a waiting write names."""
+        return {name for queue in self._queues.values() for write in queue for name in write.names}
+
+    def take_erased(self, erased: Mapping[str, float]) -> tuple[list[Write], set[str]]:
+        """Take off every waiting write made before a tombstone of a name it carries (``erased``: name -> when it
+        was forgotten), and the crop writes of the events taken; those writes and the crop keys those events name."""
+        def hit(write: Write) -> bool:
+            return any(write.made_at <= erased.get(name, float("-inf")) for name in write.names)
+
+        taken = [w for queue in self._queues.values() for w in queue if hit(w)]
+        crops = {w.record.crop for w in taken if w.record is not None and w.record.crop}
+        taken += [w for w in self._queues["crops"] if w.crop in crops and not hit(w)]
+        gone = {id(w) for w in taken}
+        for kind, queue in self._queues.items():
+            self._queues[kind] = deque(w for w in queue if id(w) not in gone)
+            self._metrics.depth.labels(kind=kind).set(len(self._queues[kind]))
+        return taken, crops
 
     def give_up_all(self, why: str) -> int:
         dropped = 0
@@ -294,8 +320,10 @@ class BufferedStore:
         return max(0.0, time.monotonic() - min(self._synced_at.values()))
 
     # ----- writes ------------------------------------------------------------------------------------------
-    def write(self, kind: str, operation: str, apply: Callable[[float], T], queued: T) -> T:
-        """Make a write now when nothing waits before it, else (or when it fails) queue it and return ``queued``."""
+    def write(self, kind: str, operation: str, apply: Callable[[float], T], queued: T,
+              names: Sequence[str | None] = (), crop: str | None = None) -> T:
+        """Make a write now when nothing waits before it, else (or when it fails) queue it and return ``queued``;
+        ``names``: the identities it names, ``crop``: a crop write's key (see `_drop_erased`)."""
         with self._lock:
             self.flush()
             if not len(self._buffer):
@@ -303,7 +331,7 @@ class BufferedStore:
                     return self.call(operation, apply, 0.0)
                 except StoreError as exc:
                     self._rate_log.warning(kind, "store %s failed: it waits to be retried (%s)", operation, exc)
-            self._buffer.push(kind, operation, apply)
+            self._buffer.push(kind, operation, apply, names=names, crop=crop)
             return queued
 
     def write_events(self, records: list[EventRecord], append: Callable[[list[EventRecord]], list[int]]) -> list[int]:
@@ -317,7 +345,8 @@ class BufferedStore:
                     self._rate_log.warning("events", "store append_events failed: %d event(s) wait to be retried "
                                            "(%s)", len(records), exc)
             for record in records:
-                self._buffer.push("events", "append_events", lambda _age, r=record: append([r]), record)
+                self._buffer.push("events", "append_events", lambda _age, r=record: append([r]), record,
+                                  names=(record.event.name,))
             return []
 
     def flush(self) -> int:
@@ -326,12 +355,40 @@ class BufferedStore:
         with self._lock:
             made = 0
             deadline = time.monotonic() + FLUSH_BUDGET_S
+            if len(self._buffer) and self.availability.allows() and not self._drop_erased():
+                return made
             while len(self._buffer) and time.monotonic() < deadline and self.availability.allows():
                 batch = self._buffer.next_batch()
                 if not self._flush_batch(batch):
                     break
                 made += len(batch)
             return made
+
+    def _drop_erased(self) -> bool:
+        """Before waiting writes are made: those naming someone forgotten since they were made (`store.erasures`)
+        are dropped, with the crops of the events dropped (also from the store: one may have been written before
+        the forget), and counted in argusnet_store_erased_writes_total{kind}. False when the store could not say
+        (nothing is written then: a forgotten name is never written back)."""
+        names = self._buffer.names()
+        if not names:
+            return True
+        try:
+            erased = self.call("read_erasures", self.inner.erased, names)
+            if not erased:
+                return True
+            taken, crops = self._buffer.take_erased(erased)
+            for key in sorted(crops):
+                self.call("remove_crop", self.inner.media.remove, key)
+        except StoreError as exc:
+            self._rate_log.warning("erasures", "store: cannot check the waiting writes against forgotten names, "
+                                   "so none is written yet (%s)", exc)
+            return False
+        for write in taken:
+            self.metrics.erased.labels(kind=write.kind).inc()
+        if taken:
+            log.info("store: %d waiting write(s) dropped: they name %d person(s) forgotten since (with %d crop(s))",
+                     len(taken), len(erased), len(crops))
+        return True
 
     def _flush_batch(self, batch: list[Write]) -> bool:
         """Make one batch of waiting writes; False when the store failed it (it stays, to be retried)."""
@@ -369,6 +426,12 @@ class BufferedStore:
 
     def finish_erasure(self, name: str) -> tuple[str, ...]:
         return self.inner.finish_erasure(name)
+
+    def record_erasure(self, name: str) -> None:
+        self.call("record_erasure", self.inner.record_erasure, name)
+
+    def erased(self, names: Collection[str]) -> dict[str, float]:
+        return self.call("read_erasures", self.inner.erased, names)
 
     def close(self) -> None:
         """Flush what waits (when the store allows a try), count what is left as dropped, close the store."""
@@ -458,13 +521,15 @@ class BufferedVisitors:
     def seen(self, visitor: str, faces: Sequence[FaceSample], max_faces: int, when: float | None = None) -> None:
         when = time.time() if when is None else when
         faces = list(faces)
-        self._o.write("visitors", "visitor_seen", lambda _age: self.inner.seen(visitor, faces, max_faces, when), None)
+        self._o.write("visitors", "visitor_seen", lambda _age: self.inner.seen(visitor, faces, max_faces, when), None,
+                      names=(visitor,))
 
     def merge(self, visitor: str, person: str, person_faces: Sequence[int] = (),
               live_tracks: Sequence[TrackRef] = ()) -> int:
         person_faces, live_tracks = list(person_faces), list(live_tracks)
         return self._o.write("visitors", "merge_visitor",
-                             lambda _age: self.inner.merge(visitor, person, person_faces, live_tracks), 0)
+                             lambda _age: self.inner.merge(visitor, person, person_faces, live_tracks), 0,
+                             names=(visitor, person))
 
     def merge_undo(self, visitor: str) -> MergeUndo | None:
         return self._o.call("read_visitors", self.inner.merge_undo, visitor)
@@ -563,7 +628,8 @@ class BufferedMedia:
         when = time.time() if when is None else when
         crop = np.array(crop, dtype=np.uint8, copy=True)
         key = crop_key(camera, track)
-        return self._o.write("crops", "put_crop", lambda _age: self.inner.put_crop(camera, track, crop, when), key)
+        return self._o.write("crops", "put_crop", lambda _age: self.inner.put_crop(camera, track, crop, when), key,
+                             crop=key)
 
     def get_crop(self, key: str) -> bytes:
         return self._o.call("read_crop", self.inner.get_crop, key)
@@ -598,7 +664,8 @@ class BufferedEvents:
         return self._o.call("query_events", self.inner.query, query)
 
     def rename_identity(self, old: str, new: str) -> int:
-        return self._o.write("events", "rename_events", lambda _age: self.inner.rename_identity(old, new), 0)
+        return self._o.write("events", "rename_events", lambda _age: self.inner.rename_identity(old, new), 0,
+                             names=(old, new))
 
     def restore_identity(self, old: str, new: str) -> int:
         return self._o.call("rename_events", self.inner.restore_identity, old, new)
@@ -624,7 +691,8 @@ class BufferedLive:
     def put(self, track: LiveTrack, ttl_s: float) -> None:
         if not ttl_s > 0:
             raise ValueError(f"ttl_s: expected > 0, got {ttl_s}")
-        self._o.write("live_tracks", "put_live", lambda age: self._put_late(track, ttl_s - age), None)
+        self._o.write("live_tracks", "put_live", lambda age: self._put_late(track, ttl_s - age), None,
+                      names=(track.name,))
 
     def _put_late(self, track: LiveTrack, ttl_left_s: float) -> None:
         """A put that waited gets what is left of its TTL; none left: it would have expired by now, so nothing."""
@@ -638,11 +706,13 @@ class BufferedLive:
         return self._o.call("read_live", self.inner.alive, camera, now)
 
     def rename_identity(self, old: str, new: str) -> int:
-        return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_identity(old, new), 0)
+        return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_identity(old, new), 0,
+                             names=(old, new))
 
     def rename_tracks(self, old: str, new: str) -> list[TrackRef]:
         """The tracks renamed; none when the rename waits (the merge then keeps no live tracks to restore)."""
-        return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_tracks(old, new), [])
+        return self._o.write("live_tracks", "rename_live", lambda _age: self.inner.rename_tracks(old, new), [],
+                             names=(old, new))
 
     def restore_tracks(self, tracks: Sequence[TrackRef], old: str, new: str) -> int:
         return self._o.call("rename_live", self.inner.restore_tracks, list(tracks), old, new)
@@ -687,7 +757,8 @@ class BufferedAudit:
                details: Mapping[str, Any] | None = None) -> AuditRecord | None:
         details = dict(details or {})
         return self._o.write("visitors", "audit_append",
-                             lambda _age: self.inner.append(actor, action, subject, details), None)
+                             lambda _age: self.inner.append(actor, action, subject, details), None,
+                             names=(subject,))
 
     def forget_subject(self, name: str, actor: str | None = None) -> bool:
         return self._o.call("audit_forget", self.inner.forget_subject, name, actor)

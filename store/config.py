@@ -27,6 +27,20 @@ KEY_FILE_HELP = ("A file holding a 32-byte key as 64 hex digits: embeddings, fac
                  "without it refuses one, and the reverse); change it with `argusnet store rekey`.")
 
 
+AUDIT_KEY_HELP = ("A file holding the audit key, 32 random bytes as 64 hex digits (`argusnet store keygen FILE` "
+                  "makes one), kept apart from the store: each audit record's chain hash is then an HMAC under it, "
+                  "so `argusnet audit verify` finds a rewritten log even when the hashes were recomputed. Empty = "
+                  "the chain is plain SHA-256, which only finds accidents (verify says the chain is unkeyed). "
+                  "Every process of the site needs the same file; never defaulted.")
+
+
+MAX_EVENT_FILES = 64
+EVENT_FILES_HELP = ("The JSONL event files this site keeps (what `argusnet events --jsonl FILE`, `argusnet up "
+                    "--events-jsonl FILE` and `argusnet track --events-jsonl FILE` append to): `argusnet forget` "
+                    f"rewrites each, atomically, without the lines naming the person, and reports each file. At most "
+                    f"{MAX_EVENT_FILES}; a file that does not exist is reported and skipped.")
+
+
 class LocalStoreConfig(Section):
     type: Literal["local"] = Field(default="local", description="One directory on this host: SQLite (persons, "
                                    "visitors, events, live tracks), the FAISS index file and crop files. Workers "
@@ -34,6 +48,9 @@ class LocalStoreConfig(Section):
     path: Path | None = Field(default=None, description="The store directory (what `--gallery DIR` names); empty = "
                               "the user data directory.")
     encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP)
+    audit_key_file: Path | None = Field(default=None, description=AUDIT_KEY_HELP + " It must not be inside "
+                                        "the store directory.")
+    event_files: list[Path] = Field(default_factory=list, max_length=MAX_EVENT_FILES, description=EVENT_FILES_HELP)
 
     def directory(self) -> Path:
         return self.path if self.path is not None else default_store_dir()
@@ -97,6 +114,8 @@ class RedisStoreConfig(Section):
     encryption_key_file: Path | None = Field(default=None, description=KEY_FILE_HELP + " On Redis: embeddings "
                                              "and crops of both galleries, track crops and camera previews; every "
                                              "process of the site needs the same key file.")
+    audit_key_file: Path | None = Field(default=None, description=AUDIT_KEY_HELP)
+    event_files: list[Path] = Field(default_factory=list, max_length=MAX_EVENT_FILES, description=EVENT_FILES_HELP)
 
     @field_validator("url")
     @classmethod

@@ -27,19 +27,20 @@ CHECK_LABEL = b"argusnet store key check v1"
 META_KEY = "key_check"
 
 
-def load_key(path: Path) -> bytes:
-    """The 32-byte key in ``path`` (64 hex digits); InputError naming the file otherwise."""
+def load_key(path: Path, field: str = "store.encryption_key_file") -> bytes:
+    """The 32-byte key in ``path`` (64 hex digits); InputError naming the file (and the ``field`` it is set in)
+    otherwise."""
     try:
         text = Path(path).read_bytes().strip()
     except OSError as exc:
-        raise InputError(f"store.encryption_key_file {path}: cannot read it: {exc.strerror or exc}") from None
+        raise InputError(f"{field} {path}: cannot read it: {exc.strerror or exc}") from None
     try:
         key = bytes.fromhex(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        raise InputError(f"store.encryption_key_file {path}: expected {KEY_BYTES * 2} hex digits (32 random bytes, "
+        raise InputError(f"{field} {path}: expected {KEY_BYTES * 2} hex digits (32 random bytes, "
                          "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)") from None
     if len(key) != KEY_BYTES:
-        raise InputError(f"store.encryption_key_file {path}: expected a {KEY_BYTES}-byte key ({KEY_BYTES * 2} hex "
+        raise InputError(f"{field} {path}: expected a {KEY_BYTES}-byte key ({KEY_BYTES * 2} hex "
                          f"digits), got {len(key)} bytes")
     return key
 

@@ -19,7 +19,7 @@ import redis
 from identity.merges import merge_visitor
 from shared.errors import StoreError
 from store import open_store, opened_audit
-from store.audit import ALTERED, REORDERED, TRUNCATED
+from store.audit import ALTERED, GENESIS, REORDERED, TRUNCATED, canonical, record_hash
 from store.config import GalleryConfig
 from store.local.audit import AUDIT_FILE, SUBJECTS_FILE
 from store.redis.keys import StoreKeys
@@ -200,3 +200,98 @@ def test_the_cli_lists_and_verifies_either_backend(opener, raw, backend, tmp_pat
     raw.write(records[:2] + records[3:])
     result = cli("audit", "verify", *args, env=env)
     assert result.code == 1 and "NOT intact: line 3 (seq 4): removed or reordered" in result.out, result.out
+
+
+# ------------------------------------------------------------------------------------------------ the audit key
+def _rehashed(records: list[bytes], start: int, edit) -> list[bytes]:
+    """``records`` with the one at ``start`` edited by ``edit`` and every hash from there on recomputed as plain
+    SHA-256, its ``key`` dropped: what an attacker who can write the log but lacks the audit key can do."""
+    out = records[:start]
+    prev = json.loads(out[-1])["hash"] if out else GENESIS
+    for i, raw in enumerate(records[start:]):
+        record = {k: v for k, v in json.loads(raw).items() if k not in ("hash", "key")}
+        if i == 0:
+            edit(record)
+        record["prev"] = prev
+        record["hash"] = prev = record_hash(record)
+        out.append(canonical(record))
+    return out
+
+
+def _keygen(cli, path: Path) -> Path:
+    result = cli("store", "keygen", path)
+    assert result.code == 0 and path.stat().st_mode & 0o777 == 0o600, result
+    assert len(bytes.fromhex(path.read_text().strip())) == 32
+    return path
+
+
+def _cli_store(backend: str, tmp_path: Path, key: Path | None) -> tuple[list[str], dict[str, str]]:
+    args, env = _store_env(backend, tmp_path)
+    return args, {**env, **({"ARGUSNET__STORE__AUDIT_KEY_FILE": str(key)} if key else {})}
+
+
+def test_a_keyed_chain_rewritten_with_recomputed_hashes_fails_verify(backend, raw, tmp_path, cli):
+    """With store.audit_key_file each record's hash is an HMAC: a log rewritten from its third record on, every
+    plain hash recomputed (and every key id kept or dropped), fails `audit verify`; so does a keyed log checked
+    without its key, and a log whose whole chain was rewritten as plain records."""
+    (tmp_path / "secrets").mkdir()
+    key = _keygen(cli, tmp_path / "secrets" / "audit.key")
+    cfg = store_config(backend, tmp_path).model_copy(update={"audit_key_file": key})
+    with open_store(cfg, GalleryConfig(), MODEL, DIM, create=True) as store:
+        for i in range(6):
+            store.audit.append(actor="cli:tester", action="enrol", subject=f"person-{i % 3}", details={"faces": i})
+        report = store.audit.verify()
+        assert report.ok and report.keyed == 6 and report.key_set
+    args, env = _cli_store(backend, tmp_path, key)
+    result = cli("audit", "verify", *args, env=env)
+    assert result.code == 0 and "every record keyed" in result.out, result
+    original = raw.read()
+    assert all(json.loads(r)["key"] == json.loads(original[0])["key"] for r in original)
+
+    def forge(record: dict) -> None:
+        record["actor"] = "cli:mallory"
+
+    stripped = _rehashed(original, 2, forge)
+    kept_key = [canonical({**json.loads(r), "key": json.loads(original[0])["key"]}) for r in stripped]
+    for forged, expected in ((stripped, "line 3 (seq 3): not keyed, after keyed records"),
+                             (kept_key, "line 3 (seq 3): altered"),
+                             (_rehashed(original, 0, forge), "line 1 (seq 1): no record is keyed")):
+        raw.write(forged)
+        result = cli("audit", "verify", *args, env=env)
+        assert result.code == 1 and expected in result.out and "Traceback" not in result.err, (expected, result)
+    raw.write(original)
+    args, env = _cli_store(backend, tmp_path, None)
+    result = cli("audit", "verify", *args, env=env)
+    assert result.code == 1 and "line 1 (seq 1): keyed: set store.audit_key_file" in result.out, result
+
+
+def test_an_unkeyed_chain_verifies_and_says_it_is_unkeyed_then_a_key_protects_what_follows(backend, raw, tmp_path,
+                                                                                           cli):
+    filled(lambda: open_store(store_config(backend, tmp_path), GalleryConfig(), MODEL, DIM, create=True), 3).close()
+    args, env = _cli_store(backend, tmp_path, None)
+    result = cli("audit", "verify", *args, env=env)
+    assert result.code == 0 and "intact: 3 record(s)" in result.out and "NOT keyed" in result.out, result
+    key = _keygen(cli, tmp_path / "audit.key")
+    cfg = store_config(backend, tmp_path).model_copy(update={"audit_key_file": key})
+    with open_store(cfg, GalleryConfig(), MODEL, DIM) as store:
+        store.audit.append(actor="cli:tester", action="remove", subject="person-0")
+    args, env = _cli_store(backend, tmp_path, key)
+    result = cli("audit", "verify", *args, env=env)
+    assert result.code == 0 and "1 record(s) keyed" in result.out and "the first 3 were written before" in result.out
+    original = raw.read()
+    forged = _rehashed(original, 1, lambda record: record.update(actor="cli:mallory"))  # in the plain part
+    raw.write(forged)  # the keyed record lost its key with the rest
+    result = cli("audit", "verify", *args, env=env)
+    assert result.code == 1 and "line 1 (seq 1): no record is keyed" in result.out, result
+    raw.write(forged[:3] + [canonical({**json.loads(forged[3]), "key": json.loads(original[3])["key"]})])
+    result = cli("audit", "verify", *args, env=env)  # or it kept its key: its HMAC no longer fits
+    assert result.code == 1 and "line 4 (seq 4): altered" in result.out, result
+
+
+def test_an_audit_key_inside_the_local_store_is_refused(tmp_path, cli):
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    key = _keygen(cli, store_dir / "audit.key")
+    result = cli("audit", "verify", "--gallery", store_dir, env={"ARGUSNET__STORE__AUDIT_KEY_FILE": str(key)})
+    assert result.code == 2 and "keep the audit key apart from the store" in result.err
+    assert "Traceback" not in result.err

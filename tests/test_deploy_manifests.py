@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,8 @@ import yaml
 
 from argusnet.config import ArgusConfig, load_config
 from argusnet.launcher import free_port
+from store.audit import AuditKey
+from store.crypto import load_key
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -59,7 +62,9 @@ def config_paths(cfg: ArgusConfig, command: str) -> dict[str, Path]:
                  "security.allowed_keys_dir": cfg.security.allowed_keys_dir,
                  "security.worker_keys_dir": cfg.security.worker_keys_dir}
     if command in ("worker", "dashboard"):
-        paths["store.password_file"] = cfg.store.password_file
+        paths.update({"store.password_file": cfg.store.password_file,
+                      "store.encryption_key_file": cfg.store.encryption_key_file,  # encryption at rest: on
+                      "store.audit_key_file": cfg.store.audit_key_file})  # the audit chain keyed
     if command == "worker":  # CurveZMQ on the worker and event sockets: the worker's key pair, the broker's key
         paths.update({"security.worker_secret_key": cfg.security.worker_secret_key,
                       "security.broker_public_key": cfg.security.broker_public_key})
@@ -81,6 +86,10 @@ def test_site_configuration_loads_and_serves_containers(path: Path) -> None:
     """Each site file passes ArgusNet's own validation, keeps its secrets in files and listens beyond loopback."""
     cfg = load_config(path, environ={})
     assert cfg.store.type == "redis" and cfg.store.password_file is not None
+    assert cfg.store.encryption_key_file is not None, "encryption at rest is on in the shipped site files"
+    assert cfg.store.audit_key_file is not None, "the audit chain is keyed in the shipped site files"
+    assert cfg.store.audit_key_file.parent != cfg.store.encryption_key_file.parent or \
+        cfg.store.audit_key_file.parent == Path("/run/secrets"), "the audit key is a secret of its own"
     assert urllib.parse.urlsplit(cfg.store.url).password is None
     assert cfg.security.curve, "frames cross the network: CurveZMQ on the cameras' port"
     for name in ("frontend", "backend", "events_in", "events_out"):
@@ -249,7 +258,7 @@ def compose_config(secrets_dir: Path) -> dict[str, Any]:
 
 
 SECRET_FILES = ("redis_password", "broker.key_secret", "broker.key", "worker.key_secret", "dashboard-users.json",
-                "dashboard-session.key", "grafana_admin_password")
+                "dashboard-session.key", "grafana_admin_password", "store-encryption.key", "audit.key")
 
 
 @pytest.fixture(scope="module")
@@ -342,10 +351,41 @@ def test_compose_creates_the_store_before_the_workers_and_the_dashboard(compose:
     services = compose["services"]
     init = services["store-init"]
     assert init["command"] == [CONFIG_ARG, "/etc/argusnet/site.yaml", "store", "init"]
-    assert init["restart"] == "no" and init["read_only"] is True and "redis_password" in {
-        s["source"] for s in init["secrets"]}
+    assert init["restart"] == "no" and init["read_only"] is True and {"redis_password", "store_encryption_key",
+                                                                       "audit_key"} <= {
+        s["source"] for s in init["secrets"]}  # it creates the store encrypted, and opens it with both keys
     for name in ("worker", "worker-gpu", "dashboard"):
         assert services[name]["depends_on"]["store-init"] == {"condition": "service_completed_successfully"}, name
+
+
+def readme_secret_commands() -> list[str]:
+    """The shell lines of deploy/README.md's Secrets block (continuations joined)."""
+    text = (DEPLOY / "README.md").read_text()
+    block = text.split("## Secrets", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line for line in block.replace("\\\n", " ").splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_makes_both_store_keys(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The two store keys compose reads are made by lines of the README's Secrets block; those lines, run here
+    with this checkout's `argusnet` in place of the image, make keys that ArgusNet loads (encryption at rest and
+    the audit key are made by the deploy steps: no default key exists)."""
+    lines = readme_secret_commands()
+    image = re.compile(r"^docker run .*argusnet:cpu ")
+    keygens = [line for line in lines if image.match(line) and " store keygen " in line]
+    made = {line.rsplit("/", 1)[1] for line in keygens}
+    assert made == {Path(compose["secrets"][name]["file"]).name for name in ("store_encryption_key", "audit_key")}
+    (tmp_path / "secrets").mkdir()
+    for line in keygens:
+        args = shlex.split(image.sub("", line).replace("/secrets/", f"{tmp_path}/secrets/"))
+        done = subprocess.run([sys.executable, "-m", "argusnet", *args], cwd=REPO, env=no_argusnet_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert len(load_key(tmp_path / "secrets" / "store-encryption.key")) == 32
+    assert AuditKey.from_file(tmp_path / "secrets" / "audit.key").id
+    model_fields = type(load_config(SITE, environ={}).store).model_fields
+    fields = {f for f in model_fields if f.endswith("_key_file")}
+    assert fields == {"encryption_key_file", "audit_key_file"}
+    assert all(model_fields[f].default is None for f in fields)
 
 
 def test_compose_secrets_are_files_never_values(compose: dict[str, Any]) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from identity.erasure import forget
 from identity.merges import promote_visitor
+from conftest import REPO
 from processes import wait_until
 from redis_server import start_redis
 from shared import metrics as m
@@ -259,3 +262,156 @@ def test_a_hung_redis_costs_a_worker_call_at_most_its_short_timeout_and_loses_no
         server.process.send_signal(signal.SIGCONT)
         store.close()
         server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ reading a full disk
+def _site_on(disk: Path, held_open: bool):
+    """A local store on ``disk`` with Ada enrolled, an event, a visitor and an audit record; then the disk filled.
+    ``held_open``: a worker still has the store open (its SQLite shared-memory files are there) and the index files
+    are stale (a reading command rebuilds them and cannot write them); else the store was closed cleanly (no
+    shared-memory file: SQLite cannot make one to read it)."""
+    rng = np.random.default_rng(11)
+    store = open_store(LocalStoreConfig(path=disk / "store"), GalleryConfig(), MODEL, DIM, create=True)
+    store.persons.add_person("Ada Lovelace", [face(unit(rng)[0])])
+    store.visitors.match_or_create([face(unit(rng)[0])], 0.9, 5)
+    store.events.append([EventRecord(event("track_identified", "cam", 1, 1.0, "Ada Lovelace"))])
+    store.audit.append(actor="cli:tester", action="enrol", subject="Ada Lovelace")
+    if not held_open:
+        store.close()
+    for index in (disk / "store").rglob("index.json"):
+        index.unlink()  # stale: rebuilt from SQLite by whoever opens the gallery next
+    filler = _filled(disk)
+    return store, filler
+
+
+def _events_from_store(cli_args: list[str], out: Path) -> subprocess.CompletedProcess:
+    """`argusnet events --from-store` (it polls for ever) until it printed the stored event, then interrupted."""
+    with open(out, "w") as stdout, subprocess.Popen(
+            [sys.executable, "-m", "argusnet", "events", "--from-store", *cli_args], stdout=stdout,
+            stderr=subprocess.PIPE, text=True, cwd=REPO) as proc:
+        shown = wait_until(lambda: "identified: Ada Lovelace" in out.read_text() or proc.poll() is not None,
+                           timeout=60.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert shown and "identified: Ada Lovelace" in out.read_text(), (out.read_text(), err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err)
+
+
+@pytest.mark.parametrize("held_open", [True, False], ids=["worker-running", "store-closed"])
+def test_read_only_commands_work_on_a_full_disk(small_disk, cli, tmp_path, held_open):
+    store, _ = _site_on(small_disk, held_open)
+    try:
+        args = ["--gallery", str(small_disk / "store")]
+        for command, shows in ((("gallery", "list"), "Ada Lovelace"), (("visitors", "list"), "1 visitor(s)"),
+                               (("audit", "verify"), "intact: 1 record(s)"), (("audit", "list"), "enrol")):
+            result = cli(*command, *args)
+            assert result.code == 0 and shows in result.out, (command, result)
+            assert "Traceback" not in result.err, (command, result.err)
+        done = _events_from_store(args, tmp_path / "events.out")
+        assert "Traceback" not in done.stderr, done.stderr
+    finally:
+        if held_open:
+            store.close()
+
+
+# ------------------------------------------------------------------------------------------------ forget: event files
+def test_forget_rewrites_the_event_files_the_site_config_names(cli, tmp_path):
+    """`argusnet events --from-store --jsonl` (the real process) writes the site's events file; store.event_files
+    names it (and a second file not made yet); forget rewrites it without Ada's lines, keeps Grace's and its mode,
+    and reports each file."""
+    directory = tmp_path / "store"
+    rng = np.random.default_rng(5)
+    with open_store(LocalStoreConfig(path=directory), GalleryConfig(), MODEL, DIM, create=True) as store:
+        for track, name in enumerate(("Ada Lovelace", "Grace Hopper", "Ada Lovelace")):
+            store.persons.add_person(name, [face(unit(rng)[0])]) if track < 2 else None
+            store.events.append([EventRecord(event("track_identified", f"cam{track}", track, 1.0 + track, name))])
+    jsonl, later = tmp_path / "site" / "events.jsonl", tmp_path / "site" / "later.jsonl"
+    jsonl.parent.mkdir()
+    _events_from_store(["--gallery", str(directory), "--jsonl", str(jsonl)], tmp_path / "events.out")
+    assert wait_until(lambda: jsonl.exists() and jsonl.read_bytes().count(b"\n") == 3, timeout=30.0)
+    jsonl.chmod(0o640)
+    assert jsonl.read_bytes().count(b"Ada Lovelace") == 2
+    config = tmp_path / "site.yaml"
+    config.write_text(f"store:\n  type: local\n  path: {directory}\n  event_files: [{jsonl}, {later}]\n")
+    result = cli("forget", "Ada Lovelace", "--config", config, "--json", tmp_path / "forget.json")
+    assert result.code == 0, result
+    assert f"events file {jsonl}: 2 line(s) removed, 1 kept" in result.out
+    assert f"events file {later}: not there" in result.out
+    assert b"Ada Lovelace" not in jsonl.read_bytes() and b"Grace Hopper" in jsonl.read_bytes()
+    assert jsonl.stat().st_mode & 0o777 == 0o640
+    files = json.loads((tmp_path / "forget.json").read_text())["event_files"]
+    assert [(f["path"], f["removed"], f["missing"]) for f in files] == [(str(jsonl), 2, False), (str(later), 0, True)]
+    again = cli("forget", "Ada Lovelace", "--config", config)  # nothing left anywhere: exit 2, as before
+    assert again.code == EXIT_BAD_INPUT and "holds nothing of" in again.err
+
+
+def test_forget_of_a_name_only_an_event_file_holds_still_erases_it(cli, tmp_path):
+    directory = tmp_path / "store"
+    open_store(LocalStoreConfig(path=directory), GalleryConfig(), MODEL, DIM, create=True).close()
+    jsonl = tmp_path / "old.jsonl"
+    jsonl.write_text(json.dumps(event("track_identified", "cam", 1, 1.0, "Ada Lovelace").to_json_dict()) + "\n"
+                     + json.dumps({"note": "not json for Ada Lovelace"})[:-2] + "\n")
+    config = tmp_path / "site.yaml"
+    config.write_text(f"store:\n  type: local\n  path: {directory}\n  event_files: [{jsonl}]\n")
+    result = cli("forget", "Ada Lovelace", "--config", config)
+    assert result.code == 0 and "held nothing of Ada Lovelace" in result.out, result
+    assert jsonl.read_bytes() == b""
+
+
+# ------------------------------------------------------------------------------------------------ forget: buffers
+def test_a_forgotten_name_is_never_written_back_from_a_workers_buffer(cli, tmp_path):
+    """A worker buffers an event naming the person (with its crop), their live track and another person's event
+    while Redis hangs; Redis comes back; `argusnet forget` (the real CLI) runs before the worker flushes; the
+    flush then writes the other person's event and drops the rest (counted), and no key, AOF or snapshot holds
+    the name or the crop."""
+    server = start_redis(tmp_path, *AOF)
+    prefix = "b" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]
+    registry = CollectorRegistry()
+    worker = None
+    try:
+        store, needles = _seeded_redis_store(server.url, prefix)
+        store.close()
+        cfg = RedisStoreConfig(url=server.url, prefix=prefix, worker_socket_timeout_s=0.3).for_worker()
+        worker = BufferedStore(open_store(cfg, GalleryConfig(), "m", 32), registry)
+        crop = np.random.default_rng(8).integers(0, 255, (40, 40, 3), np.uint8)
+        server.process.send_signal(signal.SIGSTOP)
+        key = worker.media.put_crop("cam", 7, crop)
+        ended = TrackEvent(type="track_ended", camera="cam", track=7, name=NAME, similarity=0.9, margin=None,
+                           ts=9.0, capture_ts=9.0, box=None, time_to_name_ms=None, duration_s=2.0, visitor=False)
+        other = TrackEvent(type="track_identified", camera="cam2", track=8, name="Grace Hopper", similarity=0.9,
+                           margin=None, ts=9.5, capture_ts=9.5, box=None, time_to_name_ms=None, duration_s=0.0,
+                           visitor=False)
+        worker.events.append([EventRecord(ended, crop=key), EventRecord(other)])
+        worker.live.put(LiveTrack("cam", 7, NAME, False, 0.9, None, 1.0, 9.0, crop=key), 60.0)
+        assert worker.pending()["events"] == 2 and worker.pending()["crops"] == 1, worker.pending()
+        server.process.send_signal(signal.SIGCONT)
+        env = {"ARGUSNET__STORE__TYPE": "redis", "ARGUSNET__STORE__URL": server.url, "ARGUSNET__STORE__PREFIX": prefix}
+        forgot = cli("forget", NAME, env=env)
+        assert forgot.code == 0, forgot
+        assert wait_until(lambda: _flush_all(worker), timeout=30.0), worker.pending()
+        logged = worker.events.query(EventQuery(limit=100))
+        assert [e.event.name for e in logged if e.event.name] == ["Grace Hopper"], logged
+        assert sample(registry, m.STORE_ERASED_WRITES, kind="events") == 1
+        assert sample(registry, m.STORE_ERASED_WRITES, kind="crops") == 1
+        assert sample(registry, m.STORE_ERASED_WRITES, kind="live_tracks") == 1
+        with pytest.raises(KeyError):
+            worker.media.get_crop(key)
+        assert holders(_dumps(server.url, prefix), needles) == {}
+        assert holders(_server_files(tmp_path), needles) == {}  # the AOF the forget rewrote, and what came after
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        if worker is not None:
+            worker.close()
+        server.stop()
+
+
+def test_both_stores_keep_erasure_tombstones_without_the_name(opener, backend, tmp_path):
+    store = opener()
+    assert store.erased(["Ada Lovelace"]) == {}  # no forget yet: no salt, no tombstone
+    before = time.time()
+    store.record_erasure("Ada Lovelace")
+    erased = store.erased(["Ada Lovelace", "Grace Hopper"])
+    assert list(erased) == ["Ada Lovelace"] and before <= erased["Ada Lovelace"] <= time.time()
+    if backend == "local":
+        data = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+        assert b"Ada Lovelace" not in data

@@ -10,7 +10,7 @@ from typing import Iterator
 from argusnet.commands.common import add_gallery_arg, config_from, print_json, store_config
 from shared.errors import EXIT_FAILURE, EXIT_OK, GalleryMissingError
 from store import opened_audit
-from store.audit import AuditRecord, AuditTrail
+from store.audit import AuditRecord, AuditReport, AuditTrail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_list)
-    p = a.add_parser("verify", help="check the hash chain: exit 0 when intact, 1 naming the first bad record")
+    p = a.add_parser("verify", help="check the hash chain (HMACs with store.audit_key_file): exit 0 when intact "
+                     "(saying whether it is keyed), 1 naming the first bad record")
     add_gallery_arg(p)
     p.set_defaults(handler=cmd_verify)
 
@@ -54,11 +55,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+UNKEYED = ("the chain is NOT keyed (store.audit_key_file is unset): it finds accidents, but whoever can write the "
+           "log can rewrite it and recompute every hash; make a key apart from the store (`argusnet store keygen "
+           "FILE`) and set store.audit_key_file")
+
+
+def _keying(report: AuditReport) -> str:
+    """What the chain's hashes prove, in words."""
+    if not report.key_set:
+        return UNKEYED
+    if report.unkeyed:
+        return (f"{report.keyed} record(s) keyed with store.audit_key_file; the first {report.unkeyed} were written "
+                "before the key was set and are only hash-chained")
+    return "every record keyed with store.audit_key_file"
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 for an intact chain (keyed or not: an unkeyed one is said on stdout), 1 naming the first bad record."""
     with audit_log(args) as trail:
         report, where = trail.verify(), trail.where
     if report.ok:
         print(f"audit log intact: {report.records} record(s) in {where}")
+        print(_keying(report))
         return EXIT_OK
     seq = "?" if report.first_bad_seq is None else report.first_bad_seq
     print(f"audit log {where} is NOT intact: line {report.first_bad_line} (seq {seq}): {report.reason}")

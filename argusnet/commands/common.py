@@ -41,11 +41,12 @@ def add_gallery_arg(parser: argparse.ArgumentParser) -> None:
 def store_config(args: argparse.Namespace, cfg: ArgusConfig) -> StoreConfig:
     """``--gallery DIR`` wins, then the ``store`` section; ``up.gallery`` names a local store's directory when
     ``store.path`` is not set (configs written before the store section)."""
-    key_file = cfg.store.encryption_key_file  # the configured key opens a directory named here too
+    keys = {"encryption_key_file": cfg.store.encryption_key_file,  # the configured keys open a directory named here
+            "audit_key_file": cfg.store.audit_key_file, "event_files": cfg.store.event_files}
     if getattr(args, "gallery", None) is not None:
-        return LocalStoreConfig(path=args.gallery, encryption_key_file=key_file)
+        return LocalStoreConfig(path=args.gallery, **keys)
     if cfg.store.type == "local" and cfg.store.path is None and cfg.up.gallery is not None:
-        return LocalStoreConfig(path=cfg.up.gallery, encryption_key_file=key_file)
+        return LocalStoreConfig(path=cfg.up.gallery, **keys)
     return cfg.store
 
 

@@ -11,6 +11,8 @@ non-empty destination)."""
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from argusnet.commands.common import (
 from shared.errors import EXIT_FAILURE, GalleryMissingError, InputError
 from store import open_store, opened_audit
 from store.config import LocalStoreConfig, RedisStoreConfig, StoreConfig
-from store.crypto import Cipher, load_key
+from store.crypto import KEY_BYTES, Cipher, load_key
 from store.local.store import rekey_local
 from store.migrate import MigrationReport, migrate
 
@@ -52,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_migrate)
     register_rekey(s)
+    p = s.add_parser("keygen", help="write a new random 32-byte key (64 hex digits, mode 0600) for "
+                     "store.encryption_key_file or store.audit_key_file", description=KEYGEN_HELP)
+    p.add_argument("file", type=Path, metavar="FILE", help="the key file to create (refused when it exists)")
+    p.set_defaults(handler=cmd_keygen)
     p = s.add_parser("init", help="create the configured store, empty, if it does not exist (workers and the "
                      "dashboard refuse a missing one); exit 0 when it is there", description=INIT_HELP)
     add_gallery_arg(p)
@@ -184,4 +190,31 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         print(f"rekeyed {store_cfg.describe()}: " + ", ".join(
             f"{k} {'already on the new key' if v is None else v}" for k, v in done.items()))
         print(f"now set store.encryption_key_file to {args.new_key_file}")
+    return 0
+
+
+KEYGEN_HELP = """Write a new key: 32 random bytes as 64 hex digits and a newline, readable by its owner only (0600),
+into FILE, which must not exist (a key is never overwritten: a lost encryption key loses the store, a changed audit key
+fails the audit chain). The deploy steps make both keys with it: store.encryption_key_file (encryption at rest) and
+store.audit_key_file (the keyed audit chain); keep the audit key apart from the store. Exit 2 when FILE exists or
+cannot be written."""
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    text = (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InputError(f"{path} exists: a key is never overwritten (remove it first if it is really "
+                         "unused)") from None
+    except OSError as exc:
+        raise InputError(f"cannot create the key file {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise InputError(f"cannot write the key file {path}: {exc.strerror or exc}") from None
+    print(f"wrote a new {KEY_BYTES}-byte key to {path}")
     return 0

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 from shared.errors import StoreError
 from shared.files import atomic_write
 from store.audit import (
+    AuditKey,
     AuditRecord,
     AuditReport,
     as_record,
@@ -39,8 +40,9 @@ TAIL_CHUNK = 64 * 1024
 class FileAuditLog:
     """The audit log of the local store in ``directory`` (which must exist before anything is appended)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], key: AuditKey | None = None) -> None:
         self.directory = Path(directory)
+        self.key = key  # store.audit_key_file: records appended are keyed, verify checks their HMACs
         self.path = self.directory / AUDIT_FILE
         self.subjects_path = self.directory / SUBJECTS_FILE
         self.where = str(self.path)
@@ -77,7 +79,7 @@ class FileAuditLog:
 
     def verify(self) -> AuditReport:
         lines, _ = self._snapshot(subjects=False)
-        return verify_chain(lines)
+        return verify_chain(lines, key=self.key)
 
     # -- internals ------------------------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ class FileAuditLog:
     def _write_record(self, f: BinaryIO, actor: str, action: str, subject_id: str | None, name: str | None,
                       details: dict[str, Any]) -> AuditRecord:
         seq, prev = self._last(f)
-        body = next_record(seq, prev, actor, action, subject_id, details)
+        body = next_record(seq, prev, actor, action, subject_id, details, self.key)
         try:
             f.write(canonical(body) + b"\n")
             f.flush()

@@ -52,12 +52,17 @@ from store.config import GalleryConfig
 from store.crypto import META_KEY, Cipher, check_key, seal, unseal
 from store.face_index import FaceIndex, rank_persons
 from store.local.audit import AUDIT_FILE, SUBJECTS_FILE
+from store.faults import as_fault
+from store.local.sqlite import connect_wal
 from store.types import FaceSample, MergeUndo, PersonHit, PersonInfo, StoredFace, TrackRef, VisitorMatch
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 DB_FILE = "gallery.sqlite"
+GALLERY_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON",
+                   "PRAGMA secure_delete=ON",  # a removed face's embedding and crop are zeroed on disk
+                   "PRAGMA busy_timeout=10000")
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
 # Files ArgusNet's own set-up writes into a local store's directory before its galleries may exist (`argusnet
@@ -250,6 +255,7 @@ class Gallery:
         self._pending_generation = -1
         self._dirty = False
         self._written_at = float("-inf")
+        self._index_write_failed = False
         self._load()
 
     # ----- opening -----------------------------------------------------------------------------------------
@@ -327,18 +333,13 @@ class Gallery:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
+        """A connection to the gallery database (read-only on a disk that cannot take SQLite's shared-memory file,
+        `store.local.sqlite.connect_wal`: listing works on a full disk, a change fails as a store fault)."""
         try:
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db, _ = connect_wal(path, GALLERY_PRAGMAS)
         except sqlite3.Error as exc:
-            raise GalleryError(f"cannot open gallery database {path}: {exc}") from exc
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA secure_delete=ON")  # a removed face's embedding and crop are zeroed on disk
-            db.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
+            fault = as_fault(str(path), "opening the gallery database", exc)
+            raise fault or GalleryError(f"{path} is not a readable gallery database: {exc}") from exc
         return db
 
     def close(self) -> None:
@@ -429,12 +430,25 @@ class Gallery:
             self._write_index(index, self._db_generation())
         return index
 
-    def _write_index(self, index: FaceIndex, generation: int) -> None:
+    def _write_index(self, index: FaceIndex, generation: int) -> bool:
+        """Write the index file (a cache of SQLite). A file system that cannot take it (full, read-only, an I/O
+        error) costs no operation and no open: the index stays in memory, marked dirty (written on a later
+        change, or at close), and the failure is logged once until a write succeeds. False when it failed."""
         self._dirty, self._written_at = False, time.monotonic()
         data = seal(self._cipher, index.serialize(), self._aad("index"))
-        atomic_write(self.directory / INDEX_FILE, data, durable=True)
         meta = {"generation": generation, "faces": len(index), "sha256": hashlib.sha256(data).hexdigest()}
-        atomic_write(self.directory / INDEX_META_FILE, json.dumps(meta).encode(), durable=True)
+        try:
+            atomic_write(self.directory / INDEX_FILE, data, durable=True)
+            atomic_write(self.directory / INDEX_META_FILE, json.dumps(meta).encode(), durable=True)
+        except OSError as exc:
+            self._dirty = True
+            if not self._index_write_failed:
+                log.warning("gallery %s: cannot write its index file (%s); it is rebuilt from the database on the "
+                            "next open until a write succeeds", self.directory, exc)
+            self._index_write_failed = True
+            return False
+        self._index_write_failed = False
+        return True
 
     def sync(self) -> bool:
         """Reload when another process changed the gallery (an enrolment while a worker runs). True if it did."""

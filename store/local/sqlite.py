@@ -8,17 +8,23 @@ overwritten with zeros, and `checkpoint` empties the WAL after an erasure (`iden
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from shared.errors import GalleryError, StoreError
-from store.faults import as_fault
+from store.faults import as_fault, fault_reason
+
+log = logging.getLogger(__name__)
 
 RECORDS_FILE = "store.sqlite"
 RECORDS_SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+           "PRAGMA secure_delete=ON",  # deleted rows are zeroed, not left in free pages
+           f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,8 +62,37 @@ CREATE TABLE IF NOT EXISTS renamed_events (
 );
 CREATE INDEX IF NOT EXISTS renamed_events_names ON renamed_events(old, new);
 CREATE TABLE IF NOT EXISTS media (key TEXT PRIMARY KEY, created REAL NOT NULL, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (digest TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS media_created ON media(created);
 """
+
+
+def connect_wal(path: Path, pragmas: tuple[str, ...]) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the WAL-mode database ``path`` with ``pragmas`` run, and whether it is read-only.
+
+    SQLite needs a shared-memory file beside a WAL database to read it. When the file system cannot give it one
+    (a full disk, a read-only mount, an I/O error) and no WAL file with pages in it is beside the database
+    (nobody has it open, so it is whole in its file), it is opened immutable and read-only instead: reading
+    commands work on a full disk, and a write on it fails as a fault (the database is read-only). sqlite3.Error
+    otherwise, for the caller to word."""
+    existed = path.is_file() and path.stat().st_size > 0
+    wal = Path(f"{path}-wal")
+    whole = not wal.exists() or wal.stat().st_size == 0  # every committed page is in the database file
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        for pragma in pragmas:
+            db.execute(pragma)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db, False
+    except sqlite3.Error as exc:
+        db.close()
+        reason = fault_reason(exc)
+        if reason is None or not existed or not whole:
+            raise
+        log.warning("%s: %s, so SQLite cannot open it for writing; reading it read-only", path, reason)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False,
+                         isolation_level=None)
+    return db, True
 
 
 class RecordsDb:
@@ -69,14 +104,14 @@ class RecordsDb:
         self.created = not path.exists()
         self.lock = threading.RLock()
         try:
-            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db, self.read_only = connect_wal(path, PRAGMAS)
         except sqlite3.Error as exc:
-            raise GalleryError(f"cannot open the store's record database {path}: {exc}") from exc
+            raise as_fault(str(path), "opening the record database", exc) or GalleryError(
+                f"cannot open the store's record database {path}: {exc}") from exc
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
-            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if self.read_only:  # a full disk: nothing is created or upgraded, the version is only checked
+                self._check_version()
+                return
             self.db.executescript(SCHEMA)  # idempotent; executescript runs outside any transaction
             with self.transaction():
                 self._check_version()

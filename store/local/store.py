@@ -15,11 +15,15 @@ is upgraded in place when it is opened.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Collection
 
 from shared.errors import GalleryError, GalleryExistsError, GalleryMissingError
+from store.audit import AuditKey
 from store.config import GalleryConfig, LocalStoreConfig
 from store.crypto import Cipher
+from store.erasures import new_salt, tombstone
 from store.local.audit import FileAuditLog
 from store.local.events import LocalEventLog
 from store.local.gallery import DB_FILE, Gallery, rekey_gallery
@@ -126,7 +130,7 @@ class LocalStore:
     manager."""
 
     def __init__(self, directory: Path, persons: Gallery, visitors: Gallery, negatives: Gallery, records: RecordsDb,
-                 cipher: Cipher | None = None) -> None:
+                 cipher: Cipher | None = None, audit_key: AuditKey | None = None) -> None:
         self.directory = directory
         self.persons = persons
         self.visitors = GalleryVisitorStore(visitors)
@@ -135,7 +139,7 @@ class LocalStore:
         self.media = LocalMediaStore(directory, records, cipher)
         self.events = LocalEventLog(records)
         self.live = LocalLiveTracks(records, cipher)
-        self.audit = FileAuditLog(directory)
+        self.audit = FileAuditLog(directory, audit_key)
 
     @classmethod
     def open(cls, cfg: LocalStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
@@ -144,8 +148,9 @@ class LocalStore:
         (needs ``model`` and ``dim``)."""
         directory = cfg.directory()
         cipher = Cipher.from_file(cfg.encryption_key_file)
+        audit_key = AuditKey.from_file(cfg.audit_key_file, directory)
         (persons, visitors, negatives), records = _open_parts(directory, gallery, model, dim, create, cipher)
-        return cls(directory, persons, visitors, negatives, records, cipher)
+        return cls(directory, persons, visitors, negatives, records, cipher, audit_key)
 
     def describe(self) -> str:
         return str(self.directory)
@@ -159,6 +164,21 @@ class LocalStore:
         return tuple(f"{self.directory / name}: another process holds the database open, so its WAL still holds "
                      "deleted pages until a checkpoint it can finish (SQLite makes one as it writes; stop the workers to be sure)" for name, ok in done.items()
                      if not ok)
+
+    def record_erasure(self, name: str) -> None:
+        with self._records.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('erasure_salt', ?)", (new_salt(),))
+            salt = db.execute("SELECT value FROM meta WHERE key = 'erasure_salt'").fetchone()[0]
+            db.execute("INSERT OR REPLACE INTO erasures VALUES (?, ?)", (tombstone(salt, name), time.time()))
+
+    def erased(self, names: Collection[str]) -> dict[str, float]:
+        salt = self._records.read("SELECT value FROM meta WHERE key = 'erasure_salt'")
+        if not salt or not names:
+            return {}
+        digests = {tombstone(salt[0][0], name): name for name in set(names)}
+        found = self._records.read(f"SELECT digest, at FROM erasures WHERE digest IN "
+                                   f"({','.join('?' * len(digests))})", tuple(digests))
+        return {digests[digest]: float(at) for digest, at in found}
 
     def close(self) -> None:
         self.negatives.close()

@@ -17,6 +17,7 @@ import redis
 
 from shared.errors import StoreError
 from store.audit import (
+    AuditKey,
     AuditRecord,
     AuditReport,
     as_record,
@@ -45,7 +46,8 @@ def _text(value: bytes | None) -> str | None:
 class RedisAuditLog:
     """The audit log of the Redis store under ``keys.prefix`` (the connection belongs to the caller)."""
 
-    def __init__(self, client: redis.Redis, keys: StoreKeys, store_where: str) -> None:
+    def __init__(self, client: redis.Redis, keys: StoreKeys, store_where: str, key: AuditKey | None = None) -> None:
+        self.key = key  # store.audit_key_file: records appended are keyed, verify checks their HMACs
         self._r = client
         self._k = keys
         self.where = f"redis store {store_where} ({keys.audit})"
@@ -79,7 +81,7 @@ class RedisAuditLog:
                     elif not forget and name is not None and subject_id is None:
                         subject_id = new_subject_id()
                         pipe.hset(self._k.audit_subjects, name, subject_id)
-                    body = next_record(seq, prev, actor, action, subject_id, details)
+                    body = next_record(seq, prev, actor, action, subject_id, details, self.key)
                     pipe.rpush(self._k.audit, canonical(body))
                     pipe.execute()
                 except redis.WatchError:
@@ -113,4 +115,4 @@ class RedisAuditLog:
 
     @redis_op("reading the audit log")
     def verify(self) -> AuditReport:
-        return verify_chain(self._elements(), terminated=False)
+        return verify_chain(self._elements(), terminated=False, key=self.key)

@@ -171,3 +171,11 @@ class StoreKeys:
     @property
     def audit_subjects(self) -> str:  # hash: person name -> subject id
         return f"{self.prefix}:audit:subjects"
+
+    @property
+    def erasures(self) -> str:  # hash: tombstone of a forgotten name (store.erasures, never the name) -> when
+        return f"{self.prefix}:erasures"
+
+    @property
+    def erasure_salt(self) -> str:  # string: the random salt of those tombstones
+        return f"{self.prefix}:erasures:salt"

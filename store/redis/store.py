@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Collection, Iterator
 
 import redis
 
 from shared.errors import GalleryError, GalleryMissingError
+from store.audit import AuditKey
 from store.config import GalleryConfig, RedisStoreConfig
 from store.crypto import META_KEY, Cipher, check_key
+from store.erasures import new_salt, tombstone
 from store.negatives import GalleryNegativeStore
 from store.redis.audit import RedisAuditLog
 from store.redis.client import connect, guard
@@ -122,13 +124,14 @@ def redis_audit(cfg: RedisStoreConfig) -> Iterator[RedisAuditLog | None]:
     the prefix holds no store yet. GalleryError for another application's keys."""
     where = f"{cfg.describe()} prefix {cfg.prefix}"
     keys = StoreKeys(cfg.prefix)
+    audit_key = AuditKey.from_file(cfg.audit_key_file)
     client = connect(cfg)
     try:
         with guard(where, "reading the store's meta"):
             exists = bool(client.exists(keys.meta))
             if exists:
                 validate_meta(client, keys, where)
-        yield RedisAuditLog(client, keys, where) if exists else None
+        yield RedisAuditLog(client, keys, where, audit_key) if exists else None
     finally:
         client.close()
 
@@ -138,7 +141,8 @@ class RedisStore:
     manager."""
 
     def __init__(self, where: str, client: redis.Redis, persons: RedisGallery, visitors: RedisGallery,
-                 negatives: RedisGallery, keys: StoreKeys, cipher: Cipher | None = None) -> None:
+                 negatives: RedisGallery, keys: StoreKeys, cipher: Cipher | None = None,
+                 audit_key: AuditKey | None = None) -> None:
         self.where = where
         self._client = client
         self._keys = keys
@@ -148,7 +152,7 @@ class RedisStore:
         self.media = RedisMediaStore(client, keys, where, cipher)
         self.events = RedisEventLog(client, keys, where)
         self.live = RedisLiveTracks(client, keys, where, cipher)
-        self.audit = RedisAuditLog(client, keys, where)
+        self.audit = RedisAuditLog(client, keys, where, audit_key)
 
     @classmethod
     def open(cls, cfg: RedisStoreConfig, gallery: GalleryConfig, model: str | None = None, dim: int | None = None,
@@ -157,6 +161,7 @@ class RedisStore:
         (needs ``model`` and ``dim``)."""
         where = f"{cfg.describe()} prefix {cfg.prefix}"
         cipher = Cipher.from_file(cfg.encryption_key_file)
+        audit_key = AuditKey.from_file(cfg.audit_key_file)
         keys = StoreKeys(cfg.prefix)
         client = connect(cfg)
         try:
@@ -170,7 +175,7 @@ class RedisStore:
             client.close()
             raise
         log.debug("store: redis %s%s", where, " (encrypted at rest)" if cipher else "")
-        return cls(where, client, persons, visitors, negatives, keys, cipher)
+        return cls(where, client, persons, visitors, negatives, keys, cipher, audit_key)
 
     def describe(self) -> str:
         return self.where
@@ -187,6 +192,26 @@ class RedisStore:
                 left.append(f"{self._keys.gallery(label).changes}: not rewritten, the {label} gallery holds "
                             f"{name!r} again (a worker wrote it meanwhile): run the forget again")
         return tuple(left) + rewrite_files(self._client, self.describe())
+
+    def _erasure_salt(self, create: bool) -> str | None:
+        if create:
+            self._client.set(self._keys.erasure_salt, new_salt(), nx=True)
+        salt = self._client.get(self._keys.erasure_salt)
+        return None if salt is None else salt.decode("ascii")
+
+    def record_erasure(self, name: str) -> None:
+        with guard(self.where, "recording an erasure"):
+            self._client.hset(self._keys.erasures, tombstone(self._erasure_salt(create=True), name),
+                              repr(time.time()))
+
+    def erased(self, names: Collection[str]) -> dict[str, float]:
+        names = sorted(set(names))
+        with guard(self.where, "reading the erasures"):
+            salt = self._erasure_salt(create=False)
+            if salt is None or not names:
+                return {}
+            found = self._client.hmget(self._keys.erasures, [tombstone(salt, name) for name in names])
+        return {name: float(at) for name, at in zip(names, found) if at is not None}
 
     def close(self) -> None:
         self.negatives.close()
