@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 USERS_FILE = "dashboard-users.json"
 SESSION_KEY_FILE = "dashboard-session.key"
+REVOKED_FILE = "dashboard-revoked.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,10 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--role", required=True, choices=("admin", "viewer"))
     a.add_argument("--password-file", required=True, type=Path, metavar="FILE",
                    help="file whose first line is the password (12 characters or more)")
-    a.add_argument("--replace", action="store_true", help="replace the user's role and password if it exists")
+    a.add_argument("--replace", action="store_true", help="replace the user's role and password if it exists "
+                   "(their sessions end: they log in again)")
     add_gallery_arg(a)
     a.set_defaults(handler=cmd_user_add)
-    r = u.add_parser("remove", help="remove a user (their sessions end at once)")
+    r = u.add_parser("remove", help="remove a user (their sessions, and their live stream, end at once)")
     r.add_argument("name")
     add_gallery_arg(r)
     r.set_defaults(handler=cmd_user_remove)
@@ -62,6 +64,13 @@ def session_key_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
     if cfg.dashboard.session_key_file is not None:
         return cfg.dashboard.session_key_file
     return users_path(cfg, store).parent / SESSION_KEY_FILE
+
+
+def revoked_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
+    """``dashboard.revoked_file``; else beside the users file."""
+    if cfg.dashboard.revoked_file is not None:
+        return cfg.dashboard.revoked_file
+    return users_path(cfg, store).parent / REVOKED_FILE
 
 
 def audit_change(store: StoreConfig, action: str, **details: object) -> None:
@@ -141,4 +150,4 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     listen = args.listen or cfg.dashboard.listen
     return run_dashboard(cfg.dashboard.model_copy(update={"listen": listen}), store, cfg.gallery,
                          users_path(cfg, store), session_key_path(cfg, store), [c.id for c in cfg.up.cameras],
-                         cli_command(args))
+                         cli_command(args), revoked_path(cfg, store))
