@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from dashboard.auth import LoginChecks, LoginThrottle, Revocations, SessionSigner
 from dashboard.config import DashboardConfig
 from dashboard.users import UserFile
+from shared.errors import StoreError
 from shared.logs import RateLimitedLog
 from store.audit import AuditTrail
 from store.base import Store
@@ -153,7 +154,7 @@ class Dashboard:
             try:
                 self.audit.append(actor=f"dashboard:{user}", action="read", subject=subject,
                                   details={"kind": kind, **details})
-            except Exception:
+            except (StoreError, OSError, ValueError):  # not recorded: the next read tries again
                 self.forget_read(user, kind, subject)
                 raise
             self.metrics.reads_audited.labels(kind=kind).inc()
