@@ -1,6 +1,8 @@
 """The dashboard's FastAPI application: pages, the JSON API (OpenAPI at /docs and /openapi.json), /healthz and
 /metrics (no session: for probes and Prometheus), static assets served from the package (nothing is fetched from
-the internet), and the live feed task."""
+the internet), and the live feed task. Request bodies are judged before they are read (`dashboard.bodies`); every
+response but the static assets says ``Cache-Control: no-store`` (pages, events, faces and crops are personal
+data: no browser or proxy cache keeps them)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dashboard import actions, api, pages
+from dashboard.bodies import BodyGuard
 from dashboard.context import Dashboard
 from dashboard.feed import EventFeed
 from shared.errors import StoreError
 
 STATIC = Path(__file__).parent / "static"
+NO_STORE = "no-store"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -55,12 +59,15 @@ def create_app(dash: Dashboard) -> FastAPI:
     app.include_router(api.router)
     app.include_router(actions.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(BodyGuard, dash=dash)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = NO_STORE
         return response
 
     @app.get("/healthz", include_in_schema=False)

@@ -27,13 +27,23 @@ class DashboardConfig(Section):
                                           "bytes); default: dashboard-session.key beside the users file, made on "
                                           "first start.")
     session_h: float = Field(default=12.0, gt=0.0, le=24.0 * 30, description="A login lasts this long.")
+    revoked_file: Path | None = Field(default=None, description="Where logouts are kept (per user, the time of "
+                                      "the last logout: older sessions are void), so a restart does not revive a "
+                                      "logged-out cookie; default: dashboard-revoked.json beside the users file. "
+                                      "Must be writable; when it is not, logouts hold until a restart (warned).")
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (only sent over HTTPS): set it "
-                                 "when a TLS proxy is in front.")
+                                 "when a TLS proxy is in front (a warning is logged when the dashboard listens "
+                                 "off loopback without it).")
     poll_s: float = Field(default=0.2, gt=0.0, le=10.0, description="How often the event log is read for new "
                           "events pushed to browsers.")
     max_clients: int = Field(default=100, ge=1, le=10000, description="Live-update connections served at once.")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024,
-                                  description="Largest total size of the photos of one enrolment.")
+                                  description="Largest total size of the photos of one enrolment. A logged-in "
+                                  "user's request body may be this plus 64 KiB of form; a larger one is refused "
+                                  "(413) before it is read. A request without a session may send no body at all, "
+                                  "except the login form (4 KiB).")
+    max_login_checks: int = Field(default=2, ge=1, le=64, description="Password checks (argon2, 64 MiB each) run "
+                                  "at once; further logins wait in a short queue, beyond it they get 503.")
 
     @field_validator("listen")
     @classmethod

@@ -34,13 +34,19 @@ def dashboard_of(request: Request) -> Dashboard:
 
 
 def viewer_of(request: Request) -> Viewer | None:
-    """The logged-in user, or None (no cookie, a forged or expired one, or a user removed since)."""
-    dash = dashboard_of(request)
-    session: Session | None = dash.signer.read(request.cookies.get(COOKIE))
+    """The logged-in user, or None (no cookie, a forged, expired or revoked one, or a user removed since)."""
+    return viewer_from_cookie(dashboard_of(request), request.cookies.get(COOKIE))
+
+
+def viewer_from_cookie(dash: Dashboard, cookie: str | None) -> Viewer | None:
+    """The user a session cookie logs in, or None: no cookie, a forged or expired one, a user removed or whose
+    password changed since it was issued, or one logged out since (the last three counted as ``revoked``)."""
+    session: Session | None = dash.signer.read(cookie)
     if session is None:
         return None
     user = dash.users.users().get(session.user)
-    if user is None:
+    if user is None or not dash.signer.current(session, user.hash) or dash.revocations.revoked(session):
+        dash.metrics.refused.labels(reason="revoked").inc()
         return None
     return Viewer(user.name, user.role, dash.signer.csrf(session))
 

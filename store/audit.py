@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 ACTIONS = ("enrol", "remove", "rename", "name_visitor", "merge", "unmerge", "reject", "confirm", "forget", "reembed",
-           "login", "login_failed", "logout", "user_add", "user_remove", "rekey", "remove_negative")
+           "login", "login_failed", "logout", "user_add", "user_remove", "rekey", "remove_negative",
+           "read")
 RECORD_KEYS = frozenset({"seq", "ts", "actor", "action", "subject", "details", "prev", "hash"})
 KEYED_RECORD_KEYS = RECORD_KEYS | {"key"}
 ALTERED = "altered"

@@ -12,7 +12,8 @@ from argusnet.commands.common import add_gallery_arg, config_from, print_json, s
 from argusnet.config import ArgusConfig
 from store import opened_audit
 from store.config import LocalStoreConfig, StoreConfig, default_store_dir
-from store.local.gallery import SESSION_KEY_FILE, USERS_FILE  # set-up files a gallery can be created among
+# set-up files a gallery can be created among
+from store.local.gallery import REVOKED_FILE, SESSION_KEY_FILE, USERS_FILE
 
 if TYPE_CHECKING:
     from dashboard.context import CliCommand
@@ -33,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--role", required=True, choices=("admin", "viewer"))
     a.add_argument("--password-file", required=True, type=Path, metavar="FILE",
                    help="file whose first line is the password (12 characters or more)")
-    a.add_argument("--replace", action="store_true", help="replace the user's role and password if it exists")
+    a.add_argument("--replace", action="store_true", help="replace the user's role and password if it exists "
+                   "(their sessions end: they log in again)")
     add_gallery_arg(a)
     a.set_defaults(handler=cmd_user_add)
-    r = u.add_parser("remove", help="remove a user (their sessions end at once)")
+    r = u.add_parser("remove", help="remove a user (their sessions, and their live stream, end at once)")
     r.add_argument("name")
     add_gallery_arg(r)
     r.set_defaults(handler=cmd_user_remove)
@@ -60,6 +62,13 @@ def session_key_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
     if cfg.dashboard.session_key_file is not None:
         return cfg.dashboard.session_key_file
     return users_path(cfg, store).parent / SESSION_KEY_FILE
+
+
+def revoked_path(cfg: ArgusConfig, store: StoreConfig) -> Path:
+    """``dashboard.revoked_file``; else beside the users file."""
+    if cfg.dashboard.revoked_file is not None:
+        return cfg.dashboard.revoked_file
+    return users_path(cfg, store).parent / REVOKED_FILE
 
 
 def audit_change(store: StoreConfig, action: str, **details: object) -> None:
@@ -139,4 +148,4 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     listen = args.listen or cfg.dashboard.listen
     return run_dashboard(cfg.dashboard.model_copy(update={"listen": listen}), store, cfg.gallery,
                          users_path(cfg, store), session_key_path(cfg, store), [c.id for c in cfg.up.cameras],
-                         cli_command(args))
+                         cli_command(args), revoked_path(cfg, store))

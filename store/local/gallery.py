@@ -69,8 +69,9 @@ INDEX_META_FILE = "index.json"
 # dashboard user add` before the first `argusnet up`, `up`'s site lock): a gallery is created among them
 USERS_FILE = "dashboard-users.json"
 SESSION_KEY_FILE = "dashboard-session.key"
+REVOKED_FILE = "dashboard-revoked.json"
 UP_LOCK_FILE = "argusnet-up.lock"
-SET_UP_FILES = frozenset({USERS_FILE, SESSION_KEY_FILE, UP_LOCK_FILE, AUDIT_FILE, SUBJECTS_FILE})
+SET_UP_FILES = frozenset({USERS_FILE, SESSION_KEY_FILE, REVOKED_FILE, UP_LOCK_FILE, AUDIT_FILE, SUBJECTS_FILE})
 CROP_JPEG_QUALITY = 95
 INDEX_WRITE_INTERVAL_S = 10.0  # a busy gallery (visitors) rewrites its index file at most this often
 
