@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.errors import GalleryError, GalleryExistsError
+from shared.errors import GalleryError, GalleryExistsError, NameRuleError
 from store.config import GalleryConfig
 from store.face_index import FaceIndex
 from store.local.gallery import DB_FILE, INDEX_FILE, INDEX_META_FILE, Gallery
@@ -37,6 +37,14 @@ def samples(vectors: np.ndarray, crops, landmarks, sources) -> list[FaceSample]:
 
 def enrol(gallery: Gallery, name: str, vectors: np.ndarray) -> list[int]:
     return gallery.add_person(name, samples(vectors, *faces(len(vectors))))
+
+
+def visit(gallery: Gallery, vectors: np.ndarray) -> str:
+    """A new visitor with these faces, as a worker mints one (a visitor id is no person's name: add_person refuses
+    it); its name."""
+    match = gallery.match_or_create(samples(vectors, *faces(len(vectors))), 1.01, "visitor", len(vectors))
+    assert match.created
+    return match.visitor
 
 
 @pytest.fixture
@@ -189,7 +197,7 @@ def test_a_process_refuses_a_gallery_another_process_reembedded(tmp_path, rng):
 def test_two_processes_expiring_the_same_person_both_succeed(tmp_path, rng):
     cfg = GalleryConfig()
     with Gallery.create(tmp_path / "g", "m", DIM, cfg) as first, Gallery.open(tmp_path / "g", cfg) as second:
-        enrol(first, "visitor-1", unit(rng, 1))
+        assert visit(first, unit(rng, 1)) == "visitor-1"
         second.sync()
         listed = [p.name for p in second.persons()]
         assert first.expire(time.time() + 1) == ["visitor-1"]
@@ -234,17 +242,19 @@ def test_visitor_support_names_rejections_and_expiry(tmp_path, rng):
     cfg = GalleryConfig()
     with Gallery.create(tmp_path / "g", "m", DIM, cfg) as g:
         assert [g.allocate_name("visitor") for _ in range(2)] == ["visitor-1", "visitor-2"]
-        enrol(g, "visitor-1", unit(rng, 1))
-        g.reject("visitor-1", "alice")
-        assert g.rejections() == {"visitor-1": frozenset({"alice"})}
+        assert visit(g, unit(rng, 1)) == "visitor-3"
+        with pytest.raises(NameRuleError, match="visitor id"):
+            enrol(g, "visitor-4", unit(rng, 1))
+        g.reject("visitor-3", "alice")
+        assert g.rejections() == {"visitor-3": frozenset({"alice"})}
         with pytest.raises(GalleryError, match="no person named 'nobody'"):
             g.reject("nobody", "alice")
         old = g.persons()[0].last_seen
         assert g.expire(older_than=old - 1) == []
-        assert g.expire(older_than=old + 1) == ["visitor-1"] and g.face_count == 0
+        assert g.expire(older_than=old + 1) == ["visitor-3"] and g.face_count == 0
         assert g.rejections() == {}
     with Gallery.open(tmp_path / "g", cfg) as g:
-        assert g.allocate_name("visitor") == "visitor-3"  # numbers are never handed out twice
+        assert g.allocate_name("visitor") == "visitor-4"  # numbers are never handed out twice
 
 
 def _open_visitors_at(directory: str, start_at: float) -> int:
