@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,12 +170,17 @@ def wait_for(what: str, done: Callable[[], bool], timeout: float, site: Site) ->
         time.sleep(0.5)
 
 
-def drained(site: Site, not_before: float) -> Callable[[], bool]:
+def drained(site: Site, not_before: float, times: Timeline) -> Callable[[], bool]:
+    """Whether the worker's store buffers are empty and ``not_before`` passed; ``times.drained``: since when they
+    have been empty (0.0 while they are not)."""
     def check() -> bool:
         try:
-            return time.time() >= not_before and site.buffered() == 0
+            depth = site.buffered()
         except OSError:
             return False
+        now = time.time()
+        times.drained = (times.drained or now) if depth == 0 else 0.0
+        return now >= not_before and depth == 0
     return check
 
 
@@ -219,11 +225,11 @@ class Timeline:
     first_event: float = 0.0
     fault_start: float = 0.0
     fault_end: float = 0.0
-    drained: float = 0.0
+    drained: float = 0.0  # the worker's store buffers empty again
     snapshot: float = 0.0
 
 
-def run_fault(site: Site, fault: Callable[[], Fault], args: Any) -> dict[str, Any]:
+def run_fault(site: Site, fault: Callable[[], Fault], args: Any, fault_name: str) -> dict[str, Any]:
     """Run the site through ``fault`` (made once the site runs); the measurements."""
     stop, live, times = threading.Event(), Live(), Timeline()
     threading.Thread(target=events_loop, args=(site, stop, live), daemon=True).start()
@@ -240,9 +246,8 @@ def run_fault(site: Site, fault: Callable[[], Fault], args: Any) -> dict[str, An
         finally:
             breaker.end()
         times.fault_end = time.time()
-        wait_for("the store buffers draining", drained(site, times.fault_end + args.seconds), DRAIN_S + args.seconds,
-                 site)
-        times.drained = time.time()
+        wait_for("the store buffers draining", drained(site, times.fault_end + args.seconds, times),
+                 DRAIN_S + args.seconds, site)
         seen = live.snapshot()
         times.snapshot = time.time()
         logged = logged_events(site.store, seen, times.first_event - START_S)
@@ -253,7 +258,16 @@ def run_fault(site: Site, fault: Callable[[], Fault], args: Any) -> dict[str, An
     finally:
         stop.set()
         site.close()
+        if args.logs is not None:
+            keep_logs(site, args.logs / fault_name)
     return measure(times, seen, logged, counters, log_summary(site.log_text("w1")))
+
+
+def keep_logs(site: Site, directory: Path) -> None:
+    """Copy the site's process logs to ``directory`` (--logs)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in site.procs:
+        shutil.copy(site.tmp / f"{name}.log", directory / f"{name}.log")
 
 
 def sample_buffers(site: Site, until: float) -> dict[str, float]:
@@ -367,7 +381,7 @@ def measure(times: Timeline, seen: list[Seen], logged: list[TrackEvent], counter
     dropped = counters["frames_dropped"]
     return {"seconds": {"quiet": round(times.fault_start - start, 1),
                         "fault": round(times.fault_end - times.fault_start, 1),
-                        "until_drained": round(times.drained - times.fault_end, 1),
+                        "buffers_drained_after_fault": round(max(0.0, times.drained - times.fault_end), 1),
                         "run": round(times.snapshot - start, 1)},
             "fault_s": [round(times.fault_start - start, 1), round(times.fault_end - start, 1)],
             "live_events": len(seen), "logged_events": len(logged),
@@ -394,7 +408,7 @@ def redis_run(args: Any, tmp: Path) -> dict[str, Any]:
     server = start_redis()
     try:
         site = Site(tmp, RedisStoreConfig(url=server.url, prefix="faults"))
-        return run_fault(site, lambda: hung_redis(server.process), args)
+        return run_fault(site, lambda: hung_redis(server.process), args, "hung_redis")
     finally:
         server.process.send_signal(signal.SIGCONT)
         server.stop()
@@ -408,7 +422,7 @@ def disk_run(args: Any, tmp: Path) -> dict[str, Any]:
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount)], check=True)
     try:
         site = Site(tmp, LocalStoreConfig(path=mount / "store"))
-        return {"tmpfs_size": DISK_SIZE, **run_fault(site, lambda: full_disk(mount), args)}
+        return {"tmpfs_size": DISK_SIZE, **run_fault(site, lambda: full_disk(mount), args, "full_disk")}
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
@@ -418,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="quiet time before the fault, and at least as long "
                    "after it (the buffers must also have drained)")
     p.add_argument("--fault-seconds", type=float, default=20.0, help="how long each fault lasts")
+    p.add_argument("--logs", type=Path, metavar="DIR", help="keep the processes' logs here (DIR/FAULT/NAME.log)")
     p.add_argument("--only", choices=("hung_redis", "full_disk"), help="run one fault only")
     args = p.parse_args(argv)
     runs = {"hung_redis": redis_run, "full_disk": disk_run}
