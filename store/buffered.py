@@ -25,7 +25,9 @@ recognition, and every store operation is timed and counted.
   or sqlite3 error leaves this store.
 - After a StoreUnavailableError no call reaches the store (each fails at once) until a retry is due; the delay
   between retries doubles from ``FIRST_RETRY_S`` to ``MAX_RETRY_S``. A server that is gone costs one failed call
-  per retry (``store.socket_timeout_s`` for a silent one), not one per operation.
+  per retry (``store.socket_timeout_s`` for a silent one), not one per operation. An outage in which a write failed
+  ends only when a write succeeds (READ_OPERATIONS): reads go on working on a full disk, and are no sign that the
+  waiting writes can be made.
 
 The local backend behaves as before while it works (everything is written at once); a failing local write is
 buffered and retried in the same way.
@@ -78,6 +80,13 @@ MAX_RETRY_S = 10.0
 FLUSH_BUDGET_S = 0.25  # one flush writes for at most this long (the rest goes at the next one)
 EVENTS_PER_APPEND = 500  # buffered events written in one append
 MAX_WRITE_FAILURES = 5  # a buffered write failing this often with a StoreError other than unavailability is dropped
+# The operations that only read. Reads go on working on a full disk or a read-only file system, so a read that
+# succeeds does not end an outage that a failed write began (only a write that succeeds does): else the store
+# would be "available again" at every read and "unavailable" at the next write, logging both twice a second and
+# retrying the writes at the first delay for as long as the disk stays full.
+READ_OPERATIONS = frozenset({"search", "sync_persons", "sync_visitors", "sync_negatives", "read_persons",
+                             "rejections", "search_negatives", "read_negatives", "search_visitors", "read_visitors",
+                             "query_events", "read_live", "read_crop", "audit_read", "read_erasures"})
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,8 @@ class WriteBuffer:
 
 class Availability:
     """Whether calls may reach the store: after a StoreUnavailableError none does (each fails at once) until a
-    retry is due (see the module docstring). Thread-safe."""
+    retry is due (see the module docstring); an outage ends with a call that succeeds, a write when a write failed
+    in it (READ_OPERATIONS). Thread-safe."""
 
     def __init__(self, where: str) -> None:
         self.where = where
@@ -218,14 +228,17 @@ class Availability:
         self.down_since: float | None = None
         self._retry_at = 0.0
         self._delay = FIRST_RETRY_S
+        self._write_failed = False  # in this outage: then only a write that succeeds ends it
 
     def allows(self) -> bool:
         with self._lock:
             return self.down_since is None or time.monotonic() >= self._retry_at
 
-    def failed(self, exc: StoreUnavailableError) -> None:
+    def failed(self, exc: StoreUnavailableError, write: bool) -> None:
+        """A call failed: ``write``, one that writes."""
         with self._lock:
             now = time.monotonic()
+            self._write_failed = write or (self._write_failed and self.down_since is not None)
             if self.down_since is None:
                 self.down_since, self._delay = now, FIRST_RETRY_S
                 log.warning("store %s is unavailable: writes wait in a buffer, recognition goes on from the "
@@ -234,9 +247,10 @@ class Availability:
                 self._delay = min(self._delay * 2.0, MAX_RETRY_S)
             self._retry_at = now + self._delay
 
-    def recovered(self) -> None:
+    def recovered(self, write: bool) -> None:
+        """A call succeeded: ``write``, one that writes."""
         with self._lock:
-            if self.down_since is None:
+            if self.down_since is None or (self._write_failed and not write):
                 return
             log.warning("store %s is available again after %.1f s", self.where, time.monotonic() - self.down_since)
             self.down_since, self._delay = None, FIRST_RETRY_S
@@ -285,13 +299,13 @@ class BufferedStore:
             yield
         except StoreUnavailableError as exc:
             self.metrics.errors.labels(operation=operation).inc()
-            self.availability.failed(exc)
+            self.availability.failed(exc, operation not in READ_OPERATIONS)
             raise
         except (StoreError, OSError, sqlite3.Error) as exc:
             self.metrics.errors.labels(operation=operation).inc()
             fault = as_fault(self.describe(), operation, exc)
             if fault is not None:
-                self.availability.failed(fault)
+                self.availability.failed(fault, operation not in READ_OPERATIONS)
                 raise fault from exc
             if isinstance(exc, StoreError):
                 raise
@@ -306,7 +320,7 @@ class BufferedStore:
             raise self.availability.refusal()
         with self.timed(operation):
             result = fn(*args)
-        self.availability.recovered()
+        self.availability.recovered(operation not in READ_OPERATIONS)
         return result
 
     def sync(self, part: str, fn: Callable[[], bool]) -> bool:

@@ -29,7 +29,7 @@ from shared.errors import EXIT_BAD_INPUT, EXIT_FAILURE, NameRuleError, StoreFaul
 from shared.names import MAX_PERSON_NAME_LEN, check_person_name
 from shared.protocol import TrackEvent
 from store import open_store
-from store.buffered import MAX_WRITE_FAILURES, BufferedStore
+from store.buffered import MAX_WRITE_FAILURES, READ_OPERATIONS, BufferedStore
 from store.config import GalleryConfig, LocalStoreConfig, RedisStoreConfig
 from store.local.media import CROPS_DIR
 from store.types import EventQuery, EventRecord, LiveTrack
@@ -262,6 +262,32 @@ def test_a_hung_redis_costs_a_worker_call_at_most_its_short_timeout_and_loses_no
         server.process.send_signal(signal.SIGCONT)
         store.close()
         server.stop()
+
+
+def test_reads_that_work_on_a_full_disk_do_not_end_the_outage_its_writes_are_in(small_disk, caplog):
+    """A full disk fails the worker's writes while its reads (a replica sync) go on working: the store stays
+    unavailable until a write succeeds again, said once each way (`argusnet bench faults` found the worker's log
+    saying "unavailable" and "available again" twice a second for as long as the disk was full)."""
+    assert READ_OPERATIONS <= set(m.STORE_OPERATIONS)
+    registry = CollectorRegistry()
+    with BufferedStore(open_store(LocalStoreConfig(path=small_disk / "store"), GalleryConfig(), MODEL, DIM,
+                                  create=True), registry) as store:
+        filler = _filled(small_disk)
+        crop = np.full((64, 64, 3), 7, np.uint8)
+        store.media.put_crop("cam", 1, crop)  # fails: waits
+        for _ in range(3):
+            assert wait_until(store.availability.allows, timeout=30.0)
+            store.persons.sync()  # a read: it works on a full disk
+            store.flush()  # the crop fails again
+        said = [r.getMessage() for r in caplog.records if r.name == "store.buffered"]
+        assert sum("is unavailable" in s for s in said) == 1 and not any("available again" in s for s in said), said
+        assert store.pending()["crops"] == 1 and store.availability.down_since is not None
+        assert sample(registry, m.STORE_ERRORS, operation="put_crop") == 4  # the delay grew: 0.5, 1, 2 s
+        filler.unlink()
+        assert wait_until(lambda: _flush_all(store), timeout=30.0), store.pending()
+        said = [r.getMessage() for r in caplog.records if r.name == "store.buffered"]
+        assert sum("available again" in s for s in said) == 1 and store.availability.down_since is None, said
+        assert store.media.get_crop("cam/1")[:3] == b"\xff\xd8\xff"
 
 
 # ------------------------------------------------------------------------------------------------ reading a full disk

@@ -19,6 +19,8 @@ BENCHMARKS = {
     "overload": ("bench.overload", "32 cameras at 5 fps into one worker that cannot keep up: memory, fairness"),
     "hostile": ("bench.hostile", "an honest demo camera, quiet then beside a rogue node (bombs, forged times and ids, a "
                 "flood of ids): worker alive, RSS, honest events, p95 latency ratio"),
+    "faults": ("bench.faults", "a real site through a hung Redis (SIGSTOP) and a full disk under a local store: "
+               "events lost from the log, frames dropped, tracks per walk of the demo face, epochs"),
     "encryption": ("bench.encryption", "local store with vs without store.encryption_key_file: enrol, cold start"),
     "store": ("bench.store", "Redis vs local store: enrol -> searchable, match_or_create/s, cold start, memory"),
     "link": ("bench.link", "a 720p camera behind a tc-shaped link (2/4/10 Mbit/s): fps, JPEG quality, latency"),
