@@ -67,6 +67,8 @@ bench: install
 	$(BIN)/argusnet bench store --cold-faces 100000 --json out/bench-store.json
 	$(BIN)/argusnet bench dashboard --json out/bench-dashboard.json
 	$(BIN)/argusnet bench strangers --minutes 5 --json out/bench-strangers.json
+	$(BIN)/argusnet bench hostile --seconds 60 --json out/bench-hostile.json
+	$(BIN)/argusnet bench faults --json out/bench-faults.json
 
 # The prepared GPU check (a GPU host only, never CI): its own venv with onnxruntime-gpu, then bench gpu and bench
 # capacity on CUDA (bench/gpu-check.sh; a few minutes).

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from argusnet.launcher import free_port
+from dashboard.users import UserFile
 from shared.protocol import TrackEvent
 from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig
+from store.local.gallery import USERS_FILE
 from store.types import CameraStatus, EventQuery, EventRecord, FaceSample, LiveTrack
 
 PASSWORD = "correct-horse-battery-staple"
@@ -103,11 +105,9 @@ def site(tmp_path):
     store.live.put(LiveTrack("cam1", 11, "Ann", False, 0.97, (1, 2, 3, 4), now - 2, now), ttl_s=600)
     store.live.put_camera(CameraStatus("cam1", "worker-1", 9.5, 100, 3, 1, 640, 480, now), b"\xff\xd8fake", 600)
     store.close()
+    users = UserFile(directory / USERS_FILE)  # what `argusnet dashboard user add` writes (its CLI: test_hostile_up)
     for name, role in (("alice", "admin"), ("victor", "viewer")):
-        pw = tmp_path / f"{name}.pw"
-        pw.write_text(PASSWORD + "\n")
-        r = _cli("dashboard", "user", "add", name, "--role", role, "--password-file", pw, "--gallery", directory)
-        assert r.returncode == 0, r.stderr
+        users.add(name, role, PASSWORD)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "argusnet", "dashboard", "--gallery", str(directory), "--listen",
                              f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)

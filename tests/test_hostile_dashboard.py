@@ -24,8 +24,10 @@ import pytest
 import yaml
 
 from argusnet.launcher import free_port
+from dashboard.users import UserFile
 from store import open_store
 from store.config import GalleryConfig, LocalStoreConfig
+from store.local.gallery import USERS_FILE
 from store.types import EventRecord
 from tests.processes import REPO, scrape, total, wait_until
 from tests.test_dashboard_api import DIM, PASSWORD, _cli, _event, _face
@@ -92,8 +94,9 @@ class Dashboard:
         self.tmp = tmp
         self.dir = tmp / "store"
         _seed(self.dir)
+        users = UserFile(self.dir / USERS_FILE)  # as `dashboard user add` writes it (that CLI: add_user below)
         for name, role in (("alice", "admin"), ("victor", "viewer")):
-            self.add_user(name, role, PASSWORD)
+            users.add(name, role, PASSWORD)
         self.port = free_port()
         self.log = tmp / "dashboard.log"
         full_env = {**os.environ, "ARGUSNET__DASHBOARD__MAX_UPLOAD_BYTES": str(SMALL_UPLOAD), **(env or {})}
