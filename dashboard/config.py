@@ -34,6 +34,10 @@ class DashboardConfig(Section):
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (only sent over HTTPS): set it "
                                  "when a TLS proxy is in front (a warning is logged when the dashboard listens "
                                  "off loopback without it).")
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=16, description="Addresses of the reverse "
+                                       "proxies in front (TLS) whose X-Forwarded-For header names the client; "
+                                       "from any other peer the header is ignored, so nobody can pose as a new "
+                                       "address to the login throttle. Empty (default): the TCP peer is the client.")
     poll_s: float = Field(default=0.2, gt=0.0, le=10.0, description="How often the event log is read for new "
                           "events pushed to browsers.")
     max_clients: int = Field(default=100, ge=1, le=10000, description="Live-update connections served at once.")

@@ -57,7 +57,8 @@ def run_dashboard(cfg: DashboardConfig, store_cfg: StoreConfig, gallery: Gallery
         print(f"dashboard on http://{host if ':' not in host else f'[{host}]'}:{port}/ (store {store.describe()})",
               flush=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                               timeout_graceful_shutdown=3))
+                                               timeout_graceful_shutdown=3, proxy_headers=bool(cfg.trusted_proxies),
+                                               forwarded_allow_ips=",".join(cfg.trusted_proxies) or None))
         try:
             server.run()
         except KeyboardInterrupt:  # uvicorn stopped gracefully on SIGINT, then re-raised it

@@ -179,6 +179,11 @@ def test_a_login_storm_gets_no_more_checks_than_its_allowance_and_never_locks_th
     assert Browser(dash.port, ADMIN_ADDRESS).login("alice", PASSWORD) == 303  # and after it
     assert storm.login("alice", "one-more-wrong-guess") in (401, 429)  # its allowance used up either way
     assert storm.login("alice", PASSWORD) == 429  # the failing address waits, even with the right password
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: here no proxy is trusted, so a
+    # forged header does not make the failing address a new one
+    forged = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": "10.9.8.7"}
+    body = urllib.parse.urlencode({"username": "alice", "password": PASSWORD}).encode()
+    assert storm.request("POST", "/login", body, forged)[0].status == 429
 
 
 def test_password_checks_run_a_few_at_a_time_and_the_excess_is_refused_fast(tmp_path):
