@@ -193,6 +193,21 @@ def test_events_of_a_merged_visitor_appended_later_name_the_person(cfg):
         assert ids == sorted(ids, reverse=True) and ids[-1] >= 1
 
 
+def test_an_append_retried_after_a_timeout_is_logged_once(cfg):
+    """A worker whose append timed out (a hung server that ran it once it resumed) retries the same records: the
+    retry gets the first append's ids and logs nothing twice; a different record is a new event."""
+    with open_(cfg) as store:
+        records = [EventRecord(event("track_started", "cam", 1, 10.0)),
+                   EventRecord(event("track_ended", "cam", 1, 12.0))]
+        first = store.events.append(records)
+        assert store.events.append(records) == first  # the retry
+        assert store.events.append(records[1:]) == first[1:]
+        later = store.events.append([EventRecord(event("track_started", "cam", 2, 13.0))])
+        assert later[0] > first[-1]
+        assert [(e.event.track, e.event.type) for e in store.events.query(EventQuery(oldest_first=True))] == [
+            (1, "track_started"), (1, "track_ended"), (2, "track_started")]
+
+
 def test_many_events_page_through_the_stream(cfg):
     with open_(cfg) as store:
         ids = store.events.append([EventRecord(event("track_started", f"c{i % 3}", i, float(i))) for i in range(1200)])

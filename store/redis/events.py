@@ -42,6 +42,11 @@ MAX_QUERY_LIMIT = 10_000
 PAGE = 500
 EXPIRE_SKEW_S = 3600.0
 MAX_RENAME_HOPS = 16
+# An append is idempotent for this long: the script keeps each record's event id under the SHA-1 of the record, so an
+# append that timed out on the worker (a hung server) but ran on the server once it resumed is not logged a second
+# time when the worker retries it; the retry gets the same ids. Retries come within the worker's retry delay
+# (store.buffered: at most 10 s apart), far within this.
+APPEND_MEMORY_S = 600
 
 RESOLVE_LUA = """
 local function resolve(renames, name)
@@ -58,9 +63,15 @@ end
 """
 APPEND_SCRIPT = RESOLVE_LUA + """
 local ids = {}
-for i = 2, #ARGV do
+for i = 4, #ARGV do
+  local done = ARGV[2] .. ':' .. redis.sha1hex(ARGV[i])
+  local before = redis.call('GET', done)
+  if before then
+    ids[#ids + 1] = tonumber(before)
+  else
   local r = cjson.decode(ARGV[i])
   local n = redis.call('INCR', KEYS[1])
+  redis.call('SET', done, n, 'EX', tonumber(ARGV[3]))
   local fields = {'ts', r.ts, 'camera', r.camera, 'body', r.body}
   if r.name then
     table.insert(fields, 'name'); table.insert(fields, r.name)
@@ -70,6 +81,7 @@ for i = 2, #ARGV do
   if r.worker then table.insert(fields, 'worker'); table.insert(fields, r.worker) end
   redis.call('XADD', KEYS[2], n .. '-0', unpack(fields))
   ids[#ids + 1] = n
+  end
 end
 return ids
 """
@@ -179,7 +191,8 @@ class RedisEventLog:
         if not records:
             return []
         ids = self._append(keys=[self._k.event_seq, self._k.events, self._k.renames],
-                           args=[self._k.event_names_base, *map(_record_json, not_ahead(records))])
+                           args=[self._k.event_names_base, self._k.event_appended_base, APPEND_MEMORY_S,
+                                 *map(_record_json, not_ahead(records))])
         return [int(i) for i in ids]
 
     def _logged(self, entry_id: bytes, fields: dict[bytes, bytes], renames: dict[bytes, bytes],

@@ -119,6 +119,10 @@ class StoreKeys:
     def event_names_base(self) -> str:  # + ":" + name_key(name): sorted set of the event ids naming a person
         return f"{self.prefix}:events:name"
 
+    @property
+    def event_appended_base(self) -> str:  # + ":" + sha1 of an appended record: its event id, kept a while so that
+        return f"{self.prefix}:events:appended"  # an append retried after a timeout is not logged twice
+
     def events_of(self, name: str) -> str:
         return f"{self.event_names_base}:{name_key(name)}"
 
