@@ -7,8 +7,9 @@ sent as the honest camera's id, and a frame from a new camera id each time (a fl
 
 Measured per phase: the honest camera's events (how many, the longest gap between two), the end-to-end latency of
 its track_started and track_identified events (capture -> event received here, p50/p95), the worker's resident
-memory (max) and whether it stayed alive; and what the broker refused and the worker dropped, by reason. Targets (issue 24): the worker alive, its RSS under the quiet
-run's + 200 MB, the honest camera's events every few seconds throughout, p95 latency within 2x of the quiet run.
+memory (max) and whether it stayed alive; and what the broker refused and the worker dropped, by reason. Targets
+(issue 24): the worker alive, its RSS under the quiet run's + 200 MB, the honest camera's events every few seconds
+throughout, p95 latency within 2x of the quiet run.
 
 Run: argusnet bench hostile --json out/bench-hostile.json [--seconds 60]
 """
