@@ -38,6 +38,7 @@ STORE_ERRORS = f"{PREFIX}_store_errors_total"  # counter, labels: operation (STO
 STORE_LATENCY = f"{PREFIX}_store_latency_seconds"  # histogram, labels: operation (STORE_OPERATIONS)
 STORE_BUFFER_DEPTH = f"{PREFIX}_store_buffer_depth"  # gauge, labels: kind (STORE_BUFFER_KINDS): writes waiting
 STORE_DROPPED = f"{PREFIX}_store_dropped_total"  # counter, labels: kind: buffered writes given up (never written)
+STORE_NAMES_REFUSED = f"{PREFIX}_store_names_refused_total"  # counter: enrolled names that break the name rule
 STORE_ERASED_WRITES = f"{PREFIX}_store_erased_writes_total"  # counter, labels: kind: buffered writes not made, naming
 # a person forgotten after they were made (store.erasures)
 STORE_REPLICA_LAG = f"{PREFIX}_store_replica_lag_seconds"  # gauge: time since the gallery replicas last synced

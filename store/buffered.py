@@ -50,6 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from shared import metrics as m
 from shared.errors import StoreError, StoreUnavailableError
 from shared.logs import RateLimitedLog
+from shared.names import name_problem
 from store.audit import AuditRecord, AuditReport, AuditTrail
 from store.base import EventLog, LiveTracks, MediaStore, NegativeStore, PersonGallery, Store, VisitorStore
 from store.config import StoreBufferConfig
@@ -118,6 +119,8 @@ class StoreMetrics:
                                registry=registry)
         self.erased = Counter(m.STORE_ERASED_WRITES, "Buffered writes not made: they name a person forgotten "
                               "after they were made (store.erasures)", ["kind"], registry=registry)
+        self.names_refused = Counter(m.STORE_NAMES_REFUSED, "Enrolled persons whose names break the person-name rule "
+                                     "(stored before it): never named by this worker", registry=registry)
         self.replica_lag = Gauge(m.STORE_REPLICA_LAG, "Seconds since the gallery replicas last synced with the "
                                  "store", registry=registry)
         for operation in m.STORE_OPERATIONS:
@@ -472,6 +475,7 @@ class BufferedPersons:
     def __init__(self, owner: BufferedStore, inner: PersonGallery) -> None:
         self._o = owner
         self.inner = inner
+        self._usable_names: dict[str, bool] = {}  # each name's check against the person-name rule, made once
 
     @property
     def model(self) -> str:
@@ -486,8 +490,25 @@ class BufferedPersons:
         return self.inner.face_count
 
     def search(self, embeddings: np.ndarray, k: int) -> list[list[PersonHit]]:
+        """The replica's hits, without persons whose names break the person-name rule (enrolled before the rule
+        existed: a name with a control or invisible character cannot travel in an event, and would fail the
+        whole batch); each such name is counted and logged once, and `argusnet forget NAME` removes it."""
         with self._o.timed("search"):
-            return self.inner.search(embeddings, k)
+            rows = self.inner.search(embeddings, k)
+        return [[hit for hit in row if self._usable(hit.name)] for row in rows]
+
+    def _usable(self, name: str) -> bool:
+        known = self._usable_names.get(name)
+        if known is not None:
+            return known
+        problem = name_problem(name)
+        self._usable_names[name] = problem is None
+        if problem is None:
+            return True
+        self._o.metrics.names_refused.inc()
+        log.warning("enrolled person %r is never named: %s (stored before the name rule; re-enrol under a valid "
+                    "name and `argusnet forget` this one)", name, problem)
+        return False
 
     def sync(self) -> bool:
         return self._o.sync("persons", self.inner.sync)

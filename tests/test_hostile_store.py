@@ -67,6 +67,28 @@ def test_both_stores_refuse_a_bad_name_and_keep_the_good_ones(opener):
     assert [p.name for p in store.persons.persons()] == ["Ada Lovelace"]
 
 
+def test_a_name_stored_before_the_rule_is_never_named_and_fails_no_batch(tmp_path, caplog):
+    """A gallery written before the name rule may hold 'Eve\tSmith'; such a name cannot travel in an event (the
+    wire refuses it) and used to fail every worker batch in which that person was in view. The worker's store leaves
+    such persons out of its search results, counted and logged once; valid persons are found as before."""
+    rng = np.random.default_rng(11)
+    vectors = unit(rng, 2)
+    inner = open_store(LocalStoreConfig(path=tmp_path / "g"), GalleryConfig(), MODEL, DIM, create=True)
+    inner.persons._add_faces("Eve\tSmith", [face(vectors[0])])  # as a store written before the rule holds it
+    inner.persons.add_person("Ada Lovelace", [face(vectors[1])])
+    registry = CollectorRegistry()
+    store = BufferedStore(inner, registry)
+    try:
+        with caplog.at_level("WARNING", logger="store.buffered"):
+            for _ in range(3):
+                rows = store.persons.search(vectors, 2)
+                assert [[hit.name for hit in row] for row in rows] == [["Ada Lovelace"], ["Ada Lovelace"]]
+        assert sample(registry, m.STORE_NAMES_REFUSED) == 1
+        assert len([r for r in caplog.records if "never named" in r.getMessage()]) == 1
+    finally:
+        store.close()
+
+
 def test_a_visitor_cannot_be_named_with_a_bad_name(opener):
     store = opener()
     rng = np.random.default_rng(4)
